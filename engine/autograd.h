@@ -1,0 +1,67 @@
+// Reverse-mode automatic differentiation on an explicit tape.
+//
+// A Var is a node: a value, a gradient, the op that made it and that op's backward rule. While grad
+// mode is on, every op whose inputs need a gradient appends its output node to the thread's tape.
+// The tape is in creation order, which is a topological order, so backward(loss) simply walks it in
+// reverse and calls each rule; rules *add* into their inputs' gradients, so a value used twice gets
+// the sum. backward() then clears the tape, which frees the step's intermediate values.
+//
+//   Var x = param(...);              // leaf that wants a gradient
+//   Var y = relu(matmul(x, w));      // ops record themselves
+//   backward(sum(y));                // x->grad now holds d sum(y) / dx
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace spnas {
+
+struct Node;
+using Var = std::shared_ptr<Node>;
+
+struct Node {
+  Tensor value;
+  Tensor grad;              // valid only when grad_valid
+  bool grad_valid = false;  // false: gradient is zero (buffer may be kept for reuse)
+  bool requires_grad = false;
+  const char* op = "leaf";
+  std::string name;         // parameters: their registered name
+  std::vector<Var> inputs;
+  std::function<void(Node& self)> backward_fn;  // empty for leaves
+
+  // The gradient buffer of this node for a backward rule to add into. A new (or zeroed) buffer is
+  // handed out without clearing and *overwrite is set: the rule must then write, not add.
+  float* grad_buffer(bool* overwrite);
+  // Same, but always ready to add into (cleared when new).
+  Tensor& grad_accumulator();
+  void zero_grad() { grad_valid = false; }
+};
+
+// A leaf holding a constant (no gradient) or a trainable value.
+Var constant(const Tensor& value);
+Var leaf(const Tensor& value, bool requires_grad, const std::string& name = "");
+
+// Grad mode. NoGrad disables recording in its scope (evaluation, EMA updates, decoding).
+bool grad_enabled();
+struct NoGrad {
+  NoGrad();
+  ~NoGrad();
+  bool prev;
+};
+
+// Called by ops: makes the output node, and records it on the tape when grad mode is on and any
+// input requires a gradient. `backward` receives the output node; it reads self.grad and adds into
+// self.inputs[i]->grad_... for each input that requires a gradient.
+Var record(const char* op, Tensor value, std::vector<Var> inputs, std::function<void(Node&)> backward);
+
+// Runs the tape backwards from `loss` (seeded with d loss = 1, or with `seed` when given), then
+// clears the tape. An op recorded without a backward rule fails here, naming the op.
+void backward(const Var& loss, const Tensor* seed = nullptr);
+// Drops the tape without running it (e.g. after a forward pass that is not differentiated).
+void clear_tape();
+size_t tape_size();
+
+}  // namespace spnas

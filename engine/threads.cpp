@@ -1,0 +1,169 @@
+#include "engine/threads.h"
+
+#include <pthread.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+extern "C" void openblas_set_num_threads(int);
+
+namespace spnas {
+namespace {
+
+// Workers wait for a new "generation"; they spin briefly first because training issues many short
+// parallel regions back to back, then sleep on a condition variable so an idle engine costs nothing.
+class Pool {
+ public:
+  ~Pool() { resize(1); }
+
+  int size() const { return int(workers_.size()) + 1; }
+
+  void resize(int n) {
+    if (n < 1) n = 1;
+    if (n == size()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      generation_++;
+    }
+    cv_.notify_all();
+    for (auto& t : workers_) t.join();
+    workers_.clear();
+    stop_ = false;
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
+  }
+
+  void run(const std::function<void(int, int)>& fn) {
+    int n = size();
+    if (n == 1 || in_region_) {
+      fn(0, 1);
+      return;
+    }
+    std::lock_guard<std::mutex> one_region(region_mu_);  // regions from different threads take turns
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      job_ = &fn;
+      pending_.store(n - 1);
+      generation_++;
+    }
+    cv_.notify_all();
+    in_region_ = true;
+    fn(0, n);
+    in_region_ = false;
+    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    job_ = nullptr;
+  }
+
+  bool pin() {
+    bool ok = true;
+    int ncpu = int(sysconf(_SC_NPROCESSORS_ONLN));
+    for (size_t i = 0; i < workers_.size(); ++i) {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(int(i + 1) % ncpu, &set);
+      ok &= pthread_setaffinity_np(workers_[i].native_handle(), sizeof(set), &set) == 0;
+    }
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(0, &set);
+    ok &= pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
+    return ok;
+  }
+
+ private:
+  void loop(int tid) {
+    uint64_t seen = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      seen = generation_;
+    }
+    for (;;) {
+      // Spin for a short while, then block.
+      for (int i = 0; i < 20000 && generation_.load(std::memory_order_acquire) == seen; ++i) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+      }
+      const std::function<void(int, int)>* job;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return generation_.load() != seen; });
+        seen = generation_;
+        if (stop_) return;
+        job = job_;
+      }
+      in_region_ = true;
+      (*job)(tid, size());
+      in_region_ = false;
+      pending_.fetch_sub(1, std::memory_order_release);
+    }
+  }
+
+  std::vector<std::thread> workers_;
+  std::mutex mu_, region_mu_;
+  std::condition_variable cv_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  const std::function<void(int, int)>* job_ = nullptr;
+  bool stop_ = false;
+  static thread_local bool in_region_;
+};
+thread_local bool Pool::in_region_ = false;
+
+int default_threads() {
+  if (const char* env = std::getenv("SPNAS_THREADS")) {
+    int n = std::atoi(env);
+    if (n > 0) return n;
+  }
+  return std::max(1, int(sysconf(_SC_NPROCESSORS_ONLN)));
+}
+
+Pool& pool() {
+  static Pool* p = [] {
+    auto* q = new Pool();
+    q->resize(default_threads());
+    openblas_set_num_threads(1);
+    return q;
+  }();
+  return *p;
+}
+
+}  // namespace
+
+void set_num_threads(int n) {
+  if (n <= 0) n = std::max(1, int(sysconf(_SC_NPROCESSORS_ONLN)));
+  pool().resize(n);
+  openblas_set_num_threads(1);
+}
+
+int num_threads() { return pool().size(); }
+
+void parallel_run(const std::function<void(int, int)>& fn) { pool().run(fn); }
+
+void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
+  if (n <= 0) return;
+  int nt = num_threads();
+  if (grain < 1) grain = 1;
+  int64_t chunks = std::min<int64_t>(nt, (n + grain - 1) / grain);
+  if (chunks <= 1) {
+    fn(0, n);
+    return;
+  }
+  parallel_run([&](int tid, int) {
+    if (tid >= chunks) return;
+    int64_t b, e;
+    split_range(n, tid, int(chunks), &b, &e);
+    if (b < e) fn(b, e);
+  });
+}
+
+bool pin_threads() { return pool().pin(); }
+
+}  // namespace spnas

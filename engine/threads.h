@@ -1,0 +1,33 @@
+// One thread pool for the whole engine. set_num_threads(T) sizes it and pins OpenBLAS to one
+// thread: every parallel region in the engine - our kernels and the GEMMs, which the pointwise op
+// splits into row blocks itself - runs on these T threads, so the two never oversubscribe.
+//
+// Kernels own their partition: parallel_run hands each thread (tid, nthreads) and the kernel
+// picks its slice; parallel_for is the common contiguous split.
+#pragma once
+#include <cstdint>
+#include <functional>
+
+namespace spnas {
+
+void set_num_threads(int n);  // n <= 0: number of online CPUs
+int num_threads();
+
+// Runs fn(tid, nthreads) once on each pool thread (the caller is tid 0) and waits for all.
+// Nested calls from inside a parallel region run serially on the calling thread.
+void parallel_run(const std::function<void(int tid, int nthreads)>& fn);
+
+// Splits [0, n) into at most nthreads contiguous chunks of at least `grain` items.
+void parallel_for(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn, int64_t grain = 1);
+
+// The chunk [begin, end) of [0, n) that thread tid of nthreads owns in an even split.
+inline void split_range(int64_t n, int tid, int nthreads, int64_t* begin, int64_t* end) {
+  int64_t q = n / nthreads, r = n % nthreads;
+  *begin = tid * q + (tid < r ? tid : r);
+  *end = *begin + q + (tid < r ? 1 : 0);
+}
+
+// Pins pool thread i to CPU i (for latency measurements). Returns false if not permitted.
+bool pin_threads();
+
+}  // namespace spnas

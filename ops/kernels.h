@@ -1,0 +1,85 @@
+// Raw-pointer kernels behind the differentiable ops in ops/ops.h.
+//
+// Every kernel has a plain scalar reference (`*_ref`, the test oracle) and may have fast variants
+// (AVX2, AVX-512) compiled in files named *_avx2.cpp / *_avx512.cpp. `kernels()` returns the table
+// chosen at run time from the CPU's features (or forced with set_isa / SPNAS_ISA=ref|avx2|avx512).
+// Layouts: activations NHWC; depthwise weights [K, K, C]; pointwise weights [Cin, Cout];
+// dense conv weights [KH, KW, Cin, Cout]. Backward kernels take `accumulate`: add into the output
+// instead of overwriting it (a value used twice gets the sum of its gradients).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace spnas {
+
+enum class Act { None, ReLU, ReLU6 };
+
+// Depthwise k x k convolution with TensorFlow "SAME" padding: OH = ceil(H / S),
+// pad_t = max((OH - 1) * S + K - H, 0) / 2 (the extra row, if any, goes to the bottom).
+struct DwConvDesc {
+  int64_t N = 0, H = 0, W = 0, C = 0, OH = 0, OW = 0;
+  int K = 0, S = 1, pad_t = 0, pad_l = 0;
+  int64_t in_elems() const { return N * H * W * C; }
+  int64_t out_elems() const { return N * OH * OW * C; }
+};
+DwConvDesc dwconv_desc(int64_t N, int64_t H, int64_t W, int64_t C, int K, int S);
+
+// Batch-norm apply + activation over M = N*H*W rows of C channels: y = act(x * scale[c] + shift[c]).
+// Backward (training mode) of y = act(gamma * (x - mean) * invstd + beta):
+//   g = dy * act'(y);  dbeta = sum g;  dgamma = sum g * xhat;
+//   dx = gamma * invstd / M * (M * g - dbeta - xhat * dgamma)
+// With `training` false (frozen statistics) dx = g * gamma * invstd.
+struct BnDesc {
+  int64_t M = 0, C = 0;
+  Act act = Act::None;
+};
+
+struct KernelTable {
+  const char* name;  // "ref", "avx2", "avx512"
+
+  void (*dwconv_forward)(const DwConvDesc&, const float* x, const float* w, float* y);
+  void (*dwconv_backward_data)(const DwConvDesc&, const float* dy, const float* w, float* dx, bool accumulate);
+  void (*dwconv_backward_weights)(const DwConvDesc&, const float* x, const float* dy, float* dw, bool accumulate);
+
+  // Per-channel mean and biased variance over M rows.
+  void (*bn_stats)(const BnDesc&, const float* x, float* mean, float* var);
+  void (*bn_act_forward)(const BnDesc&, const float* x, const float* scale, const float* shift, float* y);
+  // Reductions over rows: dbeta = sum g, dgamma = sum g * xhat (overwritten), where g = dy * act'(y).
+  void (*bn_act_backward_reduce)(const BnDesc&, const float* x, const float* y, const float* dy,
+                                 const float* mean, const float* invstd, float* dgamma, float* dbeta);
+  // dx from the reductions (see BnDesc); `training` selects the formula.
+  void (*bn_act_backward_data)(const BnDesc&, const float* x, const float* y, const float* dy, const float* mean,
+                               const float* invstd, const float* gamma, const float* dgamma, const float* dbeta,
+                               bool training, float* dx, bool accumulate);
+};
+
+const KernelTable& kernels();          // the active table
+const KernelTable& reference_kernels();
+const KernelTable* kernels_for(const std::string& isa);  // nullptr if this CPU/build lacks it
+void set_isa(const std::string& isa);  // "auto", "ref", "avx2", "avx512"; throws if unsupported
+std::string cpu_isa();                 // best ISA the CPU supports: "avx512", "avx2" or "ref"
+
+// Reference kernels (single-threaded, straightforward loops; the oracle for tests).
+void dwconv_forward_ref(const DwConvDesc&, const float* x, const float* w, float* y);
+void dwconv_backward_data_ref(const DwConvDesc&, const float* dy, const float* w, float* dx, bool accumulate);
+void dwconv_backward_weights_ref(const DwConvDesc&, const float* x, const float* dy, float* dw, bool accumulate);
+void bn_stats_ref(const BnDesc&, const float* x, float* mean, float* var);
+void bn_act_forward_ref(const BnDesc&, const float* x, const float* scale, const float* shift, float* y);
+void bn_act_backward_reduce_ref(const BnDesc&, const float* x, const float* y, const float* dy, const float* mean,
+                                const float* invstd, float* dgamma, float* dbeta);
+void bn_act_backward_data_ref(const BnDesc&, const float* x, const float* y, const float* dy, const float* mean,
+                              const float* invstd, const float* gamma, const float* dgamma, const float* dbeta,
+                              bool training, float* dx, bool accumulate);
+
+// Pointwise (1x1) convolution as GEMM over M = N*H*W rows, split into row blocks across the engine's
+// threads (OpenBLAS itself runs single-threaded; see engine/threads.h).
+//   forward:          Y[M, Cout]  = X[M, Cin] * W[Cin, Cout]
+//   backward data:    dX[M, Cin] (+)= dY[M, Cout] * W^T
+//   backward weights: dW[Cin, Cout] (+)= X^T * dY   (per-thread partial sums, then a reduction)
+void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y);
+void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
+                             bool accumulate);
+void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* dy, float* dw,
+                                bool accumulate);
+
+}  // namespace spnas

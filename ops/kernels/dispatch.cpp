@@ -1,0 +1,70 @@
+// Run-time choice of the kernel table from the CPU's features.
+#include <cstdlib>
+#include <stdexcept>
+
+#include "ops/kernels.h"
+
+namespace spnas {
+
+// Provided by the ISA-specific files (nullptr when that path is not compiled in).
+const KernelTable* avx2_kernel_table();
+const KernelTable* avx512_kernel_table();
+
+const KernelTable& reference_kernels() {
+  static const KernelTable t = {"ref",
+                                dwconv_forward_ref,
+                                dwconv_backward_data_ref,
+                                dwconv_backward_weights_ref,
+                                bn_stats_ref,
+                                bn_act_forward_ref,
+                                bn_act_backward_reduce_ref,
+                                bn_act_backward_data_ref};
+  return t;
+}
+
+std::string cpu_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512dq"))
+    return "avx512";
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
+  return "ref";
+}
+
+static bool isa_at_most(const std::string& isa, const std::string& cpu) {
+  auto rank = [](const std::string& s) { return s == "avx512" ? 2 : s == "avx2" ? 1 : 0; };
+  return rank(isa) <= rank(cpu);
+}
+
+const KernelTable* kernels_for(const std::string& isa) {
+  if (isa == "ref") return &reference_kernels();
+  if (!isa_at_most(isa, cpu_isa())) return nullptr;
+  if (isa == "avx2") return avx2_kernel_table();
+  if (isa == "avx512") return avx512_kernel_table();
+  return nullptr;
+}
+
+static const KernelTable* g_active = nullptr;
+
+static const KernelTable* choose(const std::string& want) {
+  if (want == "auto") {
+    for (const char* isa : {"avx512", "avx2"})
+      if (const KernelTable* t = kernels_for(isa)) return t;
+    return &reference_kernels();
+  }
+  const KernelTable* t = kernels_for(want);
+  if (!t) throw std::runtime_error("set_isa: '" + want + "' is not available on this CPU/build (CPU supports " + cpu_isa() + ")");
+  return t;
+}
+
+void set_isa(const std::string& isa) { g_active = choose(isa); }
+
+const KernelTable& kernels() {
+  if (!g_active) {
+    const char* env = std::getenv("SPNAS_ISA");
+    g_active = choose(env && *env ? env : "auto");
+  }
+  return *g_active;
+}
+
+}  // namespace spnas

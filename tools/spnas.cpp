@@ -1,0 +1,2 @@
+// placeholder main, replaced below
+int main() { return 0; }
