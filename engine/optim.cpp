@@ -173,9 +173,10 @@ RMSProp::RMSProp(ParamSet& params, float rho, float momentum, float eps, float w
 void RMSProp::update(float* v, const float* g, float* const* slots, int64_t n, float lr, int64_t) {
   float* ms = slots[0];
   float* mom = slots[1];
+  const float rho = rho_, mu = momentum_, eps = eps_;  // locals: cannot alias the arrays
   for (int64_t j = 0; j < n; ++j) {
-    ms[j] = rho_ * ms[j] + (1.0f - rho_) * g[j] * g[j];
-    mom[j] = momentum_ * mom[j] + lr * g[j] / std::sqrt(ms[j] + eps_);
+    ms[j] = rho * ms[j] + (1.0f - rho) * g[j] * g[j];
+    mom[j] = mu * mom[j] + lr * g[j] / std::sqrt(ms[j] + eps);
     v[j] -= mom[j];
   }
 }
@@ -192,10 +193,11 @@ void Adam::update(float* v, const float* g, float* const* slots, int64_t n, floa
   const float c2 = float(1.0 - std::pow(double(beta2_), double(t)));
   const float step = lr / c1;
   const float inv_c2 = 1.0f / c2;
+  const float b1 = beta1_, b2 = beta2_, eps = eps_;  // locals: cannot alias the arrays
   for (int64_t j = 0; j < n; ++j) {
-    m[j] = beta1_ * m[j] + (1.0f - beta1_) * g[j];
-    s[j] = beta2_ * s[j] + (1.0f - beta2_) * g[j] * g[j];
-    v[j] -= step * m[j] / (std::sqrt(s[j] * inv_c2) + eps_);
+    m[j] = b1 * m[j] + (1.0f - b1) * g[j];
+    s[j] = b2 * s[j] + (1.0f - b2) * g[j] * g[j];
+    v[j] -= step * m[j] / (std::sqrt(s[j] * inv_c2) + eps);
   }
 }
 

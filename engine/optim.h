@@ -56,6 +56,7 @@ class Optimizer {
   // Decay coefficient applied to parameter p (0 when excluded).
   float decay_of(const Param& p) const;
   // The L2 penalty  sum_p wd_eff(p) * sum(v^2) / 2  as a scalar Var; its gradient is wd_eff(p) * v.
+  // For logging only, call it under NoGrad so it is not recorded on the tape.
   Var l2_penalty() const;
 
   const std::string& kind() const { return kind_; }
