@@ -294,12 +294,15 @@ CheckpointData decode_checkpoint(const std::string& bytes, const std::string& na
         std::string rname = r.str();
         std::array<uint64_t, 4> s;
         for (auto& x : s) x = r.pod<uint64_t>();
+        for (const auto& other : d.rngs)
+          if (other.first == rname) r.bad("duplicate RNG '" + rname + "'");
         d.rngs.emplace_back(rname, s);
       }
     } else if (tag == "BLOB") {
       uint32_t count = r.pod<uint32_t>();
       for (uint32_t k = 0; k < count; ++k) {
         std::string bname = r.str();
+        if (d.blobs.count(bname)) r.bad("duplicate blob '" + bname + "'");
         d.blobs[bname] = r.str();
       }
     } else {
