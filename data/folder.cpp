@@ -1,0 +1,266 @@
+// Image folders (ROOT/<split>/<class>/<image>, JPEG/PNG/BMP) decoded with stb_image, cached in
+// memory as uint8 on first decode when the whole split fits the cache budget.
+#define STB_IMAGE_IMPLEMENTATION
+#define STBI_ONLY_JPEG
+#define STBI_ONLY_PNG
+#define STBI_ONLY_BMP
+#define STBI_FAILURE_USERMSG
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#include <stb_image.h>
+#pragma GCC diagnostic pop
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "data/data.h"
+#include "data/image_ops.h"
+
+namespace fs = std::filesystem;
+
+namespace spnas {
+
+using dataimpl::data_error;
+using dataimpl::data_warning;
+
+static constexpr int kMaxSide = 16384;
+static constexpr int64_t kMaxPixels = int64_t(1) << 28;
+
+std::vector<uint8_t> decode_image(const uint8_t* data, size_t n, const std::string& name, int* h, int* w) {
+  if (n == 0) data_error(name, "corrupt image: empty file");
+  if (n > size_t(INT32_MAX)) data_error(name, "image file too large");
+  int x = 0, y = 0, comp = 0;
+  if (!stbi_info_from_memory(data, int(n), &x, &y, &comp))
+    data_error(name, std::string("corrupt or unsupported image (") + stbi_failure_reason() +
+                         "); JPEG, PNG and BMP are supported");
+  if (x <= 0 || y <= 0 || x > kMaxSide || y > kMaxSide || int64_t(x) * y > kMaxPixels)
+    data_error(name, "corrupt image: implausible size " + std::to_string(x) + "x" + std::to_string(y));
+  unsigned char* px = stbi_load_from_memory(data, int(n), &x, &y, &comp, 3);
+  if (!px) data_error(name, std::string("corrupt image (") + stbi_failure_reason() + ")");
+  std::vector<uint8_t> out(px, px + size_t(x) * y * 3);
+  stbi_image_free(px);
+  *h = y;
+  *w = x;
+  return out;
+}
+
+static bool is_image_name(const std::string& n) {
+  auto dot = n.rfind('.');
+  if (dot == std::string::npos) return false;
+  std::string ext = n.substr(dot + 1);
+  for (auto& ch : ext) ch = char(std::tolower((unsigned char)ch));
+  return ext == "jpg" || ext == "jpeg" || ext == "png" || ext == "bmp";
+}
+
+static void read_into(const std::string& path, std::vector<uint8_t>& buf) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) data_error(path, std::string("cannot open: ") + std::strerror(errno));
+  buf.clear();
+  size_t used = 0;
+  for (;;) {
+    if (buf.size() < used + 65536) buf.resize(used + 65536);
+    size_t k = std::fread(buf.data() + used, 1, buf.size() - used, f);
+    used += k;
+    if (k == 0) break;
+  }
+  bool err = std::ferror(f);
+  std::fclose(f);
+  if (err) data_error(path, "read error");
+  buf.resize(used);
+}
+
+namespace {
+
+class FolderDataset : public Dataset {
+ public:
+  FolderDataset(std::string name, std::vector<std::string> files, std::vector<int32_t> labels,
+                std::vector<std::string> classes, int h, int w, bool cache)
+      : files_(std::move(files)), labels_(std::move(labels)) {
+    name_ = std::move(name);
+    class_names_ = std::move(classes);
+    height_ = h;
+    width_ = w;
+    channels_ = 3;
+    if (cache) {
+      cache_.reset(new uint8_t[size_t(files_.size()) * h * w * 3]);
+      state_.reset(new std::atomic<uint8_t>[files_.size()]);
+      for (size_t i = 0; i < files_.size(); ++i) state_[i].store(0, std::memory_order_relaxed);
+    }
+  }
+  int64_t size() const override { return int64_t(files_.size()); }
+  int label(int64_t i) const override {
+    check(i >= 0 && i < size(), "Dataset::label", "index out of range in " + name_);
+    return labels_[size_t(i)];
+  }
+  void image(int64_t i, uint8_t* out) const override {
+    check(i >= 0 && i < size(), "Dataset::image", "index out of range in " + name_);
+    const size_t b = size_t(image_bytes());
+    if (cache_) {
+      uint8_t st = state_[i].load(std::memory_order_acquire);
+      if (st == 2) {
+        std::memcpy(out, cache_.get() + i * b, b);
+        return;
+      }
+      decode(i, out);
+      uint8_t expected = 0;
+      if (state_[i].compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+        std::memcpy(cache_.get() + i * b, out, b);
+        state_[i].store(2, std::memory_order_release);
+      }
+      return;
+    }
+    decode(i, out);
+  }
+  const std::string& file(int64_t i) const { return files_[size_t(i)]; }
+  bool cached() const { return bool(cache_); }
+
+ private:
+  void decode(int64_t i, uint8_t* out) const {
+    static thread_local std::vector<uint8_t> bytes;
+    const std::string& path = files_[size_t(i)];
+    read_into(path, bytes);
+    int h = 0, w = 0;
+    std::vector<uint8_t> px = decode_image(bytes.data(), bytes.size(), path, &h, &w);
+    if (h == height_ && w == width_) {
+      std::memcpy(out, px.data(), px.size());
+    } else {  // scale the short side to the dataset size, centre crop
+      float s = std::min(float(h) / height_, float(w) / width_);
+      float rh = height_ * s, rw = width_ * s;
+      dataimpl::resize_bilinear_u8(px.data(), h, w, 3, (h - rh) / 2, (w - rw) / 2, rh, rw, out, height_, width_);
+    }
+  }
+
+  std::vector<std::string> files_;
+  std::vector<int32_t> labels_;
+  std::unique_ptr<uint8_t[]> cache_;
+  std::unique_ptr<std::atomic<uint8_t>[]> state_;  // 0 not cached, 1 being written, 2 cached
+};
+
+struct Listing {
+  std::vector<std::string> files;
+  std::vector<int32_t> labels;
+  std::vector<std::string> classes;
+};
+
+std::vector<fs::directory_entry> sorted_entries(const std::string& dir) {
+  std::vector<fs::directory_entry> v;
+  std::error_code ec;
+  fs::directory_iterator it(dir, ec), end;
+  if (ec) data_error(dir, "cannot list directory: " + ec.message());
+  for (; it != end; it.increment(ec)) {
+    if (ec) data_error(dir, "cannot list directory: " + ec.message());
+    v.push_back(*it);
+  }
+  std::sort(v.begin(), v.end(), [](const auto& a, const auto& b) { return a.path().filename() < b.path().filename(); });
+  return v;
+}
+
+Listing list_split(const std::string& dir, const std::vector<std::string>* classes) {
+  std::error_code ec;
+  auto st = fs::status(dir, ec);
+  if (ec || !fs::exists(st)) data_error(dir, "cannot open image folder: " + (ec ? ec.message() : std::string("no such directory")));
+  if (!fs::is_directory(st)) data_error(dir, "expected a directory of class folders, found a file");
+  Listing L;
+  std::vector<std::string> class_dirs;
+  int stray_top = 0;
+  for (const auto& e : sorted_entries(dir)) {
+    std::error_code ec2;
+    if (e.is_directory(ec2)) {
+      class_dirs.push_back(e.path().filename().string());
+    } else if (stray_top++ < 5) {
+      data_warning(e.path().string() + ": not a class folder, skipped");
+    }
+  }
+  if (class_dirs.empty()) data_error(dir, "no class folders (expected " + dir + "/<class>/<image>)");
+  if (classes) {
+    L.classes = *classes;
+    for (const auto& c : class_dirs)
+      if (std::find(classes->begin(), classes->end(), c) == classes->end())
+        data_error((fs::path(dir) / c).string(), "class folder '" + c + "' does not exist in the training split");
+  } else {
+    L.classes = class_dirs;
+  }
+  int64_t skipped = 0;
+  for (const auto& c : class_dirs) {
+    const int32_t label = int32_t(std::find(L.classes.begin(), L.classes.end(), c) - L.classes.begin());
+    const std::string cdir = (fs::path(dir) / c).string();
+    int64_t found = 0;
+    for (const auto& e : sorted_entries(cdir)) {
+      const std::string name = e.path().filename().string();
+      std::error_code ec2;
+      if (!e.is_regular_file(ec2) || !is_image_name(name)) {
+        if (skipped++ < 10) data_warning(e.path().string() + ": not a JPEG/PNG/BMP image file, skipped");
+        continue;
+      }
+      L.files.push_back(e.path().string());
+      L.labels.push_back(label);
+      ++found;
+    }
+    if (found == 0) data_error(cdir, "empty class folder: no JPEG/PNG/BMP image in it");
+  }
+  if (skipped > 10) data_warning(dir + ": skipped " + std::to_string(skipped) + " non-image entries in all");
+  return L;
+}
+
+}  // namespace
+
+std::shared_ptr<Dataset> open_image_folder_split(const std::string& dir, const std::vector<std::string>* classes,
+                                                 int image_size, int64_t cache_bytes, const std::string& kind) {
+  Listing L = list_split(dir, classes);
+  int h = image_size, w = image_size;
+  if (image_size <= 0) {  // native: the first image's size
+    std::vector<uint8_t> bytes;
+    read_into(L.files[0], bytes);
+    decode_image(bytes.data(), bytes.size(), L.files[0], &h, &w);
+  }
+  const bool cache = int64_t(L.files.size()) * h * w * 3 <= cache_bytes;
+  std::string split = fs::path(dir).filename().string();
+  auto ds = std::make_shared<FolderDataset>(kind + " " + split + " (" + dir + ")", std::move(L.files),
+                                            std::move(L.labels), std::move(L.classes), h, w, cache);
+  return ds;
+}
+
+Splits open_image_folder(const std::string& root, const OpenOptions& o, int expect_classes, const std::string& kind) {
+  std::error_code ec;
+  auto st = fs::status(root, ec);
+  if (ec || !fs::exists(st))
+    data_error(root, "cannot open " + kind + " dataset: " + (ec ? ec.message() : std::string("no such directory")));
+  if (!fs::is_directory(st)) data_error(root, "expected a directory holding train/ and test/, found a file");
+  const std::string train_dir = (fs::path(root) / "train").string();
+  if (!fs::is_directory(train_dir, ec)) data_error(root, "no train/ folder (expected " + root + "/train/<class>/<image>)");
+  Splits s;
+  s.train = open_image_folder_split(train_dir, nullptr, o.image_size, o.cache_bytes, kind);
+  if (expect_classes > 0 && s.train->num_classes() != expect_classes)
+    data_error(train_dir, "has " + std::to_string(s.train->num_classes()) + " class folders, expected " +
+                              std::to_string(expect_classes) + " for " + kind);
+  auto classes = s.train->class_names();
+  const int size = o.image_size > 0 ? o.image_size : s.train->height();
+  const std::string test_dir = (fs::path(root) / "test").string(), val_dir = (fs::path(root) / "val").string();
+  const bool has_test = fs::is_directory(test_dir, ec), has_val = fs::is_directory(val_dir, ec);
+  if (has_test) s.test = open_image_folder_split(test_dir, &classes, size, o.cache_bytes, kind);
+  if (has_val) {
+    auto v = open_image_folder_split(val_dir, &classes, size, o.cache_bytes, kind);
+    if (has_test) s.val = v;
+    else s.test = v;  // ImageNet layout: train/ and val/, val is the held-out test set
+  }
+  if (!s.test) data_error(root, "no test/ or val/ folder next to train/");
+  std::vector<float> m, sd;
+  if (kind == "cifar10-folder") {
+    m = {0.4914f, 0.4822f, 0.4465f};
+    sd = {0.2470f, 0.2435f, 0.2616f};
+  } else {
+    m = {0.485f, 0.456f, 0.406f};
+    sd = {0.229f, 0.224f, 0.225f};
+  }
+  for (auto* d : {&s.train, &s.val, &s.test})
+    if (*d) (*d)->set_normalization(m, sd);
+  return s;
+}
+
+}  // namespace spnas
