@@ -37,7 +37,10 @@ class Pool {
     for (auto& t : workers_) t.join();
     workers_.clear();
     stop_ = false;
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i] { loop(i); });
+    // Workers start from the current generation: one that starts late must not mistake a job
+    // published before it ran for an old one.
+    const uint64_t start = generation_.load();
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, start] { loop(i, start); });
   }
 
   void run(const std::function<void(int, int)>& fn) {
@@ -78,12 +81,7 @@ class Pool {
   }
 
  private:
-  void loop(int tid) {
-    uint64_t seen = 0;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      seen = generation_;
-    }
+  void loop(int tid, uint64_t seen) {
     for (;;) {
       // Spin for a short while, then block.
       for (int i = 0; i < 20000 && generation_.load(std::memory_order_acquire) == seen; ++i) {

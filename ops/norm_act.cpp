@@ -1,0 +1,135 @@
+// Batch normalization (with an optional fused activation) and standalone activations.
+#include <cmath>
+
+#include "engine/threads.h"
+#include "ops/ops.h"
+
+namespace spnas {
+
+Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act) {
+  const Tensor& X = x->value;
+  check(X.rank() >= 2, "batchnorm", "input needs a channel axis, got " + shape_str(X.shape()));
+  const int64_t C = X.dim(-1), M = X.numel() / C;
+  check_shape("batchnorm", "gamma", gamma->value, {C});
+  check_shape("batchnorm", "beta", beta->value, {C});
+  check_shape("batchnorm", "running_mean", bn.running_mean, {C});
+  check_shape("batchnorm", "running_var", bn.running_var, {C});
+  const KernelTable& K = kernels();
+  BnDesc d{M, C, act};
+
+  Tensor mean = Tensor::empty({C}), invstd = Tensor::empty({C});
+  if (training) {
+    check(M > 1, "batchnorm", "training mode needs more than one value per channel, got " + shape_str(X.shape()));
+    Tensor var = Tensor::empty({C});
+    K.bn_stats(d, X.data(), mean.data(), var.data());
+    const float unbias = float(M) / float(M - 1);
+    for (int64_t c = 0; c < C; ++c) {
+      invstd.data()[c] = 1.0f / std::sqrt(var.data()[c] + bn.eps);
+      bn.running_mean.data()[c] = bn.momentum * bn.running_mean.data()[c] + (1 - bn.momentum) * mean.data()[c];
+      bn.running_var.data()[c] = bn.momentum * bn.running_var.data()[c] + (1 - bn.momentum) * var.data()[c] * unbias;
+    }
+  } else {
+    mean.copy_from(bn.running_mean);
+    for (int64_t c = 0; c < C; ++c) invstd.data()[c] = 1.0f / std::sqrt(bn.running_var.data()[c] + bn.eps);
+  }
+  Tensor scale = Tensor::empty({C}), shift = Tensor::empty({C});
+  for (int64_t c = 0; c < C; ++c) {
+    scale.data()[c] = gamma->value.data()[c] * invstd.data()[c];
+    shift.data()[c] = beta->value.data()[c] - mean.data()[c] * scale.data()[c];
+  }
+  Tensor Y = Tensor::empty(X.shape());
+  K.bn_act_forward(d, X.data(), scale.data(), shift.data(), Y.data());
+
+  return record("batchnorm", Y, {x, gamma, beta}, [d, mean, invstd, training](Node& self) {
+    const Var& x = self.inputs[0];
+    const Var& gamma = self.inputs[1];
+    const Var& beta = self.inputs[2];
+    const KernelTable& K = kernels();
+    Tensor dgamma = Tensor::empty({d.C}), dbeta = Tensor::empty({d.C});
+    K.bn_act_backward_reduce(d, x->value.data(), self.value.data(), self.grad.data(), mean.data(), invstd.data(),
+                             dgamma.data(), dbeta.data());
+    if (x->requires_grad) {
+      bool ow;
+      float* dx = x->grad_buffer(&ow);
+      K.bn_act_backward_data(d, x->value.data(), self.value.data(), self.grad.data(), mean.data(), invstd.data(),
+                             gamma->value.data(), dgamma.data(), dbeta.data(), training, dx, !ow);
+    }
+    if (gamma->requires_grad) {
+      float* g = gamma->grad_accumulator().data();
+      for (int64_t c = 0; c < d.C; ++c) g[c] += dgamma.data()[c];
+    }
+    if (beta->requires_grad) {
+      float* g = beta->grad_accumulator().data();
+      for (int64_t c = 0; c < d.C; ++c) g[c] += dbeta.data()[c];
+    }
+  });
+}
+
+// Elementwise unary op: y = f(x), dx += dy * df(x, y).
+template <class F, class DF>
+static Var unary(const char* op, const Var& x, F f, DF df) {
+  const Tensor& X = x->value;
+  Tensor Y = Tensor::empty(X.shape());
+  const float* xp = X.data();
+  float* yp = Y.data();
+  parallel_for(X.numel(), [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) yp[i] = f(xp[i]);
+  }, 1 << 14);
+  return record(op, Y, {x}, [df](Node& self) {
+    const Var& x = self.inputs[0];
+    bool ow;
+    float* dx = x->grad_buffer(&ow);
+    const float* xp = x->value.data();
+    const float* yp = self.value.data();
+    const float* dy = self.grad.data();
+    parallel_for(x->value.numel(), [&](int64_t b, int64_t e) {
+      if (ow)
+        for (int64_t i = b; i < e; ++i) dx[i] = dy[i] * df(xp[i], yp[i]);
+      else
+        for (int64_t i = b; i < e; ++i) dx[i] += dy[i] * df(xp[i], yp[i]);
+    }, 1 << 14);
+  });
+}
+
+Var relu(const Var& x) {
+  return unary("relu", x, [](float v) { return v > 0 ? v : 0.0f; }, [](float v, float) { return v > 0 ? 1.0f : 0.0f; });
+}
+Var maximum0(const Var& x) { return relu(x); }
+
+Var relu6(const Var& x) {
+  return unary("relu6", x, [](float v) { return v > 0 ? (v < 6 ? v : 6.0f) : 0.0f; },
+               [](float v, float) { return (v > 0 && v < 6) ? 1.0f : 0.0f; });
+}
+
+Var sigmoid(const Var& x) {
+  return unary("sigmoid", x, [](float v) { return 1.0f / (1.0f + std::exp(-v)); },
+               [](float, float y) { return y * (1.0f - y); });
+}
+
+Var hswish(const Var& x) {
+  return unary("hswish", x,
+               [](float v) {
+                 float r = v + 3;
+                 r = r > 0 ? (r < 6 ? r : 6.0f) : 0.0f;
+                 return v * r / 6.0f;
+               },
+               [](float v, float) { return v <= -3 ? 0.0f : v >= 3 ? 1.0f : (2 * v + 3) / 6.0f; });
+}
+
+Var log(const Var& x) {
+  for (int64_t i = 0; i < x->value.numel(); ++i)
+    check(x->value.data()[i] > 0, "log", "argument must be positive, element " + std::to_string(i) + " is " +
+                                             std::to_string(x->value.data()[i]));
+  return unary("log", x, [](float v) { return std::log(v); }, [](float v, float) { return 1.0f / v; });
+}
+
+// Forward: the Heaviside step (1 at x = 0). Backward: straight-through with the sigmoid's derivative.
+Var step_indicator(const Var& x) {
+  return unary("step_indicator", x, [](float v) { return v >= 0 ? 1.0f : 0.0f; },
+               [](float v, float) {
+                 float s = 1.0f / (1.0f + std::exp(-v));
+                 return s * (1.0f - s);
+               });
+}
+
+}  // namespace spnas

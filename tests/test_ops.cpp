@@ -1,0 +1,223 @@
+// Every op's backward against central finite differences, plus autodiff-core behaviour.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <stdexcept>
+
+#include "engine/alloc.h"
+#include "gradcheck.h"
+
+using namespace spnas;
+
+static Var P(const Tensor& t) { return leaf(t, true); }
+
+TEST_CASE("step indicator: forward is the step, backward is sigmoid'") {
+  Var x = P(Tensor::from({3}, {-0.5f, 0.0f, 0.7f}));
+  Var y = step_indicator(x);
+  CHECK(y->value.data()[0] == 0.0f);
+  CHECK(y->value.data()[1] == 1.0f);
+  CHECK(y->value.data()[2] == 1.0f);
+  backward(sum(y));
+  auto sp = [](float v) { float s = 1 / (1 + std::exp(-v)); return s * (1 - s); };
+  CHECK(x->grad.data()[0] == doctest::Approx(sp(-0.5f)));
+  CHECK(x->grad.data()[1] == doctest::Approx(0.25f));
+  CHECK(x->grad.data()[2] == doctest::Approx(sp(0.7f)));
+  // Gradient with respect to a threshold t in 1(norm - t) is -sigmoid'(margin) * upstream.
+  Var t = P(Tensor::scalar(0.3f));
+  Var w = P(Tensor::from({2}, {0.6f, 0.8f}));  // norm 1
+  Var d = step_indicator(sub(l2norm(w), t));
+  backward(scale(d, 2.0f));
+  CHECK(t->grad.item() == doctest::Approx(-2.0f * sp(0.7f)));
+}
+
+TEST_CASE("elementwise algebra gradients") {
+  Rng rng(1);
+  Var a = P(random_tensor({3, 4}, rng)), b = P(random_tensor({3, 4}, rng, 0.5f, 2.0f));
+  Var s = P(random_tensor({}, rng, 0.5f, 1.5f));
+  CHECK(gradcheck("add", {a, b}, [](auto& v) { return add(v[0], v[1]); }) == 0);
+  CHECK(gradcheck("sub", {a, b}, [](auto& v) { return sub(v[0], v[1]); }) == 0);
+  CHECK(gradcheck("mul", {a, b}, [](auto& v) { return mul(v[0], v[1]); }) == 0);
+  CHECK(gradcheck("div", {a, b}, [](auto& v) { return div(v[0], v[1]); }) == 0);
+  CHECK(gradcheck("mul scalar broadcast", {a, s}, [](auto& v) { return mul(v[0], v[1]); }) == 0);
+  CHECK(gradcheck("mul scalar broadcast left", {s, a}, [](auto& v) { return mul(v[0], v[1]); }) == 0);
+  CHECK(gradcheck("add scalar broadcast", {a, s}, [](auto& v) { return add(v[0], v[1]); }) == 0);
+  CHECK(gradcheck("div by scalar", {a, s}, [](auto& v) { return div(v[0], v[1]); }) == 0);
+  CHECK(gradcheck("scale", {a}, [](auto& v) { return scale(v[0], -2.5f); }) == 0);
+  CHECK(gradcheck("add_scalar", {a}, [](auto& v) { return add_scalar(v[0], 3.0f); }) == 0);
+  CHECK(gradcheck("log", {b}, [](auto& v) { return log(v[0]); }) == 0);
+  CHECK(gradcheck("sum", {a}, [](auto& v) { return sum(v[0]); }) == 0);
+  CHECK(gradcheck("l2norm", {a}, [](auto& v) { return l2norm(v[0]); }) == 0);
+  CHECK(gradcheck("sqnorm", {a}, [](auto& v) { return sqnorm(v[0]); }) == 0);
+  CHECK(gradcheck("slice", {a}, [](auto& v) { return slice(v[0], 1, 1, 3); }) == 0);
+  CHECK(gradcheck("mask_axis", {a}, [](auto& v) { return mask_axis(v[0], 0, 1, 2); }) == 0);
+  CHECK(gradcheck("reshape", {a}, [](auto& v) { return reshape(v[0], {4, 3}); }) == 0);
+  CHECK(gradcheck("sigmoid", {a}, [](auto& v) { return sigmoid(v[0]); }) == 0);
+  CHECK(gradcheck("hswish", {P(avoid_kinks(random_tensor({50}, rng, -5, 5), {-3, 3}))}, [](auto& v) { return hswish(v[0]); }) == 0);
+  CHECK(gradcheck("relu", {P(avoid_kinks(random_tensor({40}, rng), {0}))}, [](auto& v) { return relu(v[0]); }) == 0);
+  CHECK(gradcheck("relu6", {P(avoid_kinks(random_tensor({40}, rng, -2, 8), {0, 6}))}, [](auto& v) { return relu6(v[0]); }) == 0);
+}
+
+TEST_CASE("slice and mask_axis values") {
+  Var a = P(Tensor::from({2, 3}, {1, 2, 3, 4, 5, 6}));
+  Var s = slice(a, 1, 1, 3);
+  CHECK(s->value.shape() == Shape{2, 2});
+  CHECK(s->value.at({1, 0}) == 5.0f);
+  Var m = mask_axis(a, 1, 0, 1);
+  CHECK(m->value.at({0, 0}) == 1.0f);
+  CHECK(m->value.at({0, 1}) == 0.0f);
+  CHECK(m->value.at({1, 0}) == 4.0f);
+}
+
+TEST_CASE("convolution gradients: dense, depthwise, pointwise") {
+  Rng rng(2);
+  for (int stride : {1, 2}) {
+    Var x = P(random_tensor({2, 7, 6, 3}, rng));
+    Var w = P(random_tensor({3, 3, 3, 5}, rng));
+    CAPTURE(stride);
+    CHECK(gradcheck("conv2d", {x, w}, [stride](auto& v) { return conv2d(v[0], v[1], stride, 1); }) == 0);
+    CHECK(gradcheck("conv2d_same", {x, w}, [stride](auto& v) { return conv2d_same(v[0], v[1], stride); }) == 0);
+    for (int k : {3, 5}) {
+      Var xd = P(random_tensor({2, 7, 8, 5}, rng));
+      Var wd = P(random_tensor({k, k, 5}, rng));
+      CAPTURE(k);
+      CHECK(gradcheck("dwconv2d", {xd, wd}, [stride](auto& v) { return dwconv2d(v[0], v[1], stride); }) == 0);
+    }
+    Var xp = P(random_tensor({2, 5, 5, 6}, rng));
+    Var wp = P(random_tensor({6, 4}, rng));
+    CHECK(gradcheck("pwconv", {xp, wp}, [stride](auto& v) { return pwconv(v[0], v[1], stride); }) == 0);
+  }
+}
+
+TEST_CASE("dense conv forward against a direct loop") {
+  Rng rng(3);
+  Tensor X = random_tensor({1, 5, 4, 2}, rng), W = random_tensor({3, 3, 2, 3}, rng);
+  Var y = conv2d(constant(X), constant(W), 2, 1);
+  REQUIRE(y->value.shape() == Shape{1, 3, 2, 3});
+  for (int oh = 0; oh < 3; ++oh)
+    for (int ow = 0; ow < 2; ++ow)
+      for (int co = 0; co < 3; ++co) {
+        double s = 0;
+        for (int kh = 0; kh < 3; ++kh)
+          for (int kw = 0; kw < 3; ++kw)
+            for (int ci = 0; ci < 2; ++ci) {
+              int ih = oh * 2 - 1 + kh, iw = ow * 2 - 1 + kw;
+              if (ih < 0 || ih >= 5 || iw < 0 || iw >= 4) continue;
+              s += X.at({0, ih, iw, ci}) * W.at({kh, kw, ci, co});
+            }
+        CHECK(y->value.at({0, oh, ow, co}) == doctest::Approx(s).epsilon(1e-5));
+      }
+}
+
+TEST_CASE("batchnorm with fused activations: training and evaluation gradients") {
+  Rng rng(4);
+  for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
+    for (bool training : {true, false}) {
+      CAPTURE(int(act));
+      CAPTURE(training);
+      BatchNorm bn;
+      bn.running_mean = random_tensor({4}, rng, -0.2f, 0.2f);
+      bn.running_var = random_tensor({4}, rng, 0.5f, 1.5f);
+      Var x = P(random_tensor({3, 3, 2, 4}, rng, -2, 4));
+      Var g = P(random_tensor({4}, rng, 0.5f, 2.0f));
+      Var b = P(random_tensor({4}, rng, -0.5f, 0.5f));
+      GradCheckOptions o;
+      o.eps = 1e-3f;
+      o.atol = 5e-3f;
+      CHECK(gradcheck("batchnorm", {x, g, b}, [&](auto& v) { return batchnorm(v[0], v[1], v[2], bn, training, act); },
+                      o) == 0);
+    }
+  }
+}
+
+TEST_CASE("batchnorm statistics and running averages") {
+  BatchNorm bn;
+  bn.running_mean = Tensor::zeros({1});
+  bn.running_var = Tensor::full({1}, 1.0f);
+  bn.momentum = 0.9f;
+  bn.eps = 0.0f;
+  Var x = constant(Tensor::from({4, 1}, {1, 2, 3, 4}));
+  Var y = batchnorm(x, constant(Tensor::full({1}, 1.0f)), constant(Tensor::zeros({1})), bn, true);
+  // mean 2.5, biased var 1.25
+  CHECK(y->value.data()[0] == doctest::Approx(-1.5 / std::sqrt(1.25)));
+  CHECK(bn.running_mean.item() == doctest::Approx(0.25f));
+  CHECK(bn.running_var.item() == doctest::Approx(0.9f + 0.1f * 1.25f * 4 / 3));
+}
+
+TEST_CASE("network ops gradients") {
+  Rng rng(5);
+  Var x = P(random_tensor({2, 3, 3, 4}, rng));
+  Var s = P(random_tensor({2, 4}, rng));
+  CHECK(gradcheck("channel_scale", {x, s}, [](auto& v) { return channel_scale(v[0], v[1]); }) == 0);
+  CHECK(gradcheck("global_avgpool", {x}, [](auto& v) { return global_avgpool(v[0]); }) == 0);
+  Var xi = P(random_tensor({3, 5}, rng)), w = P(random_tensor({5, 4}, rng)), b = P(random_tensor({4}, rng));
+  CHECK(gradcheck("linear", {xi, w, b}, [](auto& v) { return linear(v[0], v[1], v[2]); }) == 0);
+  CHECK(gradcheck("dropout", {xi}, [](auto& v) { Rng r(9); return dropout(v[0], 0.3f, r, true); }) == 0);
+  std::vector<int> labels = {1, 0, 3};
+  for (float smooth : {0.0f, 0.1f}) {
+    Var logits = P(random_tensor({3, 4}, rng, -2, 2));
+    CHECK(gradcheck("softmax_cross_entropy", {logits},
+                    [&](auto& v) { return softmax_cross_entropy(v[0], labels, smooth); }) == 0);
+  }
+}
+
+TEST_CASE("cross-entropy value with label smoothing") {
+  Var logits = constant(Tensor::from({1, 2}, {0.0f, 0.0f}));
+  CHECK(softmax_cross_entropy(logits, {0}, 0.1f)->value.item() == doctest::Approx(std::log(2.0)));
+  Var l2 = constant(Tensor::from({1, 2}, {2.0f, 0.0f}));
+  double lp0 = 2 - std::log(std::exp(2.0) + 1), lp1 = -std::log(std::exp(2.0) + 1);
+  CHECK(softmax_cross_entropy(l2, {0}, 0.2f)->value.item() == doctest::Approx(-(0.9 * lp0 + 0.1 * lp1)));
+  CHECK_THROWS_WITH_AS(softmax_cross_entropy(l2, {2}, 0.0f), doctest::Contains("label 2"), std::runtime_error);
+}
+
+TEST_CASE("autodiff: a value used twice gets the sum of its gradients") {
+  Var x = P(Tensor::from({2}, {3.0f, -1.0f}));
+  backward(sum(add(mul(x, x), x)));  // d/dx (x^2 + x) = 2x + 1
+  CHECK(x->grad.data()[0] == doctest::Approx(7.0f));
+  CHECK(x->grad.data()[1] == doctest::Approx(-1.0f));
+}
+
+TEST_CASE("autodiff: missing backward rule fails loudly naming the op") {
+  Var x = P(Tensor::scalar(1.0f));
+  Var y = record("my_new_op", Tensor::scalar(2.0f), {x}, nullptr);
+  CHECK_THROWS_WITH_AS(backward(y), doctest::Contains("my_new_op"), std::runtime_error);
+  clear_tape();
+}
+
+TEST_CASE("autodiff: no-grad mode records nothing; the tape is released after backward") {
+  Var x = P(Tensor::full({1000}, 1.0f));
+  {
+    NoGrad ng;
+    Var y = relu(scale(x, 2.0f));
+    CHECK(tape_size() == 0);
+    CHECK_FALSE(y->requires_grad);
+  }
+  size_t before = pool_stats().bytes_in_use;
+  {
+    Var loss = sum(relu(scale(x, 2.0f)));
+    CHECK(tape_size() == 3);
+    backward(loss);
+    CHECK(tape_size() == 0);
+  }
+  // Only the gradient of x (1000 floats) remains in use.
+  CHECK(pool_stats().bytes_in_use <= before + 1000 * sizeof(float) + 64);
+}
+
+TEST_CASE("shape errors name the op and both shapes") {
+  Var x = constant(Tensor::zeros({1, 4, 4, 3}));
+  Var w = constant(Tensor::zeros({3, 3, 5}));
+  CHECK_THROWS_WITH_AS(dwconv2d(x, w, 1), doctest::Contains("dwconv2d"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(dwconv2d(x, w, 1), doctest::Contains("[3, 3, 5]"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(dwconv2d(x, w, 1), doctest::Contains("[1, 4, 4, 3]"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(add(constant(Tensor::zeros({2, 3})), constant(Tensor::zeros({3, 2}))),
+                       doctest::Contains("[2, 3] vs [3, 2]"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(pwconv(x, constant(Tensor::zeros({4, 2}))), doctest::Contains("pwconv"), std::runtime_error);
+}
+
+TEST_CASE("tensor storage is 64-byte aligned and reused across steps") {
+  Tensor a = Tensor::empty({123});
+  CHECK(reinterpret_cast<uintptr_t>(a.data()) % 64 == 0);
+  const float* p = a.data();
+  a = Tensor();
+  Tensor b = Tensor::empty({123});
+  CHECK(b.data() == p);
+}
