@@ -1,0 +1,334 @@
+#include "nas/model.h"
+
+#include <cmath>
+
+namespace spnas {
+
+// ---- building blocks -------------------------------------------------------------------------
+
+void BNLayer::init(ParamSet& ps, const std::string& name, int64_t channels, const NetConfig& cfg) {
+  gamma = ps.add(name + "/gamma", Tensor::full({channels}, 1.0f), false, "bn");
+  beta = ps.add(name + "/beta", Tensor::zeros({channels}), false, "bn");
+  state.running_mean = ps.add_buffer(name + "/running_mean", Tensor::zeros({channels}));
+  state.running_var = ps.add_buffer(name + "/running_var", Tensor::full({channels}, 1.0f));
+  state.momentum = cfg.bn_momentum;
+  state.eps = cfg.bn_eps;
+}
+
+Var BNLayer::operator()(const Var& x, bool training, Act act) { return batchnorm(x, gamma, beta, state, training, act); }
+
+// MnasNet's initialisation: normal with std sqrt(2 / fan_out), fan_out = kh * kw * out_channels
+// (for a depthwise kernel out_channels is its depth multiplier, 1).
+Tensor Network::he_normal(const Shape& shape, int64_t fan_out) {
+  Tensor t = Tensor::empty(shape);
+  const float std = std::sqrt(2.0f / float(fan_out));
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = std * init_rng_.normal();
+  return t;
+}
+
+static Tensor he_normal_rng(Rng& rng, const Shape& shape, int64_t fan_out) {
+  Tensor t = Tensor::empty(shape);
+  const float std = std::sqrt(2.0f / float(fan_out));
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = std * rng.normal();
+  return t;
+}
+
+static Act space_act(const SearchSpace& s) { return s.activation == "relu6" ? Act::ReLU6 : Act::ReLU; }
+
+static int se_channels(int cin) { return std::max(1, cin / 4); }
+
+int64_t mbconv_macs(const LayerSpec& l, int kernel, int expansion, bool se) {
+  const int64_t hidden = int64_t(l.cin) * expansion;
+  const int64_t in_px = int64_t(l.in_size) * l.in_size, out_px = int64_t(l.out_size) * l.out_size;
+  int64_t m = 0;
+  if (expansion != 1) m += in_px * l.cin * hidden;
+  m += out_px * kernel * kernel * hidden;
+  if (se) m += 2 * hidden * se_channels(l.cin);
+  m += out_px * hidden * l.cout;
+  return m;
+}
+
+MBConvBlock make_mbconv(ParamSet& ps, const std::string& p, const LayerSpec& spec, int kernel, int expansion, bool se,
+                        const NetConfig& cfg, Rng& rng) {
+  MBConvBlock b;
+  b.spec = spec;
+  b.kernel = kernel;
+  b.expansion = expansion;
+  b.hidden = spec.cin * expansion;
+  b.se = se;
+  if (expansion != 1) {
+    b.w_expand = ps.add(p + "/expand", he_normal_rng(rng, {spec.cin, b.hidden}, b.hidden));
+    b.bn_expand.init(ps, p + "/expand_bn", b.hidden, cfg);
+  }
+  b.w_dw = ps.add(p + "/depthwise", he_normal_rng(rng, {kernel, kernel, b.hidden}, kernel * kernel));
+  b.bn_dw.init(ps, p + "/depthwise_bn", b.hidden, cfg);
+  if (se) {
+    int s = se_channels(spec.cin);
+    b.w_se_reduce = ps.add(p + "/se_reduce", he_normal_rng(rng, {b.hidden, s}, s));
+    b.b_se_reduce = ps.add(p + "/se_reduce_bias", Tensor::zeros({s}));
+    b.w_se_expand = ps.add(p + "/se_expand", he_normal_rng(rng, {s, b.hidden}, b.hidden));
+    b.b_se_expand = ps.add(p + "/se_expand_bias", Tensor::zeros({b.hidden}));
+  }
+  b.w_project = ps.add(p + "/project", he_normal_rng(rng, {b.hidden, spec.cout}, spec.cout));
+  b.bn_project.init(ps, p + "/project_bn", spec.cout, cfg);
+  return b;
+}
+
+// Squeeze-and-excitation gate s(x) in (0, 1), [N, hidden]: pool -> linear + ReLU -> linear + sigmoid.
+static Var se_gate(const Var& h, const Var& wr, const Var& br, const Var& we, const Var& be) {
+  Var pooled = global_avgpool(h);
+  return sigmoid(linear(relu(linear(pooled, wr, br)), we, be));
+}
+
+Var mbconv_forward(MBConvBlock& b, const Var& x, bool training, Act act) {
+  Var h = x;
+  if (b.expansion != 1) h = b.bn_expand(pwconv(h, b.w_expand), training, act);
+  h = b.bn_dw(dwconv2d(h, b.w_dw, b.spec.stride), training, act);
+  if (b.se) h = channel_scale(h, se_gate(h, b.w_se_reduce, b.b_se_reduce, b.w_se_expand, b.b_se_expand));
+  Var y = b.bn_project(pwconv(h, b.w_project), training, Act::None);
+  return b.spec.residual ? add(y, x) : y;
+}
+
+// ---- stem and head ---------------------------------------------------------------------------
+
+void Network::build_stem(const NetConfig& cfg) {
+  const int k = space_.stem_kernel, c = space_.stem_channels;
+  stem_w_ = params_.add("stem/conv", he_normal({k, k, 3, c}, int64_t(k) * k * c));
+  stem_bn_.init(params_, "stem/bn", c, cfg);
+  int out = (space_.input_size + space_.stem_stride - 1) / space_.stem_stride;
+  macs_ += int64_t(out) * out * k * k * 3 * c;
+}
+
+void Network::build_head(int cin, const NetConfig& cfg) {
+  const int c = space_.head_channels, K = space_.num_classes;
+  head_w_ = params_.add("head/conv", he_normal({cin, c}, c));
+  head_bn_.init(params_, "head/bn", c, cfg);
+  Tensor w = Tensor::empty({c, K});
+  const float r = 1.0f / std::sqrt(float(K));
+  for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] = init_rng_.uniform(-r, r);
+  fc_w_ = params_.add("head/fc", w);
+  fc_b_ = params_.add("head/fc_bias", Tensor::zeros({K}));
+  int size = space_.layers.back().out_size;
+  macs_ += int64_t(size) * size * cin * c + int64_t(c) * K;
+}
+
+Var Network::stem(const Var& x, bool training) {
+  const Tensor& X = x->value;
+  check(X.rank() == 4 && X.dim(3) == 3, "network",
+        "input images must be [N, H, W, 3], got " + shape_str(X.shape()));
+  return stem_bn_(conv2d_same(x, stem_w_, space_.stem_stride), training, act_);
+}
+
+Var Network::head(const Var& x, const ForwardOptions& opt) {
+  Var h = head_bn_(pwconv(x, head_w_), opt.training, act_);
+  h = global_avgpool(h);
+  float p = cfg_.dropout >= 0 ? cfg_.dropout : space_.dropout;
+  if (opt.training && p > 0) {
+    check(opt.rng != nullptr, "network", "training with dropout needs a random generator");
+    h = dropout(h, p, *opt.rng, true);
+  }
+  return linear(h, fc_w_, fc_b_);
+}
+
+// ---- child network ---------------------------------------------------------------------------
+
+Arch uniform_arch(const SearchSpace& s, Choice c) {
+  Arch a;
+  a.space = s.source;
+  a.width = s.width;
+  a.layers.assign(s.num_searchable(), c);
+  return a;
+}
+
+ChildNet::ChildNet(const Arch& arch, const NetConfig& cfg) : arch_(arch) {
+  SpaceOptions so;
+  so.width = arch.width;
+  so.input_size = arch.input_size;
+  so.num_classes = arch.num_classes;
+  space_ = load_space(arch.space, so);
+  validate_arch(arch, space_, "architecture");
+  cfg_ = cfg;
+  act_ = space_act(space_);
+  init_rng_.seed_with(cfg.seed);
+  build_stem(cfg);
+  int si = 0, cin = space_.stem_channels;
+  for (size_t i = 0; i < space_.layers.size(); ++i) {
+    LayerSpec l = space_.layers[i];
+    int k = l.kernel, e = l.expansion;
+    bool se = false;
+    if (l.searchable) {
+      Choice c = arch.layers[si];
+      se = !arch.se.empty() && arch.se[si];
+      ++si;
+      if (c == Choice::Skip) continue;  // removed: an identity (skip is only allowed where shapes match)
+      k = choice_kernel(c);
+      e = choice_expansion(c);
+    }
+    blocks_.push_back(make_mbconv(params_, "layer" + std::to_string(i), l, k, e, se, cfg, init_rng_));
+    macs_ += mbconv_macs(l, k, e, se);
+    cin = l.cout;
+  }
+  build_head(cin, cfg);
+}
+
+Var ChildNet::forward(const Var& images, const ForwardOptions& opt) {
+  Var x = stem(images, opt.training);
+  for (MBConvBlock& b : blocks_) x = mbconv_forward(b, x, opt.training, act_);
+  return head(x, opt);
+}
+
+// ---- supernet --------------------------------------------------------------------------------
+
+Supernet::Supernet(const SearchSpace& space, const SupernetConfig& cfg) : scfg_(cfg) {
+  space_ = space;
+  cfg_ = cfg;
+  act_ = space_act(space_);
+  init_rng_.seed_with(cfg.seed);
+  build_stem(cfg);
+  for (size_t i = 0; i < space_.layers.size(); ++i) {
+    const LayerSpec& l = space_.layers[i];
+    std::string p = "layer" + std::to_string(i);
+    if (!l.searchable) {
+      order_.push_back(int(fixed_.size()));
+      fixed_.push_back(make_mbconv(params_, p, l, l.kernel, l.expansion, false, cfg, init_rng_));
+      macs_ += mbconv_macs(l, l.kernel, l.expansion, false);
+      continue;
+    }
+    order_.push_back(-1 - int(layers_.size()));
+    SuperLayer L;
+    L.spec = l;
+    L.hidden = 6 * l.cin;
+    L.half = 3 * l.cin;
+    L.se = cfg.search_se;
+    L.w_expand = params_.add(p + "/expand", he_normal({l.cin, L.hidden}, L.hidden));
+    L.bn_expand.init(params_, p + "/expand_bn", L.hidden, cfg);
+    L.w_dw = params_.add(p + "/depthwise", he_normal({5, 5, L.hidden}, 25));
+    L.bn_dw.init(params_, p + "/depthwise_bn", L.hidden, cfg);
+    if (L.se) {
+      int s = se_channels(l.cin);
+      L.w_se_reduce = params_.add(p + "/se_reduce", he_normal({L.hidden, s}, s));
+      L.b_se_reduce = params_.add(p + "/se_reduce_bias", Tensor::zeros({s}));
+      L.w_se_expand = params_.add(p + "/se_expand", he_normal({s, L.hidden}, L.hidden));
+      L.b_se_expand = params_.add(p + "/se_expand_bias", Tensor::zeros({L.hidden}));
+    }
+    L.w_project = params_.add(p + "/project", he_normal({L.hidden, l.cout}, l.cout));
+    L.bn_project.init(params_, p + "/project_bn", l.cout, cfg);
+    L.t_k5 = params_.add(p + "/t_k5", Tensor::scalar(0.0f), true, "thresholds");
+    L.t_e6 = params_.add(p + "/t_e6", Tensor::scalar(0.0f), true, "thresholds");
+    if (l.skip_allowed) L.t_skip = params_.add(p + "/t_skip", Tensor::scalar(0.0f), true, "thresholds");
+    if (L.se) L.t_se = params_.add(p + "/t_se", Tensor::scalar(0.0f), true, "thresholds");
+    macs_ += mbconv_macs(l, 5, 6, L.se);
+    layers_.push_back(L);
+  }
+  build_head(space_.layers.back().cout, cfg);
+  last_.resize(layers_.size());
+}
+
+// Ring (outer 16 taps of the 5x5) and centre (inner 3x3) masks over [5, 5, C].
+static void superkernel_masks(int64_t C, Tensor* ring, Tensor* center) {
+  *ring = Tensor::empty({5, 5, C});
+  *center = Tensor::empty({5, 5, C});
+  for (int kh = 0; kh < 5; ++kh)
+    for (int kw = 0; kw < 5; ++kw) {
+      bool inner = kh >= 1 && kh <= 3 && kw >= 1 && kw <= 3;
+      for (int64_t c = 0; c < C; ++c) {
+        ring->data()[(kh * 5 + kw) * C + c] = inner ? 0.0f : 1.0f;
+        center->data()[(kh * 5 + kw) * C + c] = inner ? 1.0f : 0.0f;
+      }
+    }
+}
+
+// Warm-up regularisation of an indicator: 0 with probability p, else d / (1 - p).
+static Var drop_indicator(const Var& d, const ForwardOptions& opt) {
+  if (opt.indicator_drop <= 0) return d;
+  check(opt.rng != nullptr, "supernet", "indicator dropping needs a random generator");
+  float m = opt.rng->bernoulli(opt.indicator_drop) ? 0.0f : 1.0f / (1.0f - opt.indicator_drop);
+  return mul(d, constant(Tensor::scalar(m)));
+}
+
+Var Supernet::effective_kernel(SuperLayer& L, LayerIndicators& ind, const ForwardOptions& opt) {
+  Tensor ring, center;
+  superkernel_masks(L.hidden, &ring, &center);
+  auto norm = [&](const Var& v) { return scfg_.squared_norm ? sqnorm(v) : l2norm(v); };
+  const Var& K = L.w_dw;
+  Var k3 = mask(K, center), kring = mask(K, ring);
+  // Kernel size: d_k5 = 1(||K_ring|| - t_k5); K_k = K_3x3 + d_k5 * K_ring.
+  Var m_k5 = sub(norm(kring), L.t_k5);
+  ind.m_k5 = m_k5->value.item();
+  ind.d_k5 = drop_indicator(step_indicator(m_k5), opt);
+  Var kk = add(k3, mul(kring, ind.d_k5));
+  // Expansion on K_k: A = first 3*cin channels (the expansion-3 part), B = the rest.
+  Var a = mask_axis(kk, 2, 0, L.half), b = mask_axis(kk, 2, L.half, L.hidden);
+  Var m_e6 = sub(norm(b), L.t_e6);
+  ind.m_e6 = m_e6->value.item();
+  ind.d_e6 = drop_indicator(step_indicator(m_e6), opt);
+  Var keff = add(a, mul(b, ind.d_e6));
+  // Skip, only where the layer may be removed: d_skip = 1(||K_k[A]|| - t_skip).
+  ind.has_skip = L.spec.skip_allowed;
+  if (ind.has_skip) {
+    Var m_skip = sub(norm(a), L.t_skip);
+    ind.m_skip = m_skip->value.item();
+    ind.d_skip = drop_indicator(step_indicator(m_skip), opt);
+    keff = mul(keff, ind.d_skip);
+  } else {
+    ind.d_skip = constant(Tensor::scalar(1.0f));
+  }
+  return keff;
+}
+
+Var Supernet::forward(const Var& images, const ForwardOptions& opt) {
+  Var x = stem(images, opt.training);
+  for (size_t i = 0; i < order_.size(); ++i) {
+    if (order_[i] >= 0) {
+      x = mbconv_forward(fixed_[order_[i]], x, opt.training, act_);
+      continue;
+    }
+    int li = -1 - order_[i];
+    SuperLayer& L = layers_[li];
+    LayerIndicators& ind = last_[li];
+    ind = LayerIndicators();
+    Var h = L.bn_expand(pwconv(x, L.w_expand), opt.training, act_);
+    h = L.bn_dw(dwconv2d(h, effective_kernel(L, ind, opt), L.spec.stride), opt.training, act_);
+    ind.has_se = L.se;
+    if (L.se) {
+      // x * (1 + d_se * (s(x) - 1)): d_se = 0 is exactly "no SE".
+      Var m_se = sub(scfg_.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce), L.t_se);
+      ind.m_se = m_se->value.item();
+      ind.d_se = drop_indicator(step_indicator(m_se), opt);
+      Var s = se_gate(h, L.w_se_reduce, L.b_se_reduce, L.w_se_expand, L.b_se_expand);
+      h = channel_scale(h, add_scalar(mul(add_scalar(s, -1.0f), ind.d_se), 1.0f));
+    } else {
+      ind.d_se = constant(Tensor::scalar(0.0f));
+    }
+    Var y = L.bn_project(pwconv(h, L.w_project), opt.training, Act::None);
+    x = L.spec.residual ? add(y, x) : y;
+  }
+  return head(x, opt);
+}
+
+Arch Supernet::decode(const std::string& space_source) {
+  NoGrad ng;
+  Arch a;
+  a.space = space_source;
+  a.width = space_.width;
+  ForwardOptions opt;  // no dropping
+  bool any_se = false;
+  for (SuperLayer& L : layers_) {
+    LayerIndicators ind;
+    effective_kernel(L, ind, opt);
+    bool se = false;
+    if (L.se) {
+      Var m_se = sub(scfg_.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce), L.t_se);
+      se = m_se->value.item() >= 0;
+    }
+    Choice c = decode_choice(ind.d_k5->value.item() > 0.5f, ind.d_e6->value.item() > 0.5f,
+                             ind.d_skip->value.item() > 0.5f);
+    a.layers.push_back(c);
+    a.se.push_back(se && c != Choice::Skip);
+    any_se |= L.se;
+  }
+  if (!any_se) a.se.clear();
+  return a;
+}
+
+}  // namespace spnas

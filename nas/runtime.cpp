@@ -1,0 +1,299 @@
+#include "nas/runtime.h"
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "engine/checkpoint.h"
+#include "ops/ops.h"
+
+namespace spnas {
+
+using json = nlohmann::json;
+
+double LayerCost::cost(Choice c) const {
+  switch (c) {
+    case Choice::K3E3: return k3_e3;
+    case Choice::K3E6: return k3_e6;
+    case Choice::K5E3: return k5_e3;
+    case Choice::K5E6: return k5_e6;
+    case Choice::Skip: return 0.0;
+  }
+  return 0.0;
+}
+
+static std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == sep) {
+      out.push_back(cur);
+      cur.clear();
+    } else if (ch != '\r') {
+      cur += ch;
+    }
+  }
+  out.push_back(cur);
+  return out;
+}
+
+static double parse_number(const std::string& s, const std::string& where) {
+  try {
+    size_t pos = 0;
+    double v = std::stod(s, &pos);
+    if (pos != s.size() || !std::isfinite(v)) throw std::invalid_argument("x");
+    return v;
+  } catch (...) {
+    throw std::runtime_error(where + ": \"" + s + "\" is not a number");
+  }
+}
+
+static LatencyTable parse_csv(const std::string& text, const std::string& source, double fixed_ms) {
+  std::istringstream in(text);
+  std::string line;
+  std::getline(in, line);
+  auto header = split(line, ',');
+  const std::vector<std::string> expect = {"block", "cin", "cout", "stride", "expanded_channels_e6", "skip_allowed",
+                                           "ms_k3_e3", "ms_k3_e6", "ms_k5_e3", "ms_k5_e6"};
+  if (header != expect)
+    throw std::runtime_error("latency table '" + source + "': CSV header must be " +
+                             "block,cin,cout,stride,expanded_channels_e6,skip_allowed,ms_k3_e3,ms_k3_e6,ms_k5_e3,ms_k5_e6");
+  if (fixed_ms < 0)
+    throw std::runtime_error("latency table '" + source +
+                             "': a CSV table has no fixed cost; pass it (--fixed-ms, e.g. 19.5999 for the Pixel 1 table)");
+  LatencyTable t;
+  t.source = source;
+  t.fixed_ms = fixed_ms;
+  int lineno = 1;
+  while (std::getline(in, line)) {
+    ++lineno;
+    if (line.empty() || line == "\r") continue;
+    auto f = split(line, ',');
+    std::string where = "latency table '" + source + "' line " + std::to_string(lineno);
+    if (f.size() != expect.size())
+      throw std::runtime_error(where + ": " + std::to_string(f.size()) + " fields, expected " +
+                               std::to_string(expect.size()));
+    LayerCost c;
+    c.cin = int(parse_number(f[1], where + " cin"));
+    c.cout = int(parse_number(f[2], where + " cout"));
+    c.stride = int(parse_number(f[3], where + " stride"));
+    if (f[5] != "yes" && f[5] != "no") throw std::runtime_error(where + ": skip_allowed must be yes or no");
+    c.skip_allowed = f[5] == "yes";
+    c.k3_e3 = parse_number(f[6], where + " ms_k3_e3");
+    c.k3_e6 = parse_number(f[7], where + " ms_k3_e6");
+    c.k5_e3 = parse_number(f[8], where + " ms_k5_e3");
+    c.k5_e6 = parse_number(f[9], where + " ms_k5_e6");
+    t.layers.push_back(c);
+  }
+  return t;
+}
+
+LatencyTable parse_latency_table(const std::string& text, const std::string& source, double fixed_ms) {
+  size_t first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) throw std::runtime_error("latency table '" + source + "': empty file");
+  LatencyTable t;
+  if (text[first] != '{') {
+    t = parse_csv(text, source, fixed_ms);
+  } else {
+    json j;
+    try {
+      j = json::parse(text);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("latency table '" + source + "': not valid JSON: " + e.what());
+    }
+    t.source = source;
+    auto num = [&](const json& o, const char* key, const std::string& where) {
+      if (!o.contains(key) || !o[key].is_number())
+        throw std::runtime_error("latency table '" + source + "': " + where + " needs a number \"" + key + "\"");
+      return o[key].get<double>();
+    };
+    if (j.value("format", "") != "spnas-latency-table")
+      throw std::runtime_error("latency table '" + source + "': \"format\" must be \"spnas-latency-table\"");
+    int version = j.value("version", 0);
+    if (version != 1)
+      throw std::runtime_error("latency table '" + source + "': unsupported version " + std::to_string(version));
+    t.space = j.value("space", "");
+    t.width = j.value("width", 1.0f);
+    t.input_size = j.value("input_size", 0);
+    t.batch = j.value("batch", 1);
+    t.threads = j.value("threads", 1);
+    t.cpu = j.value("cpu", "");
+    t.isa = j.value("isa", "");
+    t.mode = j.value("mode", "inference");
+    t.backend = j.value("backend", "spnas");
+    t.fixed_ms = num(j, "fixed_ms", "the table");
+    t.fixed_spread = j.value("fixed_spread", 0.0);
+    if (!j.contains("layers") || !j["layers"].is_array())
+      throw std::runtime_error("latency table '" + source + "': \"layers\" must be a list");
+    for (size_t i = 0; i < j["layers"].size(); ++i) {
+      const json& l = j["layers"][i];
+      std::string where = "layers[" + std::to_string(i) + "]";
+      LayerCost c;
+      c.k3_e3 = num(l, "k3_e3", where);
+      c.k3_e6 = num(l, "k3_e6", where);
+      c.k5_e3 = num(l, "k5_e3", where);
+      c.k5_e6 = num(l, "k5_e6", where);
+      c.se = l.value("se", 0.0);
+      c.cin = l.value("cin", 0);
+      c.cout = l.value("cout", 0);
+      c.stride = l.value("stride", 0);
+      c.skip_allowed = l.value("skip_allowed", false);
+      c.spread = l.value("spread", 0.0);
+      c.count = l.value("count", 0);
+      t.layers.push_back(c);
+    }
+    if (fixed_ms >= 0) t.fixed_ms = fixed_ms;
+  }
+  if (t.layers.empty()) throw std::runtime_error("latency table '" + source + "': no layers");
+  for (size_t i = 0; i < t.layers.size(); ++i) {
+    const LayerCost& c = t.layers[i];
+    for (double v : {c.k3_e3, c.k3_e6, c.k5_e3, c.k5_e6, c.se})
+      if (!(v >= 0))
+        throw std::runtime_error("latency table '" + source + "': layer " + std::to_string(i) + " has a negative cost");
+    if (!(c.k5_e6 > 0))
+      throw std::runtime_error("latency table '" + source + "': layer " + std::to_string(i) +
+                               " needs a positive k5_e6 (the formula divides by it)");
+  }
+  if (!(t.fixed_ms >= 0)) throw std::runtime_error("latency table '" + source + "': fixed cost must be >= 0");
+  return t;
+}
+
+LatencyTable load_latency_table(const std::string& path, double fixed_ms) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("latency table: cannot open '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_latency_table(ss.str(), path, fixed_ms);
+}
+
+std::string latency_table_to_json(const LatencyTable& t) {
+  json j;
+  j["format"] = "spnas-latency-table";
+  j["version"] = 1;
+  j["space"] = t.space;
+  j["width"] = t.width;
+  j["input_size"] = t.input_size;
+  j["batch"] = t.batch;
+  j["threads"] = t.threads;
+  j["cpu"] = t.cpu;
+  j["isa"] = t.isa;
+  j["mode"] = t.mode;
+  j["backend"] = t.backend;
+  j["unit"] = "ms";
+  j["fixed_ms"] = t.fixed_ms;
+  j["fixed_spread"] = t.fixed_spread;
+  json layers = json::array();
+  for (const LayerCost& c : t.layers) {
+    json l;
+    l["cin"] = c.cin;
+    l["cout"] = c.cout;
+    l["stride"] = c.stride;
+    l["skip_allowed"] = c.skip_allowed;
+    l["k3_e3"] = c.k3_e3;
+    l["k3_e6"] = c.k3_e6;
+    l["k5_e3"] = c.k5_e3;
+    l["k5_e6"] = c.k5_e6;
+    if (c.se > 0) l["se"] = c.se;
+    l["spread"] = c.spread;
+    l["count"] = c.count;
+    layers.push_back(l);
+  }
+  j["layers"] = layers;
+  return j.dump(2) + "\n";
+}
+
+void save_latency_table(const std::string& path, const LatencyTable& t) {
+  write_file_atomic(path, latency_table_to_json(t));
+}
+
+void check_table_matches(const LatencyTable& t, const SearchSpace& s) {
+  auto idx = s.searchable_indices();
+  if (t.layers.size() != idx.size())
+    throw std::runtime_error("latency table '" + t.source + "' has " + std::to_string(t.layers.size()) +
+                             " layers but space '" + s.name + "' has " + std::to_string(idx.size()) +
+                             " searchable layers");
+  for (size_t i = 0; i < idx.size(); ++i) {
+    const LayerCost& c = t.layers[i];
+    const LayerSpec& l = s.layers[idx[i]];
+    if ((c.cin && c.cin != l.cin) || (c.cout && c.cout != l.cout) || (c.stride && c.stride != l.stride))
+      throw std::runtime_error("latency table '" + t.source + "' layer " + std::to_string(i) + " is " +
+                               std::to_string(c.cin) + "->" + std::to_string(c.cout) + " stride " +
+                               std::to_string(c.stride) + " but the space's is " + std::to_string(l.cin) + "->" +
+                               std::to_string(l.cout) + " stride " + std::to_string(l.stride) +
+                               " (measured for another space or width?)");
+  }
+}
+
+RuntimeMode parse_runtime_mode(const std::string& s) {
+  if (s == "formula") return RuntimeMode::Formula;
+  if (s == "table") return RuntimeMode::Table;
+  throw std::runtime_error("runtime model must be \"formula\" or \"table\", got \"" + s + "\"");
+}
+
+RuntimeLoss parse_runtime_loss(const std::string& s) {
+  if (s == "log") return RuntimeLoss::Log;
+  if (s == "linear") return RuntimeLoss::Linear;
+  if (s == "target") return RuntimeLoss::Target;
+  throw std::runtime_error("runtime loss must be \"log\", \"linear\" or \"target\", got \"" + s + "\"");
+}
+
+static Var cst(double v) { return constant(Tensor::scalar(float(v))); }
+
+Var runtime_model(const LatencyTable& t, const std::vector<LayerIndicators>& ind, RuntimeMode mode) {
+  check(ind.size() == t.layers.size(), "runtime_model",
+        std::to_string(ind.size()) + " searchable layers but the table has " + std::to_string(t.layers.size()));
+  Var R = cst(t.fixed_ms);
+  for (size_t l = 0; l < ind.size(); ++l) {
+    const LayerCost& c = t.layers[l];
+    const LayerIndicators& d = ind[l];
+    check(d.d_k5 && d.d_e6 && d.d_skip, "runtime_model", "indicators of layer " + std::to_string(l) + " are missing");
+    Var Rl;
+    if (mode == RuntimeMode::Formula) {
+      const double rho = c.k3_e6 / c.k5_e6;
+      Var rc = mul(d.d_skip, add(cst(c.k5_e3), mul(d.d_e6, cst(c.k5_e6 - c.k5_e3))));
+      Rl = mul(rc, add(cst(rho), mul(cst(1.0 - rho), d.d_k5)));
+    } else {
+      Var nk5 = add_scalar(scale(d.d_k5, -1.0f), 1.0f), ne6 = add_scalar(scale(d.d_e6, -1.0f), 1.0f);
+      Var s = add(add(mul(mul(nk5, ne6), cst(c.k3_e3)), mul(mul(nk5, d.d_e6), cst(c.k3_e6))),
+                  add(mul(mul(d.d_k5, ne6), cst(c.k5_e3)), mul(mul(d.d_k5, d.d_e6), cst(c.k5_e6))));
+      Rl = mul(d.d_skip, s);
+    }
+    R = add(R, Rl);
+    if (d.has_se && c.se > 0) R = add(R, mul(mul(d.d_skip, d.d_se), cst(c.se)));
+  }
+  return R;
+}
+
+double runtime_all_on(const LatencyTable& t, RuntimeMode mode, bool with_se) {
+  double R = t.fixed_ms;
+  for (const LayerCost& c : t.layers) R += c.k5_e6 + (with_se ? c.se : 0.0);
+  (void)mode;  // both modes give R56 with every indicator 1
+  return R;
+}
+
+double predict_runtime(const LatencyTable& t, const Arch& a) {
+  check(a.layers.size() == t.layers.size(), "predict_runtime",
+        "architecture has " + std::to_string(a.layers.size()) + " searchable layers but the table has " +
+            std::to_string(t.layers.size()));
+  double R = t.fixed_ms;
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    R += t.layers[l].cost(a.layers[l]);
+    if (!a.se.empty() && a.se[l] && a.layers[l] != Choice::Skip) R += t.layers[l].se;
+  }
+  return R;
+}
+
+Var runtime_loss(const Var& R, RuntimeLoss form, float lambda, float target_ms) {
+  switch (form) {
+    case RuntimeLoss::Log: return scale(log(R), lambda);
+    case RuntimeLoss::Linear: return scale(R, lambda);
+    case RuntimeLoss::Target:
+      check(target_ms > 0, "runtime_loss", "the target form needs a positive target (ms)");
+      return scale(maximum0(add_scalar(scale(R, 1.0f / target_ms), -1.0f)), lambda);
+  }
+  return R;
+}
+
+}  // namespace spnas

@@ -1,0 +1,69 @@
+// The differentiable runtime model: a latency table (measured ms of each searchable layer in each
+// candidate, plus a fixed cost for everything else) turned into R(indicators), so that
+// lambda * ln(R) can be added to the loss and its gradient reaches the thresholds.
+//
+// Table formats read:
+//   - the project's JSON (docs: nas/README.md, "Latency table format");
+//   - the Single-Path NAS authors' CSV (block,cin,cout,stride,expanded_channels_e6,skip_allowed,
+//     ms_k3_e3,ms_k3_e6,ms_k5_e3,ms_k5_e6), whose fixed cost is not in the file: pass it.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+#include "nas/model.h"
+#include "nas/space.h"
+
+namespace spnas {
+
+struct LayerCost {
+  double k3_e3 = 0, k3_e6 = 0, k5_e3 = 0, k5_e6 = 0;  // ms
+  double se = 0;                                      // extra ms of the SE branch (0: not measured)
+  int cin = 0, cout = 0, stride = 0;                  // for checking against a space (0: unknown)
+  bool skip_allowed = false;
+  // Measurement details (the profiler fills these; optional in files).
+  double spread = 0;  // largest relative spread (p90 - p10) / median over the entries
+  int count = 0;      // repetitions per entry
+  double cost(Choice c) const;
+};
+
+struct LatencyTable {
+  std::string source;           // file it came from
+  std::string space;            // space name it was measured for ("" if unknown)
+  float width = 1.0f;
+  int input_size = 0, batch = 1, threads = 1;
+  std::string cpu, isa, mode = "inference", backend = "spnas";
+  double fixed_ms = 0;
+  double fixed_spread = 0;
+  std::vector<LayerCost> layers;  // one per searchable layer
+};
+
+// Reads JSON or CSV (by content). For CSV, fixed_ms must be given (>= 0); for JSON a given
+// fixed_ms (>= 0) overrides the file's. Errors name the file, line or field.
+LatencyTable load_latency_table(const std::string& path, double fixed_ms = -1);
+LatencyTable parse_latency_table(const std::string& text, const std::string& source, double fixed_ms = -1);
+std::string latency_table_to_json(const LatencyTable& t);
+void save_latency_table(const std::string& path, const LatencyTable& t);
+// Checks layer count (and channels/strides where the table has them) against the space.
+void check_table_matches(const LatencyTable& t, const SearchSpace& s);
+
+enum class RuntimeMode { Formula, Table };
+RuntimeMode parse_runtime_mode(const std::string& s);
+
+// R (ms) as a differentiable function of the indicators of every searchable layer:
+//   formula (the reference's): Rc = d_skip (R53 + d_e6 (R56 - R53)); R_l = Rc (rho + (1 - rho) d_k5),
+//            rho = R36 / R56;
+//   table:   R_l = d_skip * sum over the four candidates of (their indicator product) * R;
+//   total:   R = fixed + sum_l R_l + sum_l d_skip d_se R_se.
+Var runtime_model(const LatencyTable& t, const std::vector<LayerIndicators>& ind, RuntimeMode mode);
+// R with every indicator 1 (the supernet's cost as the model sees it).
+double runtime_all_on(const LatencyTable& t, RuntimeMode mode, bool with_se);
+// Additive prediction for a decoded architecture: fixed + sum of the chosen entries (+ SE costs).
+double predict_runtime(const LatencyTable& t, const Arch& a);
+
+enum class RuntimeLoss { Log, Linear, Target };
+RuntimeLoss parse_runtime_loss(const std::string& s);
+// lambda * ln(R), lambda * R, or lambda * max(0, R / target - 1).
+Var runtime_loss(const Var& R, RuntimeLoss form, float lambda, float target_ms);
+
+}  // namespace spnas
