@@ -1,0 +1,608 @@
+#include "nas/profile.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <stdexcept>
+
+#include "engine/checkpoint.h"
+#include "engine/params.h"
+#include "engine/rng.h"
+#include "engine/threads.h"
+#include "nas/model.h"
+#include "ops/ops.h"
+
+namespace spnas {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::json;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+Act space_act(const SearchSpace& s) { return s.activation == "relu6" ? Act::ReLU6 : Act::ReLU; }
+
+Tensor he_normal(Rng& rng, const Shape& shape, int64_t fan_out) {
+  Tensor t = Tensor::empty(shape);
+  const float std = std::sqrt(2.0f / float(fan_out));
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = std * rng.normal();
+  return t;
+}
+
+// Identity on the tape whose backward rule records when it runs. It hands its gradient to its input
+// without copying (the input has no other consumer), so it costs nothing but the timestamp.
+Var time_marker(const Var& x, std::vector<Clock::time_point>* stamps) {
+  return record("time_marker", x->value, {x}, [stamps](Node& self) {
+    stamps->push_back(Clock::now());
+    Node& in = *self.inputs[0];
+    if (!in.requires_grad) return;
+    if (!in.grad_valid) {
+      in.grad = self.grad;
+      in.grad_valid = true;
+    } else {
+      float* g = in.grad.data();
+      const float* d = self.grad.data();
+      for (int64_t i = 0; i < in.grad.numel(); ++i) g[i] += d[i];
+    }
+  });
+}
+
+// A child network built from the same pieces as ChildNet (nas/model.cpp), run piece by piece with a
+// timestamp after each: piece 0 is the stem, pieces 1..B the MBConv layers present, B + 1 the head.
+struct TimedNet {
+  SearchSpace space;
+  Act act = Act::ReLU;
+  NetConfig cfg;
+  ParamSet ps;
+  Rng init_rng{1};
+  Var stem_w, head_w, fc_w, fc_b;
+  BNLayer stem_bn, head_bn;
+  std::vector<MBConvBlock> blocks;
+  std::vector<int> block_layer;  // index into space.layers
+  std::vector<int> layer_piece;  // for each space layer: its piece index, or -1 (skipped)
+  std::vector<Clock::time_point> stamps;
+
+  TimedNet(const SearchSpace& s, const std::vector<Choice>& choice, const std::vector<bool>& se, uint64_t seed)
+      : space(s) {
+    act = space_act(space);
+    init_rng.seed_with(seed);
+    const int k = space.stem_kernel, c = space.stem_channels;
+    stem_w = ps.add("stem/conv", he_normal(init_rng, {k, k, 3, c}, int64_t(k) * k * c));
+    stem_bn.init(ps, "stem/bn", c, cfg);
+    int si = 0, cin = c;
+    layer_piece.assign(space.layers.size(), -1);
+    for (size_t i = 0; i < space.layers.size(); ++i) {
+      const LayerSpec& l = space.layers[i];
+      int kk = l.kernel, e = l.expansion;
+      bool s_e = false;
+      if (l.searchable) {
+        Choice ch = choice[si];
+        s_e = !se.empty() && se[si];
+        ++si;
+        if (ch == Choice::Skip) continue;
+        kk = choice_kernel(ch);
+        e = choice_expansion(ch);
+      }
+      blocks.push_back(make_mbconv(ps, "layer" + std::to_string(i), l, kk, e, s_e, cfg, init_rng));
+      block_layer.push_back(int(i));
+      layer_piece[i] = int(blocks.size());
+      cin = l.cout;
+    }
+    const int hc = space.head_channels, K = space.num_classes;
+    head_w = ps.add("head/conv", he_normal(init_rng, {cin, hc}, hc));
+    head_bn.init(ps, "head/bn", hc, cfg);
+    Tensor w = Tensor::empty({hc, K});
+    const float r = 1.0f / std::sqrt(float(K));
+    for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] = init_rng.uniform(-r, r);
+    fc_w = ps.add("head/fc", w);
+    fc_b = ps.add("head/fc_bias", Tensor::zeros({K}));
+  }
+
+  int num_pieces() const { return int(blocks.size()) + 2; }
+
+  // One run; piece_ms[i] gets the time of piece i. Returns the total.
+  double run(const Var& images, const std::vector<int>& labels, bool training, Rng& rng, double* piece_ms) {
+    const int nb = int(blocks.size());
+    if (!training) {
+      NoGrad ng;
+      Clock::time_point t0 = Clock::now();
+      Var x = stem_bn(conv2d_same(images, stem_w, space.stem_stride), false, act);
+      Clock::time_point t1 = Clock::now();
+      piece_ms[0] = ms_between(t0, t1);
+      for (int i = 0; i < nb; ++i) {
+        x = mbconv_forward(blocks[i], x, false, act);
+        Clock::time_point t2 = Clock::now();
+        piece_ms[1 + i] = ms_between(t1, t2);
+        t1 = t2;
+      }
+      Var h = global_avgpool(head_bn(pwconv(x, head_w), false, act));
+      Var logits = linear(h, fc_w, fc_b);
+      Clock::time_point t3 = Clock::now();
+      piece_ms[nb + 1] = ms_between(t1, t3);
+      return ms_between(t0, t3);
+    }
+    ps.zero_grad();
+    stamps.clear();
+    stamps.reserve(nb + 2);
+    std::vector<double> fwd(nb + 2);
+    Clock::time_point t0 = Clock::now();
+    Var x = time_marker(stem_bn(conv2d_same(images, stem_w, space.stem_stride), true, act), &stamps);
+    Clock::time_point t1 = Clock::now();
+    fwd[0] = ms_between(t0, t1);
+    for (int i = 0; i < nb; ++i) {
+      x = time_marker(mbconv_forward(blocks[i], x, true, act), &stamps);
+      Clock::time_point t2 = Clock::now();
+      fwd[1 + i] = ms_between(t1, t2);
+      t1 = t2;
+    }
+    Var h = global_avgpool(head_bn(pwconv(x, head_w), true, act));
+    if (space.dropout > 0) h = dropout(h, space.dropout, rng, true);
+    Var loss = softmax_cross_entropy(linear(h, fc_w, fc_b), labels, 0.1f);
+    Clock::time_point tb0 = Clock::now();
+    fwd[nb + 1] = ms_between(t1, tb0);
+    backward(loss);
+    Clock::time_point tb1 = Clock::now();
+    check(int(stamps.size()) == nb + 1, "profile", "backward did not pass every time marker");
+    // stamps[j] is the marker after piece nb - j (the markers fire in reverse order).
+    piece_ms[nb + 1] = fwd[nb + 1] + ms_between(tb0, stamps[0]);
+    for (int i = 1; i <= nb; ++i) piece_ms[i] = fwd[i] + ms_between(stamps[nb - i], stamps[nb - i + 1]);
+    piece_ms[0] = fwd[0] + ms_between(stamps[nb], tb1);
+    return ms_between(t0, tb1);
+  }
+};
+
+Tensor random_images(int batch, int size, uint64_t seed) {
+  Rng rng(seed);
+  Tensor t = Tensor::empty({batch, size, size, 3});
+  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = rng.normal();
+  return t;
+}
+
+std::vector<int> make_labels(int batch, int classes) {
+  std::vector<int> l(batch);
+  for (int i = 0; i < batch; ++i) l[i] = i % std::max(1, classes);
+  return l;
+}
+
+// Runs run_one(i) for every item round-robin: `warmup` rounds untimed, then rounds until every item
+// has at least `reps` runs and `min_seconds` of measured time (or max_reps).
+int round_robin(int items, int warmup, int reps, double min_seconds, int max_reps,
+                const std::function<double(int item, bool timed)>& run_one) {
+  for (int w = 0; w < warmup; ++w)
+    for (int i = 0; i < items; ++i) run_one(i, false);
+  std::vector<double> spent(items, 0.0);
+  int r = 0;
+  for (;;) {
+    bool enough = r >= std::max(1, reps);
+    for (double s : spent) enough &= s >= min_seconds * 1000.0;
+    if (enough || r >= std::max(max_reps, 1)) break;
+    for (int i = 0; i < items; ++i) spent[i] += run_one(i, true);
+    ++r;
+  }
+  return r;
+}
+
+struct ThreadScope {
+  int prev;
+  explicit ThreadScope(int threads) : prev(num_threads()) { set_num_threads(threads); }
+  ~ThreadScope() { set_num_threads(prev); }
+};
+
+std::string fmt(double v, int prec = 3) {
+  std::ostringstream o;
+  o.setf(std::ios::fixed);
+  o.precision(prec);
+  o << v;
+  return o.str();
+}
+
+}  // namespace
+
+double quantile(std::vector<double> v, double q) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  double pos = q * double(v.size() - 1);
+  size_t lo = size_t(std::floor(pos)), hi = std::min(v.size() - 1, lo + 1);
+  double f = pos - double(lo);
+  return v[lo] * (1 - f) + v[hi] * f;
+}
+
+double kendall_tau(const std::vector<double>& a, const std::vector<double>& b) {
+  check(a.size() == b.size(), "kendall_tau", "the two lists differ in length");
+  const size_t n = a.size();
+  double conc = 0, disc = 0, ta = 0, tb = 0;
+  for (size_t i = 0; i < n; ++i)
+    for (size_t j = i + 1; j < n; ++j) {
+      double da = a[i] - a[j], db = b[i] - b[j];
+      if (da == 0 && db == 0) continue;
+      if (da == 0) {
+        ta += 1;
+      } else if (db == 0) {
+        tb += 1;
+      } else if ((da > 0) == (db > 0)) {
+        conc += 1;
+      } else {
+        disc += 1;
+      }
+    }
+  double denom = std::sqrt((conc + disc + ta) * (conc + disc + tb));
+  return denom > 0 ? (conc - disc) / denom : 0.0;
+}
+
+std::string cpu_model_name() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t c = line.find(':');
+      if (c != std::string::npos) {
+        std::string v = line.substr(c + 1);
+        size_t b = v.find_first_not_of(" \t");
+        return b == std::string::npos ? "unknown" : v.substr(b);
+      }
+    }
+  }
+  return "unknown";
+}
+
+LatencyTable profile_space(const ProfileOptions& options) {
+  SpaceOptions so;
+  so.width = options.width;
+  so.input_size = options.input_size;
+  SearchSpace s = load_space(options.space, so);
+  ProfileResult r = profile_space_full(s, options);
+  r.table.space = options.space;
+  return r.table;
+}
+
+ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions& opt) {
+  if (opt.backend != "spnas")
+    throw std::runtime_error("profile: backend '" + opt.backend +
+                             "' is not available (only \"spnas\"; the oneDNN timing backend is not implemented)");
+  check(opt.batch >= 1, "profile", "batch must be >= 1");
+  check(opt.threads >= 1, "profile", "threads must be >= 1");
+  check(space.num_searchable() > 0, "profile", "space '" + space.name + "' has no searchable layer");
+  auto say = [&](const std::string& m) {
+    if (opt.progress) opt.progress(m);
+  };
+  ProfileResult res;
+  ThreadScope threads(opt.threads);
+  if (opt.pin && !pin_threads()) {
+    res.warnings.push_back("could not pin the engine's threads to CPUs (timings may move between cores)");
+    say("warning: " + res.warnings.back());
+  }
+
+  const std::vector<Choice> cands = {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6};
+  const int L = space.num_searchable();
+  const std::vector<int> sidx = space.searchable_indices();
+  struct Variant {
+    Choice c;
+    bool se;
+  };
+  std::vector<Variant> variants;
+  for (Choice c : cands) variants.push_back({c, false});
+  if (opt.search_se)
+    for (Choice c : cands) variants.push_back({c, true});
+
+  std::vector<std::unique_ptr<TimedNet>> nets;
+  for (const Variant& v : variants)
+    nets.push_back(std::make_unique<TimedNet>(space, std::vector<Choice>(L, v.c),
+                                              std::vector<bool>(v.se ? L : 0, true), opt.seed));
+  const int P = nets[0]->num_pieces();  // no skips: every variant has the same pieces
+  Var images = constant(random_images(opt.batch, space.input_size, opt.seed + 7));
+  std::vector<int> labels = make_labels(opt.batch, space.num_classes);
+  Rng rng(opt.seed + 11);
+  say("profiling space '" + space.name + "' (width " + fmt(space.width, 2) + ", input " +
+      std::to_string(space.input_size) + "): " + std::to_string(nets.size()) + " candidate networks, batch " +
+      std::to_string(opt.batch) + ", " + std::to_string(opt.threads) + " thread(s), " +
+      (opt.training_step ? "training step" : "inference") + ", isa " + kernels().name);
+
+  // times[net][piece][rep]
+  std::vector<std::vector<std::vector<double>>> times(nets.size(), std::vector<std::vector<double>>(P));
+  std::vector<double> piece(P);
+  auto t_start = Clock::now();
+  int reps = round_robin(int(nets.size()), opt.warmup, opt.reps, opt.min_seconds, opt.max_reps,
+                         [&](int i, bool timed) {
+                           double total = nets[i]->run(images, labels, opt.training_step, rng, piece.data());
+                           if (timed)
+                             for (int p = 0; p < P; ++p) times[i][p].push_back(piece[p]);
+                           return total;
+                         });
+  say("  " + std::to_string(reps) + " repetitions per network in " + fmt(ms_between(t_start, Clock::now()) / 1000, 1) +
+      " s");
+
+  auto med = [&](int n, int p) { return quantile(times[n][p], 0.5); };
+  auto spread_of = [&](int n, int p) {
+    double m = quantile(times[n][p], 0.5);
+    return m > 0 ? (quantile(times[n][p], 0.9) - quantile(times[n][p], 0.1)) / m : 0.0;
+  };
+
+  LatencyTable& t = res.table;
+  t.source = "profile";
+  t.space = space.source.empty() ? space.name : space.source;
+  t.width = space.width;
+  t.input_size = space.input_size;
+  t.batch = opt.batch;
+  t.threads = opt.threads;
+  t.cpu = cpu_model_name();
+  t.isa = kernels().name;
+  t.mode = opt.training_step ? "training" : "inference";
+  t.backend = opt.backend;
+
+  // Fixed part: stem, fixed layers, head; per network the median of their per-run sum.
+  std::vector<int> fixed_pieces = {0, P - 1};
+  for (size_t i = 0; i < space.layers.size(); ++i)
+    if (!space.layers[i].searchable) fixed_pieces.push_back(nets[0]->layer_piece[i]);
+  double fixed_sum = 0, fixed_spread = 0;
+  for (size_t n = 0; n < nets.size(); ++n) {
+    std::vector<double> sums(reps, 0.0);
+    for (int p : fixed_pieces)
+      for (int r = 0; r < reps; ++r) sums[r] += times[n][p][r];
+    double m = quantile(sums, 0.5);
+    fixed_sum += m;
+    fixed_spread = std::max(fixed_spread, m > 0 ? (quantile(sums, 0.9) - quantile(sums, 0.1)) / m : 0.0);
+  }
+  t.fixed_ms = fixed_sum / double(nets.size());
+  t.fixed_spread = fixed_spread;
+
+  int noisy = 0;
+  double worst = 0;
+  for (int l = 0; l < L; ++l) {
+    const LayerSpec& ls = space.layers[sidx[l]];
+    const int p = nets[0]->layer_piece[sidx[l]];
+    LayerCost c;
+    c.cin = ls.cin;
+    c.cout = ls.cout;
+    c.stride = ls.stride;
+    c.skip_allowed = ls.skip_allowed;
+    c.count = reps;
+    double* slot[4] = {&c.k3_e3, &c.k3_e6, &c.k5_e3, &c.k5_e6};
+    double se_extra = 0;
+    for (size_t v = 0; v < variants.size(); ++v) {
+      double m = med(int(v), p), sp = spread_of(int(v), p);
+      c.spread = std::max(c.spread, sp);
+      if (sp > opt.spread_warning) ++noisy;
+      worst = std::max(worst, sp);
+      PieceSample s;
+      s.kind = "mbconv";
+      s.cin = ls.cin;
+      s.cout = ls.cout;
+      s.in_size = ls.in_size;
+      s.kernel = choice_kernel(variants[v].c);
+      s.expansion = choice_expansion(variants[v].c);
+      s.stride = ls.stride;
+      s.se = variants[v].se;
+      s.residual = ls.residual;
+      s.batch = opt.batch;
+      s.ms = m;
+      s.spread = sp;
+      res.samples.push_back(s);
+      if (!variants[v].se) {
+        *slot[v] = m;
+      } else {
+        se_extra += std::max(0.0, m - med(int(v) - 4, p)) / 4.0;
+      }
+    }
+    c.se = se_extra;
+    t.layers.push_back(c);
+  }
+  // Fixed pieces as samples (mean of the per-network medians).
+  auto mean_med = [&](int p) {
+    double s = 0;
+    for (size_t n = 0; n < nets.size(); ++n) s += med(int(n), p);
+    return s / double(nets.size());
+  };
+  auto max_spread = [&](int p) {
+    double s = 0;
+    for (size_t n = 0; n < nets.size(); ++n) s = std::max(s, spread_of(int(n), p));
+    return s;
+  };
+  {
+    PieceSample s;
+    s.kind = "stem";
+    s.cin = 3;
+    s.cout = space.stem_channels;
+    s.in_size = space.input_size;
+    s.kernel = space.stem_kernel;
+    s.stride = space.stem_stride;
+    s.batch = opt.batch;
+    s.ms = mean_med(0);
+    s.spread = max_spread(0);
+    res.samples.push_back(s);
+  }
+  for (size_t i = 0; i < space.layers.size(); ++i) {
+    const LayerSpec& ls = space.layers[i];
+    if (ls.searchable) continue;
+    PieceSample s;
+    s.kind = "mbconv";
+    s.cin = ls.cin;
+    s.cout = ls.cout;
+    s.in_size = ls.in_size;
+    s.kernel = ls.kernel;
+    s.expansion = ls.expansion;
+    s.stride = ls.stride;
+    s.residual = ls.residual;
+    s.batch = opt.batch;
+    int p = nets[0]->layer_piece[i];
+    s.ms = mean_med(p);
+    s.spread = max_spread(p);
+    res.samples.push_back(s);
+  }
+  {
+    PieceSample s;
+    s.kind = "head";
+    s.cin = space.layers.back().cout;
+    s.cout = space.head_channels;
+    s.in_size = space.layers.back().out_size;
+    s.classes = space.num_classes;
+    s.batch = opt.batch;
+    s.ms = mean_med(P - 1);
+    s.spread = max_spread(P - 1);
+    res.samples.push_back(s);
+  }
+
+  if (noisy > 0) {
+    res.warnings.push_back(std::to_string(noisy) + " of " + std::to_string(L * int(variants.size())) +
+                           " entries have a spread (p90 - p10) / median above " + fmt(opt.spread_warning, 2) +
+                           " (worst " + fmt(worst, 2) +
+                           "): the machine is noisy; consider more --reps or an idle machine");
+    say("warning: " + res.warnings.back());
+  }
+  double all_on = t.fixed_ms;
+  for (const LayerCost& c : t.layers) all_on += c.k5_e6;
+  say("  fixed " + fmt(t.fixed_ms) + " ms, all-k5-e6 network " + fmt(all_on) + " ms");
+  return res;
+}
+
+std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& archs, const MeasureOptions& opt) {
+  check(opt.batch >= 1 && opt.threads >= 1, "measure_arch_latency", "batch and threads must be >= 1");
+  ThreadScope threads(opt.threads);
+  if (opt.pin) pin_threads();
+  NetConfig cfg;
+  cfg.seed = opt.seed;
+  std::vector<std::unique_ptr<ChildNet>> nets;
+  std::vector<Var> images;
+  std::vector<std::vector<int>> labels;
+  for (size_t i = 0; i < archs.size(); ++i) {
+    nets.push_back(std::make_unique<ChildNet>(archs[i], cfg));
+    const SearchSpace& s = nets.back()->space();
+    images.push_back(constant(random_images(opt.batch, s.input_size, opt.seed + 7)));
+    labels.push_back(make_labels(opt.batch, s.num_classes));
+  }
+  Rng rng(opt.seed + 11);
+  std::vector<std::vector<double>> times(archs.size());
+  round_robin(int(archs.size()), opt.warmup, opt.reps, opt.min_seconds, opt.max_reps, [&](int i, bool timed) {
+    ChildNet& net = *nets[i];
+    double ms;
+    if (!opt.training_step) {
+      NoGrad ng;
+      ForwardOptions fo;
+      fo.training = false;
+      Clock::time_point t0 = Clock::now();
+      Var logits = net.forward(images[i], fo);
+      ms = ms_between(t0, Clock::now());
+    } else {
+      net.params().zero_grad();
+      ForwardOptions fo;
+      fo.training = true;
+      fo.rng = &rng;
+      Clock::time_point t0 = Clock::now();
+      Var loss = softmax_cross_entropy(net.forward(images[i], fo), labels[i], 0.1f);
+      backward(loss);
+      ms = ms_between(t0, Clock::now());
+    }
+    if (timed) times[i].push_back(ms);
+    return ms;
+  });
+  std::vector<LatencyMeasurement> out;
+  for (auto& v : times) {
+    LatencyMeasurement m;
+    m.median_ms = quantile(v, 0.5);
+    m.p10_ms = quantile(v, 0.1);
+    m.p90_ms = quantile(v, 0.9);
+    m.count = int(v.size());
+    out.push_back(m);
+  }
+  return out;
+}
+
+LatencyMeasurement measure_arch_latency(const Arch& arch, const MeasureOptions& options) {
+  return measure_archs_latency({arch}, options)[0];
+}
+
+LatencyMeasurement measure_arch_latency(const Arch& arch, int batch, int threads, bool training_step) {
+  MeasureOptions o;
+  o.batch = batch;
+  o.threads = threads;
+  o.training_step = training_step;
+  return measure_arch_latency(arch, o);
+}
+
+// ---- piece samples as JSON ---------------------------------------------------------------------
+
+std::string piece_samples_to_json(const std::vector<PieceSample>& samples) {
+  json j;
+  j["format"] = "spnas-piece-samples";
+  j["version"] = 1;
+  json a = json::array();
+  for (const PieceSample& s : samples) {
+    json o;
+    o["kind"] = s.kind;
+    o["cin"] = s.cin;
+    o["cout"] = s.cout;
+    o["in_size"] = s.in_size;
+    o["kernel"] = s.kernel;
+    o["stride"] = s.stride;
+    o["expansion"] = s.expansion;
+    o["se"] = s.se;
+    o["residual"] = s.residual;
+    o["classes"] = s.classes;
+    o["batch"] = s.batch;
+    o["ms"] = s.ms;
+    o["spread"] = s.spread;
+    a.push_back(o);
+  }
+  j["samples"] = a;
+  return j.dump(1) + "\n";
+}
+
+std::vector<PieceSample> parse_piece_samples(const std::string& text, const std::string& source) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const std::exception& e) {
+    throw std::runtime_error("piece samples '" + source + "': not valid JSON: " + e.what());
+  }
+  if (j.value("format", "") != "spnas-piece-samples" || j.value("version", 0) != 1 || !j.contains("samples") ||
+      !j["samples"].is_array())
+    throw std::runtime_error("piece samples '" + source +
+                             "': expected {\"format\": \"spnas-piece-samples\", \"version\": 1, \"samples\": [...]}");
+  std::vector<PieceSample> out;
+  for (size_t i = 0; i < j["samples"].size(); ++i) {
+    const json& o = j["samples"][i];
+    PieceSample s;
+    try {
+      s.kind = o.at("kind").get<std::string>();
+      s.cin = o.at("cin").get<int>();
+      s.cout = o.at("cout").get<int>();
+      s.in_size = o.at("in_size").get<int>();
+      s.kernel = o.value("kernel", 1);
+      s.stride = o.value("stride", 1);
+      s.expansion = o.value("expansion", 1);
+      s.se = o.value("se", false);
+      s.residual = o.value("residual", false);
+      s.classes = o.value("classes", 0);
+      s.batch = o.value("batch", 1);
+      s.ms = o.at("ms").get<double>();
+      s.spread = o.value("spread", 0.0);
+    } catch (const std::exception& e) {
+      throw std::runtime_error("piece samples '" + source + "': samples[" + std::to_string(i) + "]: " + e.what());
+    }
+    if (s.kind != "mbconv" && s.kind != "stem" && s.kind != "head")
+      throw std::runtime_error("piece samples '" + source + "': samples[" + std::to_string(i) +
+                               "]: kind must be mbconv, stem or head");
+    out.push_back(s);
+  }
+  return out;
+}
+
+void save_piece_samples(const std::string& path, const std::vector<PieceSample>& samples) {
+  write_file_atomic(path, piece_samples_to_json(samples));
+}
+
+std::vector<PieceSample> load_piece_samples(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error("piece samples: cannot open '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return parse_piece_samples(ss.str(), path);
+}
+
+}  // namespace spnas

@@ -1,0 +1,112 @@
+// The CPU latency model: profiling a search space into a latency table (nas/runtime.h) and measuring
+// the end-to-end latency of a decoded architecture, with the same method.
+//
+// Method (docs: nas/README.md, "Latency tables: profiling, validation, prediction"):
+//   - One network per candidate (every searchable layer k3-e3, then every one k3-e6, k5-e3, k5-e6;
+//     and with SE on every searchable layer when the space searches SE) is built from the engine's
+//     own pieces (the stem and head as ChildNet builds them, make_mbconv / mbconv_forward for the
+//     layers) and run whole; a timestamp after every piece splits each run into per-piece times.
+//     Each layer is therefore timed *in network context* (its input just written by the previous
+//     layer, its weights evicted by the other layers' weights, the pooled allocator in its steady
+//     state), which is what makes the additive model fit end-to-end measurements.
+//   - The networks are run round-robin (rep r of every network, then rep r + 1), so a burst of load
+//     from another process hits every candidate alike; per-piece medians over the repetitions.
+//   - Training step: forward + softmax cross-entropy + backward (batch statistics, dropout); an
+//     identity marker node on the tape after each piece timestamps the backward pass too.
+//   - fixed_ms = stem + fixed MBConv layers + head, measured in the same runs (median of their
+//     per-run sum, averaged over the candidate networks).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "nas/runtime.h"
+#include "nas/space.h"
+
+namespace spnas {
+
+// One timed piece of a network: the predictor's training data (nas/predictor.h).
+struct PieceSample {
+  std::string kind = "mbconv";  // "mbconv", "stem" or "head"
+  int cin = 0, cout = 0;        // stem: cin = 3; head: cout = head channels
+  int in_size = 0;              // spatial input size (H = W)
+  int kernel = 1, stride = 1, expansion = 1;
+  bool se = false;
+  bool residual = false;
+  int classes = 0;              // head only
+  int batch = 1;
+  double ms = 0;                // measured (median) or predicted
+  double spread = 0;            // (p90 - p10) / median
+  int out_size() const { return (in_size + stride - 1) / stride; }
+};
+
+struct ProfileOptions {
+  std::string space = "cifar10";  // built-in name or JSON file
+  float width = 1.0f;
+  int input_size = 0;              // 0: the space's
+  int batch = 1;
+  int threads = 1;
+  bool training_step = false;      // forward + backward instead of inference
+  std::string backend = "spnas";   // "spnas"; "onednn" is not implemented (throws)
+  bool search_se = false;          // also measure the SE branch of every searchable layer
+  int warmup = 10;
+  int reps = 50;                   // at least this many repetitions ...
+  double min_seconds = 0.2;        // ... and at least this long per network
+  int max_reps = 20000;
+  bool pin = true;                 // pin the engine's threads to CPUs 0..T-1
+  double spread_warning = 0.25;    // warn when an entry's (p90 - p10) / median exceeds this
+  uint64_t seed = 1;               // weights and inputs
+  std::function<void(const std::string&)> progress;  // progress lines and warnings (may be empty)
+};
+
+struct ProfileResult {
+  LatencyTable table;
+  std::vector<PieceSample> samples;   // every distinct piece with its median time
+  std::vector<std::string> warnings;  // high spread, pinning refused, ...
+};
+
+// Profiles the space named in options (load_space with width / input_size).
+LatencyTable profile_space(const ProfileOptions& options);
+// Same for a space already loaded (options.space, width and input_size are then ignored except for
+// the table's metadata), with every detail.
+ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions& options);
+
+struct LatencyMeasurement {
+  double median_ms = 0, p10_ms = 0, p90_ms = 0;
+  int count = 0;
+};
+
+struct MeasureOptions {
+  int batch = 1;
+  int threads = 1;
+  bool training_step = false;
+  int warmup = 10;
+  int reps = 50;
+  double min_seconds = 0.2;  // per architecture
+  int max_reps = 20000;
+  bool pin = true;
+  uint64_t seed = 1;
+};
+
+// End-to-end latency of a decoded network (ChildNet, inference: NoGrad, frozen BN; or a training
+// step: forward + cross-entropy + backward), median over the repetitions after warm-up.
+LatencyMeasurement measure_arch_latency(const Arch& arch, const MeasureOptions& options);
+LatencyMeasurement measure_arch_latency(const Arch& arch, int batch, int threads, bool training_step = false);
+// Several architectures measured round-robin (a burst of load hits all of them alike).
+std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& archs, const MeasureOptions& options);
+
+// Machine description for the table: /proc/cpuinfo "model name" ("unknown" elsewhere).
+std::string cpu_model_name();
+
+// Piece samples as JSON (for the predictor), and back.
+std::string piece_samples_to_json(const std::vector<PieceSample>& samples);
+std::vector<PieceSample> parse_piece_samples(const std::string& json_text, const std::string& source);
+void save_piece_samples(const std::string& path, const std::vector<PieceSample>& samples);
+std::vector<PieceSample> load_piece_samples(const std::string& path);
+
+// Statistics used by the profiler and the benchmark.
+double quantile(std::vector<double> v, double q);  // linear interpolation, q in [0, 1]
+double kendall_tau(const std::vector<double>& a, const std::vector<double>& b);  // tau-b
+
+}  // namespace spnas
