@@ -127,8 +127,9 @@ Var log(const Var& x) {
 Var step_indicator(const Var& x) {
   return unary("step_indicator", x, [](float v) { return v >= 0 ? 1.0f : 0.0f; },
                [](float v, float) {
-                 float s = 1.0f / (1.0f + std::exp(-v));
-                 return s * (1.0f - s);
+                 // sigma'(v) = e^-|v| / (1 + e^-|v|)^2: no cancellation in 1 - sigma for large |v|.
+                 float e = std::exp(-std::fabs(v));
+                 return e / ((1.0f + e) * (1.0f + e));
                });
 }
 

@@ -22,6 +22,11 @@ TEST_CASE("step indicator: forward is the step, backward is sigmoid'") {
   CHECK(x->grad.data()[0] == doctest::Approx(sp(-0.5f)));
   CHECK(x->grad.data()[1] == doctest::Approx(0.25f));
   CHECK(x->grad.data()[2] == doctest::Approx(sp(0.7f)));
+  // Far from the step the derivative is small but not flushed to zero (margins can be large).
+  Var far = P(Tensor::scalar(30.0f));
+  backward(step_indicator(far));
+  CHECK(far->grad.item() > 0.0f);
+  CHECK(far->grad.item() == doctest::Approx(std::exp(-30.0)).epsilon(1e-3));
   // Gradient with respect to a threshold t in 1(norm - t) is -sigmoid'(margin) * upstream.
   Var t = P(Tensor::scalar(0.3f));
   Var w = P(Tensor::from({2}, {0.6f, 0.8f}));  // norm 1
