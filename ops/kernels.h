@@ -51,6 +51,11 @@ struct KernelTable {
   void (*bn_act_backward_data)(const BnDesc&, const float* x, const float* y, const float* dy, const float* mean,
                                const float* invstd, const float* gamma, const float* dgamma, const float* dbeta,
                                bool training, float* dx, bool accumulate);
+
+  // Fused forward for frozen statistics (inference, or BN folded into scale/shift):
+  // y = act(dwconv(x, w) * scale[c] + shift[c]) in one pass; equals dwconv_forward then bn_act_forward.
+  void (*dwconv_bn_act_forward)(const DwConvDesc&, const float* x, const float* w, const float* scale,
+                                const float* shift, Act act, float* y);
 };
 
 const KernelTable& kernels();          // the active table
@@ -63,6 +68,8 @@ std::string cpu_isa();                 // best ISA the CPU supports: "avx512", "
 void dwconv_forward_ref(const DwConvDesc&, const float* x, const float* w, float* y);
 void dwconv_backward_data_ref(const DwConvDesc&, const float* dy, const float* w, float* dx, bool accumulate);
 void dwconv_backward_weights_ref(const DwConvDesc&, const float* x, const float* dy, float* dw, bool accumulate);
+void dwconv_bn_act_forward_ref(const DwConvDesc&, const float* x, const float* w, const float* scale,
+                               const float* shift, Act act, float* y);
 void bn_stats_ref(const BnDesc&, const float* x, float* mean, float* var);
 void bn_act_forward_ref(const BnDesc&, const float* x, const float* scale, const float* shift, float* y);
 void bn_act_backward_reduce_ref(const BnDesc&, const float* x, const float* y, const float* dy, const float* mean,

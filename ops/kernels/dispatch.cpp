@@ -6,9 +6,17 @@
 
 namespace spnas {
 
-// Provided by the ISA-specific files (nullptr when that path is not compiled in).
+// Provided by ops/kernels/dwconv_avx2.cpp and dwconv_avx512.cpp (ops/kernels/simd_impl.h).
 const KernelTable* avx2_kernel_table();
 const KernelTable* avx512_kernel_table();
+
+// The fused forward's oracle is literally the unfused pair.
+void dwconv_bn_act_forward_ref(const DwConvDesc& d, const float* x, const float* w, const float* scale,
+                               const float* shift, Act act, float* y) {
+  dwconv_forward_ref(d, x, w, y);
+  BnDesc b{d.N * d.OH * d.OW, d.C, act};
+  bn_act_forward_ref(b, y, scale, shift, y);
+}
 
 const KernelTable& reference_kernels() {
   static const KernelTable t = {"ref",
@@ -18,7 +26,8 @@ const KernelTable& reference_kernels() {
                                 bn_stats_ref,
                                 bn_act_forward_ref,
                                 bn_act_backward_reduce_ref,
-                                bn_act_backward_data_ref};
+                                bn_act_backward_data_ref,
+                                dwconv_bn_act_forward_ref};
   return t;
 }
 

@@ -1,0 +1,668 @@
+// Depthwise-convolution and batch-norm kernels written once over a thin vector type `V`, compiled
+// twice: by dwconv_avx512.cpp (V = 16 floats, mask registers) and by dwconv_avx2.cpp (V = 8 floats,
+// vmaskmov tails). Include only from those files, after defining SPNAS_SIMD_AVX512 or _AVX2.
+//
+// Everything here lives in an anonymous namespace and uses no std:: containers: inline and template
+// functions instantiated with AVX-512 flags must never be merged by the linker with copies that
+// baseline code calls (that would execute AVX-512 on an AVX2-only CPU).
+//
+// Layouts (ops/kernels.h): NHWC activations, depthwise weights [K, K, C]. One vector = one tap for
+// L channels. The channel tail (C % L) runs the same code with masked loads and stores.
+//
+// All three depthwise directions go through two cores:
+//  * corr_*: a correlation y[oh, ow] (=, +=, or act(. * scale + shift)) = sum_{kh, kw} x[oh S - pt + kh,
+//    ow S - pl + kw] * w[kh, kw]. Forward is one call. Backward-data is S*S calls (one per output phase
+//    ih % S, iw % S), each a stride-1 correlation of dy with a flipped sub-kernel, writing every S-th
+//    pixel of dx: no scatter, no atomics, each thread owns its output rows.
+//  * bww_*: the weight gradient, register-blocked over taps, with one partial [K, K, C] buffer per
+//    thread and a parallel reduction.
+// Borders: a row's valid kh range is a loop bound; columns whose taps fall outside the image are
+// peeled into a checked per-pixel path, the interior runs a tile of T output pixels with the
+// kernel width fully unrolled (K = 1..5; other widths take a generic, still vectorized, path).
+#if defined(__GNUC__) && !defined(__clang__)
+// GCC 12 reports its own _mm512_undefined_ps() inside <avx512fintrin.h> as maybe-uninitialized.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+
+#include "engine/threads.h"
+#include "ops/kernels.h"
+
+namespace spnas {
+namespace {
+
+#if defined(SPNAS_SIMD_AVX512)
+struct V {
+  using R = __m512;
+  using M = __mmask16;
+  static constexpr int L = 16;
+  static constexpr int TILE = 8;  // output pixels per register tile (32 zmm registers)
+  static M mask(int n) { return M((1u << n) - 1u); }
+  static R zero() { return _mm512_setzero_ps(); }
+  static R set1(float v) { return _mm512_set1_ps(v); }
+  static R load(const float* p) { return _mm512_loadu_ps(p); }
+  static R loadm(const float* p, M m) { return _mm512_maskz_loadu_ps(m, p); }
+  static void store(float* p, R v) { _mm512_storeu_ps(p, v); }
+  static void storem(float* p, R v, M m) { _mm512_mask_storeu_ps(p, m, v); }
+  static R add(R a, R b) { return _mm512_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm512_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+  static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }  // a * b + c
+  static R max(R a, R b) { return _mm512_max_ps(a, b); }
+  static R min(R a, R b) { return _mm512_min_ps(a, b); }
+  // a where lo < y < hi (strictly), else 0.
+  static R keep_inside(R a, R y, R lo, R hi) {
+    __mmask16 k = _mm512_cmp_ps_mask(y, lo, _CMP_GT_OQ) & _mm512_cmp_ps_mask(y, hi, _CMP_LT_OQ);
+    return _mm512_maskz_mov_ps(k, a);
+  }
+  static R keep_above(R a, R y, R lo) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(y, lo, _CMP_GT_OQ), a); }
+};
+#elif defined(SPNAS_SIMD_AVX2)
+alignas(32) const int32_t kMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+struct V {
+  using R = __m256;
+  using M = __m256i;
+  static constexpr int L = 8;
+  static constexpr int TILE = 6;  // 16 ymm registers: 6 accumulators + up to 5 weights + 1 input
+  static M mask(int n) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable + 8 - n)); }
+  static R zero() { return _mm256_setzero_ps(); }
+  static R set1(float v) { return _mm256_set1_ps(v); }
+  static R load(const float* p) { return _mm256_loadu_ps(p); }
+  static R loadm(const float* p, M m) { return _mm256_maskload_ps(p, m); }
+  static void store(float* p, R v) { _mm256_storeu_ps(p, v); }
+  static void storem(float* p, R v, M m) { _mm256_maskstore_ps(p, m, v); }
+  static R add(R a, R b) { return _mm256_add_ps(a, b); }
+  static R sub(R a, R b) { return _mm256_sub_ps(a, b); }
+  static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+  static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
+  static R max(R a, R b) { return _mm256_max_ps(a, b); }
+  static R min(R a, R b) { return _mm256_min_ps(a, b); }
+  static R keep_inside(R a, R y, R lo, R hi) {
+    R k = _mm256_and_ps(_mm256_cmp_ps(y, lo, _CMP_GT_OQ), _mm256_cmp_ps(y, hi, _CMP_LT_OQ));
+    return _mm256_and_ps(k, a);
+  }
+  static R keep_above(R a, R y, R lo) { return _mm256_and_ps(_mm256_cmp_ps(y, lo, _CMP_GT_OQ), a); }
+};
+#else
+#error "define SPNAS_SIMD_AVX512 or SPNAS_SIMD_AVX2 before including simd_impl.h"
+#endif
+
+using R = V::R;
+using M = V::M;
+constexpr int L = V::L;
+
+template <bool Mk>
+inline R ld(const float* p, M m) {
+  if constexpr (Mk) return V::loadm(p, m);
+  else return V::load(p);
+}
+template <bool Mk>
+inline void st(float* p, R v, M m) {
+  if constexpr (Mk) V::storem(p, v, m);
+  else V::store(p, v);
+}
+
+template <class F, int... I>
+inline void static_for_impl(F& f, std::integer_sequence<int, I...>) {
+  (f(std::integral_constant<int, I>{}), ...);
+}
+// f(integral_constant<int, 0>) ... f(integral_constant<int, N-1>), fully unrolled.
+template <int N, class F>
+inline void static_for(F&& f) {
+  static_for_impl(f, std::make_integer_sequence<int, N>{});
+}
+
+inline int64_t floor_div(int64_t a, int64_t b) { return a >= 0 ? a / b : -((-a + b - 1) / b); }
+inline int64_t ceil_div(int64_t a, int64_t b) { return -floor_div(-a, b); }
+inline int64_t clamp64(int64_t v, int64_t lo, int64_t hi) { return v < lo ? lo : v > hi ? hi : v; }
+inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// A growable 64-byte-aligned buffer owned by the calling thread (reused across calls: fresh pages
+// cost ~1.5 us each to touch).
+struct Scratch {
+  float* p = nullptr;
+  size_t n = 0;
+  float* get(size_t want) {
+    if (want > n) {
+      std::free(p);
+      size_t bytes = (want * sizeof(float) + 63) / 64 * 64;
+      p = static_cast<float*>(std::aligned_alloc(64, bytes));
+      n = want;
+    }
+    return p;
+  }
+  ~Scratch() { std::free(p); }
+};
+thread_local Scratch g_scratch_w, g_scratch_part;
+
+// ---------------------------------------------------------------------------------------------
+// Correlation core (forward, backward-data, fused forward + BN apply + activation).
+enum class Epi { Store, Add, BnAct };
+
+struct Corr {
+  const float* x;  // [N, IH, IW, C]
+  const float* w;  // [KH, KW, C]
+  float* y;        // element (n, oh, ow, c) at y_off + n*y_img + oh*y_row + ow*y_pix + c
+  int64_t N, IH, IW, C, OH, OW;
+  int KH, KW, S;
+  int64_t pt, pl;
+  int64_t y_off, y_img, y_row, y_pix;
+  Epi mode;
+  const float* scale;  // Epi::BnAct
+  const float* shift;
+  Act act;
+};
+
+template <bool Mk>
+inline void epilogue(const Corr& p, float* dst, R acc, int64_t c, M m) {
+  switch (p.mode) {
+    case Epi::Store: break;
+    case Epi::Add: acc = V::add(acc, ld<Mk>(dst, m)); break;
+    case Epi::BnAct:
+      acc = V::fma(acc, ld<Mk>(p.scale + c, m), ld<Mk>(p.shift + c, m));
+      if (p.act != Act::None) acc = V::max(acc, V::zero());
+      if (p.act == Act::ReLU6) acc = V::min(acc, V::set1(6.0f));
+      break;
+  }
+  st<Mk>(dst, acc, m);
+}
+
+// One output row (n, oh) for channels [c0, c0 + L) (masked to the tail when Mk).
+// KWc / Sc: compile-time kernel width and stride, or 0 for the run-time values.
+template <int KWc, int Sc, bool Mk>
+void corr_row(const Corr& p, int64_t n, int64_t oh, int64_t c0, M m) {
+  constexpr int T = V::TILE;
+  const int KW = KWc ? KWc : p.KW;
+  const int S = Sc ? Sc : p.S;
+  const int64_t C = p.C, IW = p.IW;
+  const int64_t ih0 = oh * S - p.pt;
+  const int kh_lo = int(max64(0, -ih0));
+  const int kh_hi = int(min64(p.KH, p.IH - ih0));
+  const float* xim = p.x + n * p.IH * IW * C + c0;
+  const float* wc = p.w + c0;
+  float* yrow = p.y + p.y_off + n * p.y_img + oh * p.y_row + c0;
+  // Output columns whose taps all lie inside the image.
+  const int64_t ow_a = clamp64(ceil_div(p.pl, S), 0, p.OW);
+  const int64_t ow_b = clamp64(floor_div(IW - KW + p.pl, S) + 1, ow_a, p.OW);
+
+  auto border = [&](int64_t ow) {
+    R acc = V::zero();
+    for (int kh = kh_lo; kh < kh_hi; ++kh) {
+      const float* xr = xim + (ih0 + kh) * IW * C;
+      const float* wr = wc + int64_t(kh) * KW * C;
+      for (int kw = 0; kw < KW; ++kw) {
+        int64_t iw = ow * S - p.pl + kw;
+        if (iw < 0 || iw >= IW) continue;
+        acc = V::fma(ld<Mk>(xr + iw * C, m), ld<Mk>(wr + kw * C, m), acc);
+      }
+    }
+    epilogue<Mk>(p, yrow + ow * p.y_pix, acc, c0, m);
+  };
+
+  for (int64_t ow = 0; ow < ow_a; ++ow) border(ow);
+  int64_t ow = ow_a;
+  if constexpr (KWc > 0) {
+    static_assert(Sc > 0, "an unrolled width needs a compile-time stride");
+    for (; ow + T <= ow_b; ow += T) {
+      R acc[T];
+      static_for<T>([&](auto t) { acc[t] = V::zero(); });
+      for (int kh = kh_lo; kh < kh_hi; ++kh) {
+        const float* xr = xim + ((ih0 + kh) * IW + ow * Sc - p.pl) * C;
+        const float* wr = wc + int64_t(kh) * KWc * C;
+        R wv[KWc];
+        static_for<KWc>([&](auto kw) { wv[kw] = ld<Mk>(wr + kw * C, m); });
+        // Each input column is loaded once and feeds every output of the tile it overlaps.
+        static_for<(T - 1) * Sc + KWc>([&](auto j) {
+          R xv = ld<Mk>(xr + j * C, m);
+          static_for<T>([&](auto t) {
+            constexpr int kw = decltype(j)::value - decltype(t)::value * Sc;
+            if constexpr (kw >= 0 && kw < KWc) acc[t] = V::fma(xv, wv[kw], acc[t]);
+          });
+        });
+      }
+      static_for<T>([&](auto t) { epilogue<Mk>(p, yrow + (ow + t) * p.y_pix, acc[t], c0, m); });
+    }
+  }
+  for (; ow < ow_b; ++ow) {  // interior remainder: no bounds checks
+    R acc = V::zero();
+    for (int kh = kh_lo; kh < kh_hi; ++kh) {
+      const float* xr = xim + ((ih0 + kh) * IW + ow * S - p.pl) * C;
+      const float* wr = wc + int64_t(kh) * KW * C;
+      for (int kw = 0; kw < KW; ++kw) acc = V::fma(ld<Mk>(xr + kw * C, m), ld<Mk>(wr + kw * C, m), acc);
+    }
+    epilogue<Mk>(p, yrow + ow * p.y_pix, acc, c0, m);
+  }
+  for (ow = ow_b; ow < p.OW; ++ow) border(ow);
+}
+
+template <int KWc, int Sc>
+void corr_rows(const Corr& p, int64_t r_begin, int64_t r_end) {
+  const M full = V::mask(L), tail = V::mask(int(p.C % L));
+  const int64_t cfull = p.C - p.C % L;
+  for (int64_t r = r_begin; r < r_end; ++r) {
+    int64_t n = r / p.OH, oh = r % p.OH;
+    for (int64_t c0 = 0; c0 < cfull; c0 += L) corr_row<KWc, Sc, false>(p, n, oh, c0, full);
+    if (cfull < p.C) corr_row<KWc, Sc, true>(p, n, oh, cfull, tail);
+  }
+}
+
+// Rows [b, e) of N*OH, dispatched to the unrolled instantiations that exist.
+void corr_range(const Corr& p, int64_t b, int64_t e) {
+  const int k = p.KW, s = p.S;
+  if (k == 3 && s == 1) corr_rows<3, 1>(p, b, e);
+  else if (k == 5 && s == 1) corr_rows<5, 1>(p, b, e);
+  else if (k == 3 && s == 2) corr_rows<3, 2>(p, b, e);
+  else if (k == 5 && s == 2) corr_rows<5, 2>(p, b, e);
+  else if (k == 1 && s == 1) corr_rows<1, 1>(p, b, e);
+  else if (k == 2 && s == 1) corr_rows<2, 1>(p, b, e);
+  else corr_rows<0, 0>(p, b, e);
+}
+
+// Zero (or leave) the output grid of a correlation that has no taps.
+void corr_empty(const Corr& p, int64_t b, int64_t e) {
+  if (p.mode == Epi::Add) return;
+  for (int64_t r = b; r < e; ++r) {
+    int64_t n = r / p.OH, oh = r % p.OH;
+    for (int64_t ow = 0; ow < p.OW; ++ow) {
+      float* d = p.y + p.y_off + n * p.y_img + oh * p.y_row + ow * p.y_pix;
+      if (p.mode == Epi::Store) std::memset(d, 0, sizeof(float) * p.C);
+      else  // BnAct of a zero sum
+        for (int64_t c = 0; c < p.C; ++c) {
+          float v = p.shift[c];
+          if (p.act != Act::None) v = v > 0 ? v : 0;
+          if (p.act == Act::ReLU6) v = v < 6 ? v : 6;
+          d[c] = v;
+        }
+    }
+  }
+}
+
+// Runs several independent correlations in one parallel region; each splits its rows evenly.
+void corr_parallel(const Corr* ps, int count) {
+  parallel_run([&](int tid, int nt) {
+    for (int i = 0; i < count; ++i) {
+      const Corr& p = ps[i];
+      int64_t b, e;
+      split_range(p.N * p.OH, tid, nt, &b, &e);
+      if (b >= e) continue;
+      if (p.KH == 0 || p.KW == 0) corr_empty(p, b, e);
+      else corr_range(p, b, e);
+    }
+  });
+}
+
+Corr forward_corr(const DwConvDesc& d, const float* x, const float* w, float* y) {
+  Corr p{};
+  p.x = x, p.w = w, p.y = y;
+  p.N = d.N, p.IH = d.H, p.IW = d.W, p.C = d.C, p.OH = d.OH, p.OW = d.OW;
+  p.KH = d.K, p.KW = d.K, p.S = d.S, p.pt = d.pad_t, p.pl = d.pad_l;
+  p.y_off = 0, p.y_img = d.OH * d.OW * d.C, p.y_row = d.OW * d.C, p.y_pix = d.C;
+  p.mode = Epi::Store;
+  p.act = Act::None;
+  return p;
+}
+
+void dwconv_forward_simd(const DwConvDesc& d, const float* x, const float* w, float* y) {
+  if (d.out_elems() == 0) return;
+  Corr p = forward_corr(d, x, w, y);
+  corr_parallel(&p, 1);
+}
+
+void dwconv_bn_act_forward_simd(const DwConvDesc& d, const float* x, const float* w, const float* scale,
+                                const float* shift, Act act, float* y) {
+  if (d.out_elems() == 0) return;
+  Corr p = forward_corr(d, x, w, y);
+  p.mode = Epi::BnAct, p.scale = scale, p.shift = shift, p.act = act;
+  corr_parallel(&p, 1);
+}
+
+// dx[S a + ph, S b + pw] = sum over the taps kh = r_h + S i, kw = r_w + S j (r = (phase + pad) mod S) of
+// dy[a + base_h - i, b + base_w - j] * w[kh, kw]: per phase a stride-1 correlation of dy with the
+// flipped sub-kernel wsub[i'][j'] = w[r_h + S (nh-1-i')][r_w + S (nw-1-j')] and padding n-1-base.
+void dwconv_backward_data_simd(const DwConvDesc& d, const float* dy, const float* w, float* dx, bool accumulate) {
+  if (d.in_elems() == 0) return;
+  const int S = d.S, K = d.K;
+  const int64_t C = d.C, KKC = int64_t(K) * K * C;
+  float* wsub_all = g_scratch_w.get(size_t(S) * S * KKC);
+  Corr ps[16];
+  int count = 0;
+  for (int ph = 0; ph < S && ph < d.H; ++ph)
+    for (int pw = 0; pw < S && pw < d.W; ++pw) {
+      int rh = int((ph + d.pad_t) % S), rw = int((pw + d.pad_l) % S);
+      int nh = rh < K ? (K - 1 - rh) / S + 1 : 0, nw = rw < K ? (K - 1 - rw) / S + 1 : 0;
+      int64_t base_h = (ph + d.pad_t - rh) / S, base_w = (pw + d.pad_l - rw) / S;
+      float* wsub = wsub_all + int64_t(ph * S + pw) * KKC;
+      for (int i = 0; i < nh; ++i)
+        for (int j = 0; j < nw; ++j)
+          std::memcpy(wsub + (int64_t(i) * nw + j) * C, w + (int64_t(rh + S * (nh - 1 - i)) * K + rw + S * (nw - 1 - j)) * C,
+                      sizeof(float) * C);
+      Corr& p = ps[count++];
+      p = Corr{};
+      p.x = dy, p.w = wsub, p.y = dx;
+      p.N = d.N, p.IH = d.OH, p.IW = d.OW, p.C = C;
+      p.OH = (d.H - ph + S - 1) / S, p.OW = (d.W - pw + S - 1) / S;
+      p.KH = nh, p.KW = nw, p.S = 1, p.pt = nh - 1 - base_h, p.pl = nw - 1 - base_w;
+      p.y_off = (ph * d.W + pw) * C, p.y_img = d.H * d.W * C, p.y_row = S * d.W * C, p.y_pix = S * C;
+      p.mode = accumulate ? Epi::Add : Epi::Store;
+      p.act = Act::None;
+    }
+  corr_parallel(ps, count);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient: part[kh, kw, c] += sum_ow x[ih0 + kh, ow S - pl + kw, c] * dy[oh, ow, c] for one row.
+template <int Kc, int Sc, bool Mk>
+void bww_row(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t n, int64_t oh, int64_t c0,
+             M m) {
+  constexpr int T = V::TILE;
+  const int K = Kc ? Kc : d.K;
+  const int S = Sc ? Sc : d.S;
+  const int64_t C = d.C, W = d.W, OW = d.OW;
+  const int64_t ih0 = oh * S - d.pad_t;
+  const int kh_lo = int(max64(0, -ih0));
+  const int kh_hi = int(min64(K, d.H - ih0));
+  const float* dyr = dy + (n * d.OH + oh) * OW * C + c0;
+  const int64_t ow_a = clamp64(ceil_div(d.pad_l, S), 0, OW);
+  const int64_t ow_b = clamp64(floor_div(W - K + d.pad_l, S) + 1, ow_a, OW);
+  for (int kh = kh_lo; kh < kh_hi; ++kh) {
+    const float* xr = x + ((n * d.H + ih0 + kh) * W) * C + c0;
+    float* pr = part + int64_t(kh) * K * C + c0;
+    if constexpr (Kc > 0) {
+      R acc[Kc];
+      static_for<Kc>([&](auto kw) { acc[kw] = V::zero(); });
+      auto border = [&](int64_t ow) {
+        R dv = ld<Mk>(dyr + ow * C, m);
+        static_for<Kc>([&](auto kw) {
+          int64_t iw = ow * Sc - d.pad_l + kw;
+          if (iw >= 0 && iw < W) acc[kw] = V::fma(ld<Mk>(xr + iw * C, m), dv, acc[kw]);
+        });
+      };
+      for (int64_t ow = 0; ow < ow_a; ++ow) border(ow);
+      int64_t ow = ow_a;
+      for (; ow + T <= ow_b; ow += T) {
+        R dv[T];
+        static_for<T>([&](auto t) { dv[t] = ld<Mk>(dyr + (ow + t) * C, m); });
+        const float* xw = xr + (ow * Sc - d.pad_l) * C;
+        static_for<(T - 1) * Sc + Kc>([&](auto j) {
+          R xv = ld<Mk>(xw + j * C, m);
+          static_for<T>([&](auto t) {
+            constexpr int kw = decltype(j)::value - decltype(t)::value * Sc;
+            if constexpr (kw >= 0 && kw < Kc) acc[kw] = V::fma(xv, dv[t], acc[kw]);
+          });
+        });
+      }
+      for (; ow < ow_b; ++ow) {
+        R dv = ld<Mk>(dyr + ow * C, m);
+        const float* xw = xr + (ow * Sc - d.pad_l) * C;
+        static_for<Kc>([&](auto kw) { acc[kw] = V::fma(ld<Mk>(xw + kw * C, m), dv, acc[kw]); });
+      }
+      for (ow = ow_b; ow < OW; ++ow) border(ow);
+      static_for<Kc>([&](auto kw) { st<Mk>(pr + kw * C, V::add(ld<Mk>(pr + kw * C, m), acc[kw]), m); });
+    } else {
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        R dv = ld<Mk>(dyr + ow * C, m);
+        for (int kw = 0; kw < K; ++kw) {
+          int64_t iw = ow * S - d.pad_l + kw;
+          if (iw < 0 || iw >= W) continue;
+          st<Mk>(pr + kw * C, V::fma(ld<Mk>(xr + iw * C, m), dv, ld<Mk>(pr + kw * C, m)), m);
+        }
+      }
+    }
+  }
+}
+
+template <int Kc, int Sc>
+void bww_rows(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t b, int64_t e) {
+  const M full = V::mask(L), tail = V::mask(int(d.C % L));
+  const int64_t cfull = d.C - d.C % L;
+  for (int64_t r = b; r < e; ++r) {
+    int64_t n = r / d.OH, oh = r % d.OH;
+    for (int64_t c0 = 0; c0 < cfull; c0 += L) bww_row<Kc, Sc, false>(d, x, dy, part, n, oh, c0, full);
+    if (cfull < d.C) bww_row<Kc, Sc, true>(d, x, dy, part, n, oh, cfull, tail);
+  }
+}
+
+void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const float* dy, float* dw, bool accumulate) {
+  const int64_t KKC = int64_t(d.K) * d.K * d.C;
+  const int pool = num_threads();
+  float* parts = g_scratch_part.get(size_t(pool) * KKC);
+  int used = 1;
+  parallel_run([&](int tid, int nt) {
+    if (tid == 0) used = nt;
+    float* part = parts + tid * KKC;
+    std::memset(part, 0, sizeof(float) * KKC);
+    int64_t b, e;
+    split_range(d.N * d.OH, tid, nt, &b, &e);
+    const int k = d.K, s = d.S;
+    if (k == 3 && s == 1) bww_rows<3, 1>(d, x, dy, part, b, e);
+    else if (k == 5 && s == 1) bww_rows<5, 1>(d, x, dy, part, b, e);
+    else if (k == 3 && s == 2) bww_rows<3, 2>(d, x, dy, part, b, e);
+    else if (k == 5 && s == 2) bww_rows<5, 2>(d, x, dy, part, b, e);
+    else bww_rows<0, 0>(d, x, dy, part, b, e);
+  });
+  // Parallel reduction of the per-thread partial sums, each thread a slice of the K*K*C entries.
+  parallel_run([&](int tid, int nt) {
+    int64_t b, e;
+    split_range(KKC, tid, nt, &b, &e);
+    for (int64_t i = b; i < e; ++i) {
+      float s = accumulate ? dw[i] : 0.0f;
+      for (int t = 0; t < used; ++t) s += parts[t * KKC + i];
+      dw[i] = s;
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch-norm apply + activation, and its backward. All memory-bound: one pass, rows split across
+// threads, channels in vectors. Reductions use float vectors over chunks of rows, then double
+// partials per thread (so long batches keep the reference's accuracy).
+
+// g = dy * act'(y), from the activation's output.
+inline R act_grad(Act a, R dy, R y) {
+  if (a == Act::ReLU) return V::keep_above(dy, y, V::zero());
+  if (a == Act::ReLU6) return V::keep_inside(dy, y, V::zero(), V::set1(6.0f));
+  return dy;
+}
+
+inline R act_apply(Act a, R v) {
+  if (a != Act::None) v = V::max(v, V::zero());
+  if (a == Act::ReLU6) v = V::min(v, V::set1(6.0f));
+  return v;
+}
+
+constexpr int64_t kChunkRows = 64;
+
+// Per-thread double partials of two per-channel sums over rows: s1 += f1(row), s2 += f2(row), where
+// `body(row_ptr_offset, c0, m, &a1, &a2)` adds one row's contribution to the vector accumulators.
+template <class Body>
+void reduce_rows(const BnDesc& d, double* out1, double* out2, Body body) {
+  const int64_t C = d.C;
+  const int pool = num_threads();
+  // Layout per thread: [2C doubles][2C floats of vector sums].
+  const int64_t per = 2 * C * 2 + 2 * C + 16;
+  float* scratch = g_scratch_part.get(size_t(pool) * per);
+  int used = 1;
+  parallel_run([&](int tid, int nt) {
+    if (tid == 0) used = nt;
+    double* p1 = reinterpret_cast<double*>(scratch + tid * per);
+    double* p2 = p1 + C;
+    float* f = scratch + tid * per + 4 * C;
+    for (int64_t c = 0; c < 2 * C; ++c) p1[c] = 0.0;
+    int64_t b, e;
+    split_range(d.M, tid, nt, &b, &e);
+    const M full = V::mask(L), tail = V::mask(int(C % L));
+    for (int64_t r0 = b; r0 < e; r0 += kChunkRows) {
+      int64_t r1 = min64(e, r0 + kChunkRows);
+      for (int64_t c0 = 0; c0 < C; c0 += L) {
+        bool masked = c0 + L > C;
+        R a1 = V::zero(), a2 = V::zero();
+        if (!masked)
+          for (int64_t r = r0; r < r1; ++r) body.template row<false>(r * C + c0, c0, full, a1, a2);
+        else
+          for (int64_t r = r0; r < r1; ++r) body.template row<true>(r * C + c0, c0, tail, a1, a2);
+        alignas(64) float t1[L], t2[L];
+        V::store(t1, a1);
+        V::store(t2, a2);
+        int64_t nv = min64(L, C - c0);
+        for (int64_t l = 0; l < nv; ++l) {
+          f[c0 + l] = t1[l];
+          f[C + c0 + l] = t2[l];
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        p1[c] += f[c];
+        p2[c] += f[C + c];
+      }
+    }
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    double s1 = 0, s2 = 0;
+    for (int t = 0; t < used; ++t) {
+      const double* p1 = reinterpret_cast<const double*>(scratch + t * per);
+      s1 += p1[c];
+      s2 += p1[C + c];
+    }
+    out1[c] = s1;
+    out2[c] = s2;
+  }
+}
+
+struct StatsBody {
+  const float* x;
+  const float* shift;  // per-channel shift (the first row) against cancellation in E[x^2] - E[x]^2
+  template <bool Mk>
+  void row(int64_t i, int64_t c0, M m, R& s, R& ss) const {
+    R v = V::sub(ld<Mk>(x + i, m), ld<Mk>(shift + c0, m));
+    s = V::add(s, v);
+    ss = V::fma(v, v, ss);
+  }
+};
+
+void bn_stats_simd(const BnDesc& d, const float* x, float* mean, float* var) {
+  const int64_t C = d.C;
+  if (d.M == 0) {
+    for (int64_t c = 0; c < C; ++c) mean[c] = var[c] = 0.0f;
+    return;
+  }
+  // mean and var are outputs of size C: borrow them for the shift and the double sums' results.
+  float* shift = g_scratch_w.get(size_t(C) * 5 + 2);
+  std::memcpy(shift, x, sizeof(float) * C);
+  double* s = reinterpret_cast<double*>(shift + C + (C & 1));
+  double* ss = s + C;
+  reduce_rows(d, s, ss, StatsBody{x, shift});
+  for (int64_t c = 0; c < C; ++c) {
+    double mu = s[c] / double(d.M);
+    double v = ss[c] / double(d.M) - mu * mu;
+    mean[c] = float(shift[c] + mu);
+    var[c] = float(v > 0 ? v : 0.0);
+  }
+}
+
+struct BnReduceBody {
+  const float *x, *y, *dy, *mean;
+  Act act;
+  template <bool Mk>
+  void row(int64_t i, int64_t c0, M m, R& gb, R& gg) const {
+    R g = act_grad(act, ld<Mk>(dy + i, m), ld<Mk>(y + i, m));
+    gb = V::add(gb, g);
+    gg = V::fma(g, V::sub(ld<Mk>(x + i, m), ld<Mk>(mean + c0, m)), gg);
+  }
+};
+
+void bn_act_backward_reduce_simd(const BnDesc& d, const float* x, const float* y, const float* dy, const float* mean,
+                                 const float* invstd, float* dgamma, float* dbeta) {
+  const int64_t C = d.C;
+  double* s = reinterpret_cast<double*>(g_scratch_w.get(size_t(C) * 4 + 2));
+  double* ss = s + C;
+  reduce_rows(d, s, ss, BnReduceBody{x, y, dy, mean, d.act});
+  for (int64_t c = 0; c < C; ++c) {
+    dbeta[c] = float(s[c]);
+    dgamma[c] = float(ss[c] * invstd[c]);
+  }
+}
+
+// Elementwise over rows: f.row<Mk>(i, c0, m) for every vector of every row in the thread's share.
+template <class F>
+void rows_parallel(int64_t Mrows, int64_t C, const F& f) {
+  const int64_t grain = max64(1, (int64_t(1) << 14) / max64(C, 1));
+  int64_t chunks = min64(num_threads(), (Mrows + grain - 1) / grain);
+  auto work = [&](int64_t b, int64_t e) {
+    const M full = V::mask(L), tail = V::mask(int(C % L));
+    const int64_t cfull = C - C % L;
+    for (int64_t r = b; r < e; ++r) {
+      for (int64_t c0 = 0; c0 < cfull; c0 += L) f.template row<false>(r * C + c0, c0, full);
+      if (cfull < C) f.template row<true>(r * C + cfull, cfull, tail);
+    }
+  };
+  if (chunks <= 1) {
+    work(0, Mrows);
+    return;
+  }
+  parallel_run([&](int tid, int nt) {
+    int64_t use = min64(chunks, nt);
+    if (tid >= use) return;
+    int64_t b, e;
+    split_range(Mrows, tid, int(use), &b, &e);
+    work(b, e);
+  });
+}
+
+struct BnForwardBody {
+  const float *x, *scale, *shift;
+  float* y;
+  Act act;
+  template <bool Mk>
+  void row(int64_t i, int64_t c0, M m) const {
+    R v = V::fma(ld<Mk>(x + i, m), ld<Mk>(scale + c0, m), ld<Mk>(shift + c0, m));
+    st<Mk>(y + i, act_apply(act, v), m);
+  }
+};
+
+void bn_act_forward_simd(const BnDesc& d, const float* x, const float* scale, const float* shift, float* y) {
+  rows_parallel(d.M, d.C, BnForwardBody{x, scale, shift, y, d.act});
+}
+
+// dx = k1 * g - k0 - k2 * (x - mean), with k1 = gamma invstd, k0 = k1 dbeta / M, k2 = k1 invstd dgamma / M
+// (training); dx = k1 * g otherwise.
+struct BnBackwardBody {
+  const float *x, *y, *dy, *mean, *k0, *k1, *k2;
+  float* dx;
+  Act act;
+  bool training, accumulate;
+  template <bool Mk>
+  void row(int64_t i, int64_t c0, M m) const {
+    R g = act_grad(act, ld<Mk>(dy + i, m), ld<Mk>(y + i, m));
+    R v = V::mul(ld<Mk>(k1 + c0, m), g);
+    if (training) {
+      v = V::sub(v, ld<Mk>(k0 + c0, m));
+      R xc = V::sub(ld<Mk>(x + i, m), ld<Mk>(mean + c0, m));
+      v = V::sub(v, V::mul(ld<Mk>(k2 + c0, m), xc));
+    }
+    if (accumulate) v = V::add(v, ld<Mk>(dx + i, m));
+    st<Mk>(dx + i, v, m);
+  }
+};
+
+void bn_act_backward_data_simd(const BnDesc& d, const float* x, const float* y, const float* dy, const float* mean,
+                               const float* invstd, const float* gamma, const float* dgamma, const float* dbeta,
+                               bool training, float* dx, bool accumulate) {
+  const int64_t C = d.C;
+  float* k = g_scratch_w.get(size_t(C) * 3);
+  float *k0 = k, *k1 = k + C, *k2 = k + 2 * C;
+  const float inv_m = d.M ? 1.0f / float(d.M) : 0.0f;
+  for (int64_t c = 0; c < C; ++c) {
+    k1[c] = gamma[c] * invstd[c];
+    k0[c] = k1[c] * dbeta[c] * inv_m;
+    k2[c] = k1[c] * invstd[c] * dgamma[c] * inv_m;
+  }
+  rows_parallel(d.M, C, BnBackwardBody{x, y, dy, mean, k0, k1, k2, dx, d.act, training, accumulate});
+}
+
+}  // namespace
+}  // namespace spnas

@@ -1,0 +1,246 @@
+// The fast kernel tables (AVX2, AVX-512) against the scalar reference: every depthwise direction x
+// stride x kernel size on odd shapes (H, W, C not multiples of the vector width, 1x1 spatial, batch 1),
+// the fused dwconv + BN-apply + activation against the unfused reference pair, the batch-norm kernels,
+// and the pointwise GEMMs. Inputs are random in [-1, 1]; tolerances are ~1e-5 relative to the size of
+// the terms summed, so a single wrong tap or index fails by orders of magnitude.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/threads.h"
+#include "ops/kernels.h"
+
+using namespace spnas;
+
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 g(seed);
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = u(g);
+  return v;
+}
+
+// Largest |a - b| / (1 + |b| + scale), reported with the index of the worst element.
+struct Diff {
+  double worst = 0;
+  size_t at = 0;
+};
+Diff compare(const std::vector<float>& a, const std::vector<float>& b, double scale) {
+  Diff d;
+  for (size_t i = 0; i < a.size(); ++i) {
+    double e = std::fabs(double(a[i]) - b[i]) / (1.0 + std::fabs(b[i]) + scale);
+    if (!(e <= d.worst)) d = {std::isnan(e) ? 1e30 : e, i};
+  }
+  return d;
+}
+
+std::vector<std::string> fast_isas() {
+  std::vector<std::string> v;
+  for (const char* isa : {"avx2", "avx512"})
+    if (kernels_for(isa)) v.push_back(isa);
+  return v;
+}
+
+struct DwShape {
+  int64_t N, H, W, C;
+};
+const DwShape kDwShapes[] = {
+    {1, 1, 1, 5},  {1, 1, 1, 16}, {2, 7, 5, 19}, {1, 9, 11, 33}, {3, 6, 4, 17},  {1, 8, 8, 16},
+    {2, 13, 3, 40}, {1, 2, 9, 7},  {1, 3, 3, 24}, {2, 16, 16, 9}, {1, 32, 32, 8}, {1, 12, 20, 72},
+};
+
+std::string shape_name(const DwConvDesc& d) {
+  return "N" + std::to_string(d.N) + " H" + std::to_string(d.H) + " W" + std::to_string(d.W) + " C" +
+         std::to_string(d.C) + " K" + std::to_string(d.K) + " S" + std::to_string(d.S);
+}
+
+void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
+  const size_t in = size_t(d.in_elems()), out = size_t(d.out_elems()), wn = size_t(d.K) * d.K * d.C;
+  const auto x = random_vec(in, seed), w = random_vec(wn, seed + 1), dy = random_vec(out, seed + 2);
+  const double taps = double(d.K) * d.K;
+  INFO(kt.name, " ", shape_name(d));
+
+  // forward
+  std::vector<float> y_ref(out), y(out, 7.0f);
+  dwconv_forward_ref(d, x.data(), w.data(), y_ref.data());
+  kt.dwconv_forward(d, x.data(), w.data(), y.data());
+  Diff f = compare(y, y_ref, taps);
+  INFO("forward worst ", f.worst, " at ", f.at);
+  CHECK(f.worst < 1e-6);
+
+  // fused forward, each activation, against the unfused reference pair
+  const auto scale = random_vec(d.C, seed + 3, 0.5f, 4.0f), shift = random_vec(d.C, seed + 4, -1.0f, 3.0f);
+  for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
+    std::vector<float> z_ref(out), z(out, 7.0f);
+    dwconv_bn_act_forward_ref(d, x.data(), w.data(), scale.data(), shift.data(), act, z_ref.data());
+    kt.dwconv_bn_act_forward(d, x.data(), w.data(), scale.data(), shift.data(), act, z.data());
+    Diff fz = compare(z, z_ref, 4 * taps);
+    INFO("fused forward act ", int(act), " worst ", fz.worst, " at ", fz.at);
+    CHECK(fz.worst < 1e-6);
+  }
+
+  // backward data, overwrite and accumulate
+  for (bool acc : {false, true}) {
+    const auto init = random_vec(in, seed + 5);
+    std::vector<float> dx_ref = init, dx = acc ? init : std::vector<float>(in, 7.0f);
+    dwconv_backward_data_ref(d, dy.data(), w.data(), dx_ref.data(), acc);
+    kt.dwconv_backward_data(d, dy.data(), w.data(), dx.data(), acc);
+    Diff b = compare(dx, dx_ref, taps);
+    INFO("backward data accumulate=", acc, " worst ", b.worst, " at ", b.at);
+    CHECK(b.worst < 1e-6);
+  }
+
+  // backward weights, overwrite and accumulate
+  for (bool acc : {false, true}) {
+    const auto init = random_vec(wn, seed + 6);
+    std::vector<float> dw_ref = init, dw = acc ? init : std::vector<float>(wn, 7.0f);
+    dwconv_backward_weights_ref(d, x.data(), dy.data(), dw_ref.data(), acc);
+    kt.dwconv_backward_weights(d, x.data(), dy.data(), dw.data(), acc);
+    Diff b = compare(dw, dw_ref, std::sqrt(double(d.N * d.OH * d.OW)));
+    INFO("backward weights accumulate=", acc, " worst ", b.worst, " at ", b.at);
+    CHECK(b.worst < 1e-6);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("dispatch: tables exist for the CPU's ISA") {
+  const std::string cpu = cpu_isa();
+  if (cpu == "avx512") CHECK(kernels_for("avx512") != nullptr);
+  if (cpu != "ref") CHECK(kernels_for("avx2") != nullptr);
+  CHECK(std::string(kernels().name) == (cpu == "ref" ? "ref" : cpu));
+  CHECK(std::string(reference_kernels().name) == "ref");
+}
+
+TEST_CASE("depthwise: every ISA x direction x stride x kernel size against the reference") {
+  for (int threads : {2, 1, 3}) {
+    set_num_threads(threads);
+    uint32_t seed = 100;
+    for (const std::string& isa : fast_isas()) {
+      const KernelTable& kt = *kernels_for(isa);
+      for (const DwShape& s : kDwShapes)
+        for (int K : {3, 5, 1, 2, 4, 7})
+          for (int S : {1, 2}) {
+            if (threads != 2 && K != 3 && K != 5) continue;  // odd sizes: once is enough
+            check_dw_all(kt, dwconv_desc(s.N, s.H, s.W, s.C, K, S), seed++);
+          }
+    }
+  }
+  set_num_threads(2);
+}
+
+TEST_CASE("depthwise: the reference table's fused forward equals its unfused pair") {
+  DwConvDesc d = dwconv_desc(2, 5, 7, 11, 3, 2);
+  check_dw_all(reference_kernels(), d, 7);
+}
+
+TEST_CASE("batch norm kernels against the reference") {
+  struct S {
+    int64_t M, C;
+  };
+  uint32_t seed = 500;
+  for (const std::string& isa : fast_isas()) {
+    const KernelTable& kt = *kernels_for(isa);
+    for (S s : {S{2, 1}, S{37, 21}, S{1000, 35}, S{64 * 9, 16}, S{130, 160}, S{5, 1280}, S{3001, 7}})
+      for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
+        INFO(isa, " M", s.M, " C", s.C, " act ", int(act));
+        BnDesc d{s.M, s.C, act};
+        const size_t n = size_t(s.M * s.C);
+        // Offset inputs (mean ~ 3) so that the variance test sees some cancellation.
+        const auto x = random_vec(n, seed++, 1.0f, 5.0f), dy = random_vec(n, seed++);
+        const auto gamma = random_vec(s.C, seed++, 0.5f, 2.0f), beta = random_vec(s.C, seed++, -1.0f, 4.0f);
+
+        std::vector<float> mean_ref(s.C), var_ref(s.C), mean(s.C), var(s.C);
+        bn_stats_ref(d, x.data(), mean_ref.data(), var_ref.data());
+        kt.bn_stats(d, x.data(), mean.data(), var.data());
+        CHECK(compare(mean, mean_ref, 0).worst < 1e-6);
+        CHECK(compare(var, var_ref, 0).worst < 1e-5);
+
+        std::vector<float> invstd(s.C), scale(s.C), shift(s.C);
+        for (int64_t c = 0; c < s.C; ++c) {
+          invstd[c] = 1.0f / std::sqrt(var_ref[c] + 1e-3f);
+          scale[c] = gamma[c] * invstd[c];
+          shift[c] = beta[c] - mean_ref[c] * scale[c];
+        }
+        std::vector<float> y_ref(n), y(n, 7.0f);
+        bn_act_forward_ref(d, x.data(), scale.data(), shift.data(), y_ref.data());
+        kt.bn_act_forward(d, x.data(), scale.data(), shift.data(), y.data());
+        CHECK(compare(y, y_ref, 10).worst < 1e-6);  // fma vs multiply-add rounding on |x*scale| ~ 10
+
+        std::vector<float> dg_ref(s.C), db_ref(s.C), dg(s.C), db(s.C);
+        bn_act_backward_reduce_ref(d, x.data(), y_ref.data(), dy.data(), mean_ref.data(), invstd.data(),
+                                   dg_ref.data(), db_ref.data());
+        kt.bn_act_backward_reduce(d, x.data(), y_ref.data(), dy.data(), mean_ref.data(), invstd.data(), dg.data(),
+                                  db.data());
+        const double rows = std::sqrt(double(s.M));
+        CHECK(compare(dg, dg_ref, rows).worst < 1e-6);
+        CHECK(compare(db, db_ref, rows).worst < 1e-6);
+
+        for (bool training : {true, false})
+          for (bool acc : {false, true}) {
+            INFO("training ", training, " accumulate ", acc);
+            const auto init = random_vec(n, seed++);
+            std::vector<float> dx_ref = init, dx = acc ? init : std::vector<float>(n, 7.0f);
+            bn_act_backward_data_ref(d, x.data(), y_ref.data(), dy.data(), mean_ref.data(), invstd.data(),
+                                     gamma.data(), dg_ref.data(), db_ref.data(), training, dx_ref.data(), acc);
+            kt.bn_act_backward_data(d, x.data(), y_ref.data(), dy.data(), mean_ref.data(), invstd.data(), gamma.data(),
+                                    dg_ref.data(), db_ref.data(), training, dx.data(), acc);
+            CHECK(compare(dx, dx_ref, 10).worst < 1e-6);
+          }
+      }
+  }
+}
+
+TEST_CASE("pointwise GEMMs against a double-precision loop") {
+  struct S {
+    int64_t M, Cin, Cout;
+  };
+  uint32_t seed = 900;
+  for (int threads : {2, 1, 3}) {
+    set_num_threads(threads);
+    for (S s : {S{1, 3, 5}, S{63, 17, 9}, S{64, 16, 96}, S{1000, 40, 240}, S{129, 33, 7}}) {
+      INFO("threads ", threads, " M", s.M, " Cin", s.Cin, " Cout", s.Cout);
+      const auto x = random_vec(size_t(s.M * s.Cin), seed++), w = random_vec(size_t(s.Cin * s.Cout), seed++),
+                 dy = random_vec(size_t(s.M * s.Cout), seed++);
+      std::vector<float> y_ref(s.M * s.Cout), dx_ref(s.M * s.Cin), dw_ref(s.Cin * s.Cout);
+      for (int64_t m = 0; m < s.M; ++m)
+        for (int64_t o = 0; o < s.Cout; ++o) {
+          double a = 0;
+          for (int64_t i = 0; i < s.Cin; ++i) a += double(x[m * s.Cin + i]) * w[i * s.Cout + o];
+          y_ref[m * s.Cout + o] = float(a);
+        }
+      for (int64_t m = 0; m < s.M; ++m)
+        for (int64_t i = 0; i < s.Cin; ++i) {
+          double a = 0;
+          for (int64_t o = 0; o < s.Cout; ++o) a += double(dy[m * s.Cout + o]) * w[i * s.Cout + o];
+          dx_ref[m * s.Cin + i] = float(a);
+        }
+      for (int64_t i = 0; i < s.Cin; ++i)
+        for (int64_t o = 0; o < s.Cout; ++o) {
+          double a = 0;
+          for (int64_t m = 0; m < s.M; ++m) a += double(x[m * s.Cin + i]) * dy[m * s.Cout + o];
+          dw_ref[i * s.Cout + o] = float(a);
+        }
+      std::vector<float> y(y_ref.size(), 7.0f), dx(dx_ref.size(), 7.0f), dw(dw_ref.size(), 7.0f);
+      pointwise_forward(s.M, s.Cin, s.Cout, x.data(), w.data(), y.data());
+      CHECK(compare(y, y_ref, std::sqrt(double(s.Cin))).worst < 1e-6);
+      pointwise_backward_data(s.M, s.Cin, s.Cout, dy.data(), w.data(), dx.data(), false);
+      CHECK(compare(dx, dx_ref, std::sqrt(double(s.Cout))).worst < 1e-6);
+      pointwise_backward_weights(s.M, s.Cin, s.Cout, x.data(), dy.data(), dw.data(), false);
+      CHECK(compare(dw, dw_ref, std::sqrt(double(s.M))).worst < 1e-6);
+      // accumulate: adds the same product again
+      pointwise_backward_data(s.M, s.Cin, s.Cout, dy.data(), w.data(), dx.data(), true);
+      pointwise_backward_weights(s.M, s.Cin, s.Cout, x.data(), dy.data(), dw.data(), true);
+      for (auto& v : dx_ref) v *= 2;
+      for (auto& v : dw_ref) v *= 2;
+      CHECK(compare(dx, dx_ref, std::sqrt(double(s.Cout))).worst < 1e-6);
+      CHECK(compare(dw, dw_ref, std::sqrt(double(s.M))).worst < 1e-6);
+    }
+  }
+  set_num_threads(2);
+}
