@@ -32,9 +32,82 @@ using dataimpl::data_warning;
 static constexpr int kMaxSide = 16384;
 static constexpr int64_t kMaxPixels = int64_t(1) << 28;
 
+// Debian's stb_image (2.27) lacks upstream's check that a JPEG Huffman table holds at most 256
+// symbols, so a corrupt DHT segment makes it write past a 257-byte array (found by
+// tests/test_data_fuzz.cpp under ASan). This walks the JPEG's markers the way stb_image does and
+// rejects such tables before stb_image sees them.
+static void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::string& name) {
+  size_t p = 0;
+  if (n < 2 || d[0] != 0xFF) return;
+  while (p < n && d[p] == 0xFF) ++p;
+  if (p >= n || d[p] != 0xD8) return;  // not a JPEG: stb_image's JPEG reader will not claim it
+  ++p;
+  auto at = [&](size_t i) -> unsigned { return i < n ? d[i] : 0u; };  // stb reads 0 past the end
+  while (p < n) {
+    if (d[p] != 0xFF) {  // entropy-coded data or padding: stb scans byte by byte too
+      ++p;
+      continue;
+    }
+    while (p < n && d[p] == 0xFF) ++p;
+    if (p >= n) break;
+    const unsigned m = d[p++];
+    if (m == 0x00 || m == 0x01 || (m >= 0xD0 && m <= 0xD9)) continue;  // no length field
+    const size_t L = (at(p) << 8) | at(p + 1);
+    if (L < 2) data_error(name, "corrupt JPEG: marker segment length " + std::to_string(L));
+    if (m == 0xC4) {  // DHT: tables follow one another while the remaining length is positive
+      long rem = long(L) - 2;
+      size_t q = p + 2;
+      while (rem > 0 && q < n) {
+        const unsigned tcth = at(q);
+        if ((tcth >> 4) > 1 || (tcth & 15) > 3) break;  // stb rejects this itself
+        unsigned sum = 0;
+        for (int i = 0; i < 16; ++i) sum += at(q + 1 + size_t(i));
+        if (sum > 256)
+          data_error(name, "corrupt JPEG: Huffman table with " + std::to_string(sum) + " symbols (at most 256)");
+        q += 17 + sum;
+        rem -= long(17 + sum);
+      }
+      p = q;
+    } else {
+      p += L;
+    }
+  }
+}
+
+// stb_image copies a zero-length first IDAT chunk with memcpy(NULL, p, 0), which UBSan reports.
+// Empty IDAT chunks carry no data: when a PNG has any, this returns a copy without them.
+static bool strip_empty_png_idat(const uint8_t* d, size_t n, std::vector<uint8_t>* out) {
+  static const uint8_t sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+  if (n < 8 || std::memcmp(d, sig, 8) != 0) return false;
+  bool any = false;
+  for (size_t p = 8; p + 12 <= n;) {
+    const uint32_t len = (uint32_t(d[p]) << 24) | (uint32_t(d[p + 1]) << 16) | (uint32_t(d[p + 2]) << 8) | d[p + 3];
+    if (len == 0 && std::memcmp(d + p + 4, "IDAT", 4) == 0) any = true;
+    if (len > n - p - 12) break;
+    p += 12 + len;
+  }
+  if (!any) return false;
+  out->assign(d, d + 8);
+  size_t p = 8;
+  for (; p + 12 <= n;) {
+    const uint32_t len = (uint32_t(d[p]) << 24) | (uint32_t(d[p + 1]) << 16) | (uint32_t(d[p + 2]) << 8) | d[p + 3];
+    if (len > n - p - 12) break;
+    if (!(len == 0 && std::memcmp(d + p + 4, "IDAT", 4) == 0)) out->insert(out->end(), d + p, d + p + 12 + len);
+    p += 12 + len;
+  }
+  out->insert(out->end(), d + p, d + n);  // whatever does not parse as chunks, unchanged
+  return true;
+}
+
 std::vector<uint8_t> decode_image(const uint8_t* data, size_t n, const std::string& name, int* h, int* w) {
   if (n == 0) data_error(name, "corrupt image: empty file");
   if (n > size_t(INT32_MAX)) data_error(name, "image file too large");
+  check_jpeg_huffman_tables(data, n, name);
+  std::vector<uint8_t> stripped;
+  if (strip_empty_png_idat(data, n, &stripped)) {
+    data = stripped.data();
+    n = stripped.size();
+  }
   int x = 0, y = 0, comp = 0;
   if (!stbi_info_from_memory(data, int(n), &x, &y, &comp))
     data_error(name, std::string("corrupt or unsupported image (") + stbi_failure_reason() +

@@ -3,9 +3,10 @@
 // Five shape classes (disc, ring, square, triangle, cross) and five texture classes (horizontal,
 // vertical and diagonal stripes, checkerboard, dots). The class is carried only by spatial
 // structure: foreground and background colours are drawn at random for every image (so the sign of
-// the contrast varies), the background has a random gradient, shapes move +-6 px, scale 6..11 px
-// and rotate +-20 degrees, textures have random period, phase and +-12 degree orientation jitter,
-// half the images get a small distractor blob, and every pixel gets noise. A linear classifier on
+// the contrast varies), the background has a random gradient, shapes move +-6 px, scale
+// 4.5..10.5 px and rotate +-20 degrees, textures have random period, phase, +-12 degree orientation
+// jitter and fill a random window of the image, up to three small distractor blobs (discs or
+// squares) are scattered over every image, and every pixel gets noise of random strength. A linear classifier on
 // raw pixels cannot use colour or position templates and stays far below a small ConvNet. Every
 // class is closed under horizontal mirroring, so hflip augmentation is label-preserving.
 // Anti-aliasing is analytic (coverage = clamp(0.5 - signed distance)), so generation is one pass.
@@ -61,17 +62,17 @@ void synthetic_image(int label, uint64_t seed, uint8_t* out) {
   Rng r(seed);
   const int S = kSyntheticSize;
   Colour bg = random_colour(r), fg = random_colour(r);
-  for (int tries = 0; tries < 32 && dist(bg, fg) < 0.45f; ++tries) fg = random_colour(r);
+  for (int tries = 0; tries < 32 && dist(bg, fg) < 0.3f; ++tries) fg = random_colour(r);
   // Background gradient: random direction, amplitude up to 0.2 per channel.
   const float ga = r.uniform(0, 2 * kPi), gamp = r.uniform(0.0f, 0.2f);
   const float gx = std::cos(ga) * gamp / S, gy = std::sin(ga) * gamp / S;
-  const float noise = r.uniform(0.02f, 0.08f);
+  const float noise = r.uniform(0.03f, 0.15f);
 
   // Geometry.
   const float cx = S / 2.0f + r.uniform(-6, 6), cy = S / 2.0f + r.uniform(-6, 6);
-  const float size = r.uniform(6, 11);
+  const float size = r.uniform(4.5f, 10.5f);
   float theta = r.uniform(-20, 20) * kPi / 180;
-  const float period = r.uniform(4.5f, 8.0f), phase = r.uniform(), phase2 = r.uniform();
+  const float period = r.uniform(4.0f, 9.0f), phase = r.uniform(), phase2 = r.uniform();
   if (label == 5) theta = r.uniform(-12, 12) * kPi / 180;
   if (label == 6) theta = (90 + r.uniform(-12, 12)) * kPi / 180;
   if (label == 7) theta = ((r.bernoulli(0.5f) ? 45 : 135) + r.uniform(-12, 12)) * kPi / 180;
@@ -79,10 +80,21 @@ void synthetic_image(int label, uint64_t seed, uint8_t* out) {
   const float ct = std::cos(theta), st = std::sin(theta);
   const float dot_spacing = r.uniform(7, 10), dot_radius = dot_spacing * r.uniform(0.22f, 0.32f);
   const float checker = r.uniform(6, 10);
-  // Distractor blob.
-  const bool distract = r.bernoulli(0.5f);
-  const Colour dc = random_colour(r);
-  const float dx = r.uniform(2, S - 2), dy = r.uniform(2, S - 2), dr = r.uniform(1.5f, 3.0f);
+  // Textures fill a random window (45..100 % of each side), not always the whole image.
+  const float win_w = S * r.uniform(0.45f, 1.0f), win_h = S * r.uniform(0.45f, 1.0f);
+  const float win_x = r.uniform(0, S - win_w), win_y = r.uniform(0, S - win_h);
+  // Up to three small distractor blobs (discs or squares) in random colours.
+  const int ndistract = int(r.below(4));
+  Colour dcol[3];
+  float dxs[3], dys[3], drs[3];
+  bool dsq[3];
+  for (int k = 0; k < 3; ++k) {
+    dcol[k] = random_colour(r);
+    dxs[k] = r.uniform(2, S - 2);
+    dys[k] = r.uniform(2, S - 2);
+    drs[k] = r.uniform(1.5f, 3.5f);
+    dsq[k] = r.bernoulli(0.5f);
+  }
   uint64_t noise_state = r.next_u64();
 
   for (int y = 0; y < S; ++y) {
@@ -125,15 +137,20 @@ void synthetic_image(int label, uint64_t seed, uint8_t* out) {
           break;
         }
       }
-      const float a = cover(sd);
+      float a = cover(sd);
+      if (label >= 5) {  // texture window with anti-aliased edges
+        const float wd = std::max(std::max(win_x - px, px - (win_x + win_w)), std::max(win_y - py, py - (win_y + win_h)));
+        a *= cover(wd);
+      }
       const float grad = gx * (px - S / 2.0f) + gy * (py - S / 2.0f);
       float c[3] = {bg.r + grad + a * (fg.r - bg.r), bg.g + grad + a * (fg.g - bg.g), bg.b + grad + a * (fg.b - bg.b)};
-      if (distract) {
-        const float ddx = px - dx, ddy = py - dy;
-        const float b = cover(std::sqrt(ddx * ddx + ddy * ddy) - dr);
-        c[0] += b * (dc.r - c[0]);
-        c[1] += b * (dc.g - c[1]);
-        c[2] += b * (dc.b - c[2]);
+      for (int k = 0; k < ndistract; ++k) {
+        const float ddx = px - dxs[k], ddy = py - dys[k];
+        const float dd = dsq[k] ? std::max(std::fabs(ddx), std::fabs(ddy)) : std::sqrt(ddx * ddx + ddy * ddy);
+        const float b = cover(dd - drs[k]);
+        c[0] += b * (dcol[k].r - c[0]);
+        c[1] += b * (dcol[k].g - c[1]);
+        c[2] += b * (dcol[k].b - c[2]);
       }
       // Noise: sum of four 16-bit uniforms (near-Gaussian), one 64-bit draw per channel.
       uint8_t* o = out + (y * S + x) * 3;
