@@ -9,6 +9,8 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <sys/resource.h>
+
 #include "engine/checkpoint.h"
 #include "engine/params.h"
 #include "engine/rng.h"
@@ -171,22 +173,57 @@ std::vector<int> make_labels(int batch, int classes) {
   return l;
 }
 
+// Involuntary context switches of the whole process so far (all threads): a run during which this
+// count moves was preempted by another process, and its time says more about the machine's load
+// than about the network.
+long involuntary_switches() {
+  struct rusage u;
+  getrusage(RUSAGE_SELF, &u);
+  return u.ru_nivcsw;
+}
+
+struct RoundRobinStats {
+  int clean = 0;      // runs kept per item (the minimum over items)
+  int disturbed = 0;  // runs dropped because they were preempted
+  int total = 0;
+  bool fell_back = false;  // too few undisturbed runs: every run was kept
+};
+
 // Runs run_one(i) for every item round-robin: `warmup` rounds untimed, then rounds until every item
-// has at least `reps` runs and `min_seconds` of measured time (or max_reps).
-int round_robin(int items, int warmup, int reps, double min_seconds, int max_reps,
-                const std::function<double(int item, bool timed)>& run_one) {
+// has at least `reps` undisturbed runs and `min_seconds` of their measured time (or the limits).
+// commit(i, keep) is called after every timed run: keep is false for a preempted run.
+RoundRobinStats round_robin(int items, int warmup, int reps, double min_seconds, int max_reps, double max_seconds,
+                            bool drop_preempted, const std::function<double(int item)>& run_one,
+                            const std::function<void(int item, bool keep)>& commit) {
   for (int w = 0; w < warmup; ++w)
-    for (int i = 0; i < items; ++i) run_one(i, false);
+    for (int i = 0; i < items; ++i) run_one(i);
   std::vector<double> spent(items, 0.0);
-  int r = 0;
+  std::vector<int> kept(items, 0);
+  RoundRobinStats st;
+  const Clock::time_point start = Clock::now();
+  int rounds = 0;
   for (;;) {
-    bool enough = r >= std::max(1, reps);
-    for (double s : spent) enough &= s >= min_seconds * 1000.0;
-    if (enough || r >= std::max(max_reps, 1)) break;
-    for (int i = 0; i < items; ++i) spent[i] += run_one(i, true);
-    ++r;
+    bool enough = true;
+    for (int i = 0; i < items; ++i) enough &= kept[i] >= std::max(1, reps) && spent[i] >= min_seconds * 1000.0;
+    if (enough || rounds >= std::max(max_reps, 1)) break;
+    if (rounds >= 3 && ms_between(start, Clock::now()) > max_seconds * 1000.0) break;
+    for (int i = 0; i < items; ++i) {
+      long before = involuntary_switches();
+      double ms = run_one(i);
+      bool keep = !drop_preempted || involuntary_switches() == before;
+      commit(i, keep);
+      st.total++;
+      if (keep) {
+        kept[i]++;
+        spent[i] += ms;
+      } else {
+        st.disturbed++;
+      }
+    }
+    ++rounds;
   }
-  return r;
+  st.clean = *std::min_element(kept.begin(), kept.end());
+  return st;
 }
 
 struct ThreadScope {
@@ -282,41 +319,81 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   const std::vector<Choice> cands = {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6};
   const int L = space.num_searchable();
   const std::vector<int> sidx = space.searchable_indices();
-  struct Variant {
-    Choice c;
-    bool se;
+  // The networks: `rounds` groups of 4; in each group every searchable layer takes each candidate
+  // once, in an order drawn at random per layer (round 0 of a one-round profile: the uniform
+  // networks). So every entry is measured `rounds` times, each time between neighbours of random
+  // candidates, as in the architectures the search decodes. With SE, each network has a twin with
+  // SE on every searchable layer.
+  struct Plan {
+    std::vector<Choice> choice;
+    bool se = false;
+    int twin = -1;  // SE plans: the plan without SE
   };
-  std::vector<Variant> variants;
-  for (Choice c : cands) variants.push_back({c, false});
-  if (opt.search_se)
-    for (Choice c : cands) variants.push_back({c, true});
+  std::vector<Plan> plans;
+  const int rounds = std::max(1, opt.context_rounds);
+  Rng plan_rng(opt.seed + 101);
+  for (int r = 0; r < rounds; ++r) {
+    std::vector<std::vector<int>> perm(L, {0, 1, 2, 3});
+    if (rounds > 1)
+      for (auto& pm : perm)
+        for (int i = 3; i > 0; --i) std::swap(pm[i], pm[plan_rng.below(i + 1)]);
+    for (int j = 0; j < 4; ++j) {
+      Plan pl;
+      for (int l = 0; l < L; ++l) pl.choice.push_back(cands[perm[l][j]]);
+      plans.push_back(pl);
+    }
+  }
+  if (opt.search_se) {
+    const int n = int(plans.size());
+    for (int i = 0; i < n; ++i) {
+      Plan pl = plans[i];
+      pl.se = true;
+      pl.twin = i;
+      plans.push_back(pl);
+    }
+  }
 
   std::vector<std::unique_ptr<TimedNet>> nets;
-  for (const Variant& v : variants)
-    nets.push_back(std::make_unique<TimedNet>(space, std::vector<Choice>(L, v.c),
-                                              std::vector<bool>(v.se ? L : 0, true), opt.seed));
-  const int P = nets[0]->num_pieces();  // no skips: every variant has the same pieces
+  for (const Plan& pl : plans)
+    nets.push_back(std::make_unique<TimedNet>(space, pl.choice, std::vector<bool>(pl.se ? L : 0, true), opt.seed));
+  const int P = nets[0]->num_pieces();  // no skips: every network has the same pieces
   Var images = constant(random_images(opt.batch, space.input_size, opt.seed + 7));
   std::vector<int> labels = make_labels(opt.batch, space.num_classes);
   Rng rng(opt.seed + 11);
   say("profiling space '" + space.name + "' (width " + fmt(space.width, 2) + ", input " +
-      std::to_string(space.input_size) + "): " + std::to_string(nets.size()) + " candidate networks, batch " +
+      std::to_string(space.input_size) + "): " + std::to_string(nets.size()) + " networks, batch " +
       std::to_string(opt.batch) + ", " + std::to_string(opt.threads) + " thread(s), " +
       (opt.training_step ? "training step" : "inference") + ", isa " + kernels().name);
 
-  // times[net][piece][rep]
+  // times[net][piece][rep]: undisturbed runs; all_times: every run (the fallback).
   std::vector<std::vector<std::vector<double>>> times(nets.size(), std::vector<std::vector<double>>(P));
-  std::vector<double> piece(P);
+  auto all_times = times;
+  std::vector<std::vector<double>> piece(nets.size(), std::vector<double>(P));
   auto t_start = Clock::now();
-  int reps = round_robin(int(nets.size()), opt.warmup, opt.reps, opt.min_seconds, opt.max_reps,
-                         [&](int i, bool timed) {
-                           double total = nets[i]->run(images, labels, opt.training_step, rng, piece.data());
-                           if (timed)
-                             for (int p = 0; p < P; ++p) times[i][p].push_back(piece[p]);
-                           return total;
-                         });
+  RoundRobinStats st = round_robin(
+      int(nets.size()), opt.warmup, opt.reps, opt.min_seconds, opt.max_reps, opt.max_seconds, opt.drop_preempted,
+      [&](int i) { return nets[i]->run(images, labels, opt.training_step, rng, piece[i].data()); },
+      [&](int i, bool keep) {
+        for (int p = 0; p < P; ++p) {
+          all_times[i][p].push_back(piece[i][p]);
+          if (keep) times[i][p].push_back(piece[i][p]);
+        }
+      });
+  if (st.clean < std::max(5, opt.reps / 4)) {
+    times = all_times;
+    res.warnings.push_back("only " + std::to_string(st.clean) + " of " + std::to_string(st.total / int(nets.size())) +
+                           " runs per network were not preempted by other processes; using every run (the "
+                           "machine is overloaded: entries are inflated)");
+    say("warning: " + res.warnings.back());
+  }
+  const int reps = int(times[0][0].size());
   say("  " + std::to_string(reps) + " repetitions per network in " + fmt(ms_between(t_start, Clock::now()) / 1000, 1) +
-      " s");
+      " s (" + std::to_string(st.disturbed) + " preempted runs dropped)");
+  if (st.disturbed > st.total / 2) {
+    res.warnings.push_back(std::to_string(st.disturbed) + " of " + std::to_string(st.total) +
+                           " runs were preempted by other processes (dropped): the machine is busy");
+    say("warning: " + res.warnings.back());
+  }
 
   auto med = [&](int n, int p) { return quantile(times[n][p], 0.5); };
   auto spread_of = [&](int n, int p) {
@@ -354,6 +431,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
 
   int noisy = 0;
   double worst = 0;
+  const int cand_index[5] = {0, 1, 2, 3, -1};
   for (int l = 0; l < L; ++l) {
     const LayerSpec& ls = space.layers[sidx[l]];
     const int p = nets[0]->layer_piece[sidx[l]];
@@ -363,34 +441,44 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
     c.stride = ls.stride;
     c.skip_allowed = ls.skip_allowed;
     c.count = reps;
-    double* slot[4] = {&c.k3_e3, &c.k3_e6, &c.k5_e3, &c.k5_e6};
-    double se_extra = 0;
-    for (size_t v = 0; v < variants.size(); ++v) {
-      double m = med(int(v), p), sp = spread_of(int(v), p);
-      c.spread = std::max(c.spread, sp);
+    // [se][candidate]: sum of medians, largest spread, measurements
+    double sum[2][4] = {}, spread[2][4] = {}, se_extra = 0;
+    int cnt[2][4] = {}, se_n = 0;
+    for (size_t n = 0; n < nets.size(); ++n) {
+      int k = cand_index[int(plans[n].choice[l])], e = plans[n].se ? 1 : 0;
+      double m = med(int(n), p), sp = spread_of(int(n), p);
+      sum[e][k] += m;
+      cnt[e][k]++;
+      spread[e][k] = std::max(spread[e][k], sp);
       if (sp > opt.spread_warning) ++noisy;
       worst = std::max(worst, sp);
-      PieceSample s;
-      s.kind = "mbconv";
-      s.cin = ls.cin;
-      s.cout = ls.cout;
-      s.in_size = ls.in_size;
-      s.kernel = choice_kernel(variants[v].c);
-      s.expansion = choice_expansion(variants[v].c);
-      s.stride = ls.stride;
-      s.se = variants[v].se;
-      s.residual = ls.residual;
-      s.batch = opt.batch;
-      s.ms = m;
-      s.spread = sp;
-      res.samples.push_back(s);
-      if (!variants[v].se) {
-        *slot[v] = m;
-      } else {
-        se_extra += std::max(0.0, m - med(int(v) - 4, p)) / 4.0;
+      if (plans[n].se) {
+        se_extra += std::max(0.0, m - med(plans[n].twin, p));
+        se_n++;
       }
     }
-    c.se = se_extra;
+    double* slot[4] = {&c.k3_e3, &c.k3_e6, &c.k5_e3, &c.k5_e6};
+    for (int e = 0; e < (opt.search_se ? 2 : 1); ++e)
+      for (int k = 0; k < 4; ++k) {
+        double m = sum[e][k] / std::max(1, cnt[e][k]);
+        if (e == 0) *slot[k] = m;
+        c.spread = std::max(c.spread, spread[e][k]);
+        PieceSample s;
+        s.kind = "mbconv";
+        s.cin = ls.cin;
+        s.cout = ls.cout;
+        s.in_size = ls.in_size;
+        s.kernel = choice_kernel(cands[k]);
+        s.expansion = choice_expansion(cands[k]);
+        s.stride = ls.stride;
+        s.se = e == 1;
+        s.residual = ls.residual;
+        s.batch = opt.batch;
+        s.ms = m;
+        s.spread = spread[e][k];
+        res.samples.push_back(s);
+      }
+    c.se = se_n ? se_extra / se_n : 0.0;
     t.layers.push_back(c);
   }
   // Fixed pieces as samples (mean of the per-network medians).
@@ -449,7 +537,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   }
 
   if (noisy > 0) {
-    res.warnings.push_back(std::to_string(noisy) + " of " + std::to_string(L * int(variants.size())) +
+    res.warnings.push_back(std::to_string(noisy) + " of " + std::to_string(L * int(nets.size())) +
                            " entries have a spread (p90 - p10) / median above " + fmt(opt.spread_warning, 2) +
                            " (worst " + fmt(worst, 2) +
                            "): the machine is noisy; consider more --reps or an idle machine");
@@ -477,30 +565,38 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
     labels.push_back(make_labels(opt.batch, s.num_classes));
   }
   Rng rng(opt.seed + 11);
-  std::vector<std::vector<double>> times(archs.size());
-  round_robin(int(archs.size()), opt.warmup, opt.reps, opt.min_seconds, opt.max_reps, [&](int i, bool timed) {
-    ChildNet& net = *nets[i];
-    double ms;
-    if (!opt.training_step) {
-      NoGrad ng;
-      ForwardOptions fo;
-      fo.training = false;
-      Clock::time_point t0 = Clock::now();
-      Var logits = net.forward(images[i], fo);
-      ms = ms_between(t0, Clock::now());
-    } else {
-      net.params().zero_grad();
-      ForwardOptions fo;
-      fo.training = true;
-      fo.rng = &rng;
-      Clock::time_point t0 = Clock::now();
-      Var loss = softmax_cross_entropy(net.forward(images[i], fo), labels[i], 0.1f);
-      backward(loss);
-      ms = ms_between(t0, Clock::now());
-    }
-    if (timed) times[i].push_back(ms);
-    return ms;
-  });
+  std::vector<std::vector<double>> times(archs.size()), all_times(archs.size());
+  std::vector<double> last(archs.size());
+  RoundRobinStats st = round_robin(
+      int(archs.size()), opt.warmup, opt.reps, opt.min_seconds, opt.max_reps, opt.max_seconds, opt.drop_preempted,
+      [&](int i) {
+        ChildNet& net = *nets[i];
+        double ms;
+        if (!opt.training_step) {
+          NoGrad ng;
+          ForwardOptions fo;
+          fo.training = false;
+          Clock::time_point t0 = Clock::now();
+          Var logits = net.forward(images[i], fo);
+          ms = ms_between(t0, Clock::now());
+        } else {
+          net.params().zero_grad();
+          ForwardOptions fo;
+          fo.training = true;
+          fo.rng = &rng;
+          Clock::time_point t0 = Clock::now();
+          Var loss = softmax_cross_entropy(net.forward(images[i], fo), labels[i], 0.1f);
+          backward(loss);
+          ms = ms_between(t0, Clock::now());
+        }
+        last[i] = ms;
+        return ms;
+      },
+      [&](int i, bool keep) {
+        all_times[i].push_back(last[i]);
+        if (keep) times[i].push_back(last[i]);
+      });
+  if (st.clean < std::max(5, opt.reps / 4)) times = all_times;
   std::vector<LatencyMeasurement> out;
   for (auto& v : times) {
     LatencyMeasurement m;

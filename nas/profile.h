@@ -11,6 +11,9 @@
 //     state), which is what makes the additive model fit end-to-end measurements.
 //   - The networks are run round-robin (rep r of every network, then rep r + 1), so a burst of load
 //     from another process hits every candidate alike; per-piece medians over the repetitions.
+//   - A run during which the process was preempted (its involuntary context-switch count moved) is
+//     dropped: on a shared machine it measures the other processes, not the network. If too few
+//     runs are undisturbed, every run is used and a warning says so.
 //   - Training step: forward + softmax cross-entropy + backward (batch statistics, dropout); an
 //     identity marker node on the tape after each piece timestamps the backward pass too.
 //   - fixed_ms = stem + fixed MBConv layers + head, measured in the same runs (median of their
@@ -50,10 +53,13 @@ struct ProfileOptions {
   bool training_step = false;      // forward + backward instead of inference
   std::string backend = "spnas";   // "spnas"; "onednn" is not implemented (throws)
   bool search_se = false;          // also measure the SE branch of every searchable layer
+  int context_rounds = 3;          // each entry measured in this many random network contexts
   int warmup = 10;
   int reps = 50;                   // at least this many repetitions ...
   double min_seconds = 0.2;        // ... and at least this long per network
   int max_reps = 20000;
+  double max_seconds = 300;        // give up waiting for enough undisturbed runs after this long
+  bool drop_preempted = true;      // drop runs during which the process was preempted (see below)
   bool pin = true;                 // pin the engine's threads to CPUs 0..T-1
   double spread_warning = 0.25;    // warn when an entry's (p90 - p10) / median exceeds this
   uint64_t seed = 1;               // weights and inputs
@@ -85,6 +91,8 @@ struct MeasureOptions {
   int reps = 50;
   double min_seconds = 0.2;  // per architecture
   int max_reps = 20000;
+  double max_seconds = 300;
+  bool drop_preempted = true;
   bool pin = true;
   uint64_t seed = 1;
 };
