@@ -21,6 +21,10 @@ fi
 
 if [ "${1:-}" = "--no-build" ]; then exit 0; fi
 BUILD="${SPNAS_BUILD_DIR:-build}"
-cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${SPNAS_CMAKE_ARGS:-} >/dev/null
-cmake --build "$BUILD" -j "$(nproc)" 2>&1 | grep -E "error|warning|Error" || true
-test -x "$BUILD/spnas" || { echo "setup: build failed (see: cmake --build $BUILD)"; exit 1; }
+mkdir -p "$BUILD"
+LOG="$BUILD/build.log"
+if ! { cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=Release ${SPNAS_CMAKE_ARGS:-} && cmake --build "$BUILD" -j "$(nproc)"; } >"$LOG" 2>&1; then
+  grep -E -A5 "error|Error" "$LOG" | head -60
+  echo "setup: build failed; full log in $LOG"
+  exit 1
+fi
