@@ -99,7 +99,7 @@ int cmd_demo(int argc, char** argv) {
   Args a("demo", "The README's main job, a few minutes on 2 cores: (1) measure a latency table of the cifar10 space "
                  "on this machine, (2) run a short Single-Path NAS search on the embedded synthetic data, (3) train the "
                  "found network from scratch briefly; prints its architecture, accuracy and predicted runtime.");
-  a.option("data", "synthetic", "dataset (default: the embedded synthetic set, no files needed)");
+  a.option("data", "synthetic:train=4000,test=1000", "dataset (default: 4,000 + 1,000 images of the embedded synthetic set, no files needed)");
   a.option("width", "0.5", "width multiplier of the cifar10 space");
   a.option("search-epochs", "4", "search length (epochs)");
   a.option("warmup-epochs", "1.5", "search warm-up (epochs)");
