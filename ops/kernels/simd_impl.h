@@ -41,7 +41,8 @@ struct V {
   using R = __m512;
   using M = __mmask16;
   static constexpr int L = 16;
-  static constexpr int TILE = 8;  // output pixels per register tile (32 zmm registers)
+  static constexpr int TILE = 8;   // output pixels per forward register tile (8 independent FMA chains)
+  static constexpr int WTILE = 8;  // output pixels per weight-gradient tile (2 x K accumulators + 8 dy)
   static M mask(int n) { return M((1u << n) - 1u); }
   static R zero() { return _mm512_setzero_ps(); }
   static R set1(float v) { return _mm512_set1_ps(v); }
@@ -68,7 +69,8 @@ struct V {
   using R = __m256;
   using M = __m256i;
   static constexpr int L = 8;
-  static constexpr int TILE = 6;  // 16 ymm registers: 6 accumulators + up to 5 weights + 1 input
+  static constexpr int TILE = 8;   // 16 ymm registers: 8 accumulators + up to 5 weights + 1 input
+  static constexpr int WTILE = 4;  // 2 x 5 accumulators + 4 dy + 1 input
   static M mask(int n) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kMaskTable + 8 - n)); }
   static R zero() { return _mm256_setzero_ps(); }
   static R set1(float v) { return _mm256_set1_ps(v); }
@@ -173,82 +175,111 @@ inline void epilogue(const Corr& p, float* dst, R acc, int64_t c, M m) {
   st<Mk>(dst, acc, m);
 }
 
-// One output row (n, oh) for channels [c0, c0 + L) (masked to the tail when Mk).
-// KWc / Sc: compile-time kernel width and stride, or 0 for the run-time values.
-template <int KWc, int Sc, bool Mk>
-void corr_row(const Corr& p, int64_t n, int64_t oh, int64_t c0, M m) {
-  constexpr int T = V::TILE;
-  const int KW = KWc ? KWc : p.KW;
-  const int S = Sc ? Sc : p.S;
+// Tn consecutive outputs of one row starting at column ow, kernel width KWc and stride Sc known at
+// compile time. Each input column is loaded once and feeds every output of the tile it overlaps.
+// Chk: some taps fall outside the image (border tiles); such input columns are skipped.
+template <int KWc, int Sc, int Tn, bool Chk, bool Mk>
+inline void corr_tile(const Corr& p, const float* xim, const float* wc, float* yrow, int64_t ih0, int kh_lo,
+                      int kh_hi, int64_t ow, int64_t c0, M m) {
   const int64_t C = p.C, IW = p.IW;
-  const int64_t ih0 = oh * S - p.pt;
-  const int kh_lo = int(max64(0, -ih0));
-  const int kh_hi = int(min64(p.KH, p.IH - ih0));
-  const float* xim = p.x + n * p.IH * IW * C + c0;
-  const float* wc = p.w + c0;
-  float* yrow = p.y + p.y_off + n * p.y_img + oh * p.y_row + c0;
-  // Output columns whose taps all lie inside the image.
-  const int64_t ow_a = clamp64(ceil_div(p.pl, S), 0, p.OW);
-  const int64_t ow_b = clamp64(floor_div(IW - KW + p.pl, S) + 1, ow_a, p.OW);
+  const int64_t iw0 = ow * Sc - p.pl;
+  R acc[Tn];
+  static_for<Tn>([&](auto t) { acc[t] = V::zero(); });
+  for (int kh = kh_lo; kh < kh_hi; ++kh) {
+    const float* xr = xim + ((ih0 + kh) * IW + iw0) * C;
+    const float* wr = wc + int64_t(kh) * KWc * C;
+    R wv[KWc];
+    static_for<KWc>([&](auto kw) { wv[kw] = ld<Mk>(wr + kw * C, m); });
+    static_for<(Tn - 1) * Sc + KWc>([&](auto j) {
+      if constexpr (Chk) {
+        if (iw0 + j < 0 || iw0 + j >= IW) return;
+      }
+      R xv = ld<Mk>(xr + j * C, m);
+      static_for<Tn>([&](auto t) {
+        constexpr int kw = decltype(j)::value - decltype(t)::value * Sc;
+        if constexpr (kw >= 0 && kw < KWc) acc[t] = V::fma(xv, wv[kw], acc[t]);
+      });
+    });
+  }
+  static_for<Tn>([&](auto t) { epilogue<Mk>(p, yrow + (ow + t) * p.y_pix, acc[t], c0, m); });
+}
 
-  auto border = [&](int64_t ow) {
+// All channel blocks of one tile (full blocks, then the masked tail): the tile sweeps each input
+// row's pixels contiguously, which the prefetchers follow far better than one channel block at a time.
+template <int KWc, int Sc, int Tn, bool Chk>
+inline void corr_tile_all_c(const Corr& p, const float* xim, float* yrow, int64_t ih0, int kh_lo, int kh_hi,
+                            int64_t ow) {
+  const int64_t cfull = p.C - p.C % L;
+  const M full = V::mask(L);
+  for (int64_t c0 = 0; c0 < cfull; c0 += L)
+    corr_tile<KWc, Sc, Tn, Chk, false>(p, xim + c0, p.w + c0, yrow + c0, ih0, kh_lo, kh_hi, ow, c0, full);
+  if (cfull < p.C)
+    corr_tile<KWc, Sc, Tn, Chk, true>(p, xim + cfull, p.w + cfull, yrow + cfull, ih0, kh_lo, kh_hi, ow, cfull,
+                                      V::mask(int(p.C - cfull)));
+}
+
+// The last, partial tile of a row (n < T outputs): always checked.
+template <int KWc, int Sc, int Tn>
+inline void corr_tail(int n, const Corr& p, const float* xim, float* yrow, int64_t ih0, int kh_lo, int kh_hi,
+                      int64_t ow) {
+  if constexpr (Tn > 0) {
+    if (n == Tn) corr_tile_all_c<KWc, Sc, Tn, true>(p, xim, yrow, ih0, kh_lo, kh_hi, ow);
+    else corr_tail<KWc, Sc, Tn - 1>(n, p, xim, yrow, ih0, kh_lo, kh_hi, ow);
+  }
+}
+
+// Generic width / stride: one output at a time, borders checked per tap.
+template <bool Mk>
+void corr_row_generic(const Corr& p, const float* xim, const float* wc, float* yrow, int64_t ih0, int kh_lo,
+                      int kh_hi, int64_t c0, M m) {
+  const int64_t C = p.C, IW = p.IW;
+  for (int64_t ow = 0; ow < p.OW; ++ow) {
     R acc = V::zero();
     for (int kh = kh_lo; kh < kh_hi; ++kh) {
       const float* xr = xim + (ih0 + kh) * IW * C;
-      const float* wr = wc + int64_t(kh) * KW * C;
-      for (int kw = 0; kw < KW; ++kw) {
-        int64_t iw = ow * S - p.pl + kw;
+      const float* wr = wc + int64_t(kh) * p.KW * C;
+      for (int kw = 0; kw < p.KW; ++kw) {
+        int64_t iw = ow * p.S - p.pl + kw;
         if (iw < 0 || iw >= IW) continue;
         acc = V::fma(ld<Mk>(xr + iw * C, m), ld<Mk>(wr + kw * C, m), acc);
       }
     }
     epilogue<Mk>(p, yrow + ow * p.y_pix, acc, c0, m);
-  };
-
-  for (int64_t ow = 0; ow < ow_a; ++ow) border(ow);
-  int64_t ow = ow_a;
-  if constexpr (KWc > 0) {
-    static_assert(Sc > 0, "an unrolled width needs a compile-time stride");
-    for (; ow + T <= ow_b; ow += T) {
-      R acc[T];
-      static_for<T>([&](auto t) { acc[t] = V::zero(); });
-      for (int kh = kh_lo; kh < kh_hi; ++kh) {
-        const float* xr = xim + ((ih0 + kh) * IW + ow * Sc - p.pl) * C;
-        const float* wr = wc + int64_t(kh) * KWc * C;
-        R wv[KWc];
-        static_for<KWc>([&](auto kw) { wv[kw] = ld<Mk>(wr + kw * C, m); });
-        // Each input column is loaded once and feeds every output of the tile it overlaps.
-        static_for<(T - 1) * Sc + KWc>([&](auto j) {
-          R xv = ld<Mk>(xr + j * C, m);
-          static_for<T>([&](auto t) {
-            constexpr int kw = decltype(j)::value - decltype(t)::value * Sc;
-            if constexpr (kw >= 0 && kw < KWc) acc[t] = V::fma(xv, wv[kw], acc[t]);
-          });
-        });
-      }
-      static_for<T>([&](auto t) { epilogue<Mk>(p, yrow + (ow + t) * p.y_pix, acc[t], c0, m); });
-    }
   }
-  for (; ow < ow_b; ++ow) {  // interior remainder: no bounds checks
-    R acc = V::zero();
-    for (int kh = kh_lo; kh < kh_hi; ++kh) {
-      const float* xr = xim + ((ih0 + kh) * IW + ow * S - p.pl) * C;
-      const float* wr = wc + int64_t(kh) * KW * C;
-      for (int kw = 0; kw < KW; ++kw) acc = V::fma(ld<Mk>(xr + kw * C, m), ld<Mk>(wr + kw * C, m), acc);
-    }
-    epilogue<Mk>(p, yrow + ow * p.y_pix, acc, c0, m);
-  }
-  for (ow = ow_b; ow < p.OW; ++ow) border(ow);
 }
 
+// Output rows [r_begin, r_end) of N*OH, all channels. KWc / Sc: compile-time kernel width and stride,
+// or 0 for the run-time values.
 template <int KWc, int Sc>
 void corr_rows(const Corr& p, int64_t r_begin, int64_t r_end) {
-  const M full = V::mask(L), tail = V::mask(int(p.C % L));
-  const int64_t cfull = p.C - p.C % L;
+  constexpr int T = V::TILE;
   for (int64_t r = r_begin; r < r_end; ++r) {
-    int64_t n = r / p.OH, oh = r % p.OH;
-    for (int64_t c0 = 0; c0 < cfull; c0 += L) corr_row<KWc, Sc, false>(p, n, oh, c0, full);
-    if (cfull < p.C) corr_row<KWc, Sc, true>(p, n, oh, cfull, tail);
+    const int64_t n = r / p.OH, oh = r % p.OH;
+    const int S = Sc ? Sc : p.S;
+    const int64_t ih0 = oh * S - p.pt;
+    const int kh_lo = int(max64(0, -ih0));
+    const int kh_hi = int(min64(p.KH, p.IH - ih0));
+    const float* xim = p.x + n * p.IH * p.IW * p.C;
+    float* yrow = p.y + p.y_off + n * p.y_img + oh * p.y_row;
+    if constexpr (KWc > 0) {
+      static_assert(Sc > 0, "an unrolled width needs a compile-time stride");
+      // Output columns [ow_a, ow_b) have all their taps inside the image.
+      const int64_t ow_a = clamp64(ceil_div(p.pl, S), 0, p.OW);
+      const int64_t ow_b = clamp64(floor_div(p.IW - KWc + p.pl, S) + 1, ow_a, p.OW);
+      int64_t ow = 0;
+      for (; ow + T <= p.OW; ow += T) {
+        if (ow >= ow_a && ow + T <= ow_b) corr_tile_all_c<KWc, Sc, T, false>(p, xim, yrow, ih0, kh_lo, kh_hi, ow);
+        else corr_tile_all_c<KWc, Sc, T, true>(p, xim, yrow, ih0, kh_lo, kh_hi, ow);
+      }
+      if (ow < p.OW) corr_tail<KWc, Sc, T - 1>(int(p.OW - ow), p, xim, yrow, ih0, kh_lo, kh_hi, ow);
+    } else {
+      const int64_t cfull = p.C - p.C % L;
+      for (int64_t c0 = 0; c0 < cfull; c0 += L)
+        corr_row_generic<false>(p, xim + c0, p.w + c0, yrow + c0, ih0, kh_lo, kh_hi, c0, V::mask(L));
+      if (cfull < p.C)
+        corr_row_generic<true>(p, xim + cfull, p.w + cfull, yrow + cfull, ih0, kh_lo, kh_hi, cfull,
+                               V::mask(int(p.C - cfull)));
+    }
   }
 }
 
@@ -283,16 +314,22 @@ void corr_empty(const Corr& p, int64_t b, int64_t e) {
   }
 }
 
-// Runs several independent correlations in one parallel region; each splits its rows evenly.
-void corr_parallel(const Corr* ps, int count) {
+// Runs `count` independent correlations in one parallel region. Consecutive groups of `group`
+// correlations share their output rows (the column phases of one row phase in backward-data): a
+// thread takes a range of rows and does every phase of each row back to back, so a dx row is
+// finished while it is in cache.
+void corr_parallel(const Corr* ps, int count, int group = 1) {
   parallel_run([&](int tid, int nt) {
-    for (int i = 0; i < count; ++i) {
-      const Corr& p = ps[i];
+    for (int g = 0; g < count; g += group) {
       int64_t b, e;
-      split_range(p.N * p.OH, tid, nt, &b, &e);
-      if (b >= e) continue;
-      if (p.KH == 0 || p.KW == 0) corr_empty(p, b, e);
-      else corr_range(p, b, e);
+      split_range(ps[g].N * ps[g].OH, tid, nt, &b, &e);
+      for (int64_t r = b; r < e; r += (group == 1 ? e - b : 1))
+        for (int i = g; i < g + group; ++i) {
+          const Corr& p = ps[i];
+          int64_t re = group == 1 ? e : r + 1;
+          if (p.KH == 0 || p.KW == 0) corr_empty(p, r, re);
+          else corr_range(p, r, re);
+        }
     }
   });
 }
@@ -327,13 +364,15 @@ void dwconv_bn_act_forward_simd(const DwConvDesc& d, const float* x, const float
 // flipped sub-kernel wsub[i'][j'] = w[r_h + S (nh-1-i')][r_w + S (nw-1-j')] and padding n-1-base.
 void dwconv_backward_data_simd(const DwConvDesc& d, const float* dy, const float* w, float* dx, bool accumulate) {
   if (d.in_elems() == 0) return;
+  if (d.S > 4) return dwconv_backward_data_ref(d, dy, w, dx, accumulate);  // ps[] holds 16 phases
   const int S = d.S, K = d.K;
   const int64_t C = d.C, KKC = int64_t(K) * K * C;
   float* wsub_all = g_scratch_w.get(size_t(S) * S * KKC);
   Corr ps[16];
   int count = 0;
+  const int n_pw = int(min64(S, d.W));
   for (int ph = 0; ph < S && ph < d.H; ++ph)
-    for (int pw = 0; pw < S && pw < d.W; ++pw) {
+    for (int pw = 0; pw < n_pw; ++pw) {
       int rh = int((ph + d.pad_t) % S), rw = int((pw + d.pad_l) % S);
       int nh = rh < K ? (K - 1 - rh) / S + 1 : 0, nw = rw < K ? (K - 1 - rw) / S + 1 : 0;
       int64_t base_h = (ph + d.pad_t - rh) / S, base_w = (pw + d.pad_l - rw) / S;
@@ -352,66 +391,82 @@ void dwconv_backward_data_simd(const DwConvDesc& d, const float* dy, const float
       p.mode = accumulate ? Epi::Add : Epi::Store;
       p.act = Act::None;
     }
-  corr_parallel(ps, count);
+  corr_parallel(ps, count, n_pw);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Weight gradient: part[kh, kw, c] += sum_ow x[ih0 + kh, ow S - pl + kw, c] * dy[oh, ow, c] for one row.
-template <int Kc, int Sc, bool Mk>
-void bww_row(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t n, int64_t oh, int64_t c0,
-             M m) {
-  constexpr int T = V::TILE;
-  const int K = Kc ? Kc : d.K;
-  const int S = Sc ? Sc : d.S;
-  const int64_t C = d.C, W = d.W, OW = d.OW;
-  const int64_t ih0 = oh * S - d.pad_t;
-  const int kh_lo = int(max64(0, -ih0));
-  const int kh_hi = int(min64(K, d.H - ih0));
-  const float* dyr = dy + (n * d.OH + oh) * OW * C + c0;
-  const int64_t ow_a = clamp64(ceil_div(d.pad_l, S), 0, OW);
-  const int64_t ow_b = clamp64(floor_div(W - K + d.pad_l, S) + 1, ow_a, OW);
+// A tile of Tn outputs loads its dy vectors once, then each input column once; two accumulator sets
+// (even / odd output) double the independent FMA chains.
+template <int Kc, int Sc, int Tn, bool Chk, bool Mk>
+inline void bww_tile(R (&acc)[2][Kc], const float* xr, const float* dyr, int64_t ow, int64_t pl, int64_t W,
+                     int64_t C, M m) {
+  const int64_t iw0 = ow * Sc - pl;
+  R dv[Tn];
+  static_for<Tn>([&](auto t) { dv[t] = ld<Mk>(dyr + (ow + t) * C, m); });
+  static_for<(Tn - 1) * Sc + Kc>([&](auto j) {
+    if constexpr (Chk) {
+      if (iw0 + j < 0 || iw0 + j >= W) return;
+    }
+    R xv = ld<Mk>(xr + (iw0 + j) * C, m);
+    static_for<Tn>([&](auto t) {
+      constexpr int kw = decltype(j)::value - decltype(t)::value * Sc;
+      if constexpr (kw >= 0 && kw < Kc) acc[t & 1][kw] = V::fma(xv, dv[t], acc[t & 1][kw]);
+    });
+  });
+}
+
+// One tile, all channel blocks, all kernel rows: part[kh, kw, c] += the tile's contributions.
+template <int Kc, int Sc, int Tn, bool Chk, bool Mk>
+inline void bww_tile_block(const DwConvDesc& d, const float* xim, const float* dyr, float* part, int64_t ih0,
+                           int kh_lo, int kh_hi, int64_t ow, M m) {
+  const int64_t C = d.C, W = d.W;
   for (int kh = kh_lo; kh < kh_hi; ++kh) {
-    const float* xr = x + ((n * d.H + ih0 + kh) * W) * C + c0;
-    float* pr = part + int64_t(kh) * K * C + c0;
-    if constexpr (Kc > 0) {
-      R acc[Kc];
-      static_for<Kc>([&](auto kw) { acc[kw] = V::zero(); });
-      auto border = [&](int64_t ow) {
-        R dv = ld<Mk>(dyr + ow * C, m);
-        static_for<Kc>([&](auto kw) {
-          int64_t iw = ow * Sc - d.pad_l + kw;
-          if (iw >= 0 && iw < W) acc[kw] = V::fma(ld<Mk>(xr + iw * C, m), dv, acc[kw]);
-        });
-      };
-      for (int64_t ow = 0; ow < ow_a; ++ow) border(ow);
-      int64_t ow = ow_a;
-      for (; ow + T <= ow_b; ow += T) {
-        R dv[T];
-        static_for<T>([&](auto t) { dv[t] = ld<Mk>(dyr + (ow + t) * C, m); });
-        const float* xw = xr + (ow * Sc - d.pad_l) * C;
-        static_for<(T - 1) * Sc + Kc>([&](auto j) {
-          R xv = ld<Mk>(xw + j * C, m);
-          static_for<T>([&](auto t) {
-            constexpr int kw = decltype(j)::value - decltype(t)::value * Sc;
-            if constexpr (kw >= 0 && kw < Kc) acc[kw] = V::fma(xv, dv[t], acc[kw]);
-          });
-        });
-      }
-      for (; ow < ow_b; ++ow) {
-        R dv = ld<Mk>(dyr + ow * C, m);
-        const float* xw = xr + (ow * Sc - d.pad_l) * C;
-        static_for<Kc>([&](auto kw) { acc[kw] = V::fma(ld<Mk>(xw + kw * C, m), dv, acc[kw]); });
-      }
-      for (ow = ow_b; ow < OW; ++ow) border(ow);
-      static_for<Kc>([&](auto kw) { st<Mk>(pr + kw * C, V::add(ld<Mk>(pr + kw * C, m), acc[kw]), m); });
-    } else {
-      for (int64_t ow = 0; ow < OW; ++ow) {
-        R dv = ld<Mk>(dyr + ow * C, m);
-        for (int kw = 0; kw < K; ++kw) {
-          int64_t iw = ow * S - d.pad_l + kw;
-          if (iw < 0 || iw >= W) continue;
-          st<Mk>(pr + kw * C, V::fma(ld<Mk>(xr + iw * C, m), dv, ld<Mk>(pr + kw * C, m)), m);
-        }
+    const float* xr = xim + (ih0 + kh) * W * C;
+    float* pr = part + int64_t(kh) * Kc * C;
+    R acc[2][Kc];
+    static_for<Kc>([&](auto kw) {
+      acc[0][kw] = ld<Mk>(pr + kw * C, m);
+      acc[1][kw] = V::zero();
+    });
+    bww_tile<Kc, Sc, Tn, Chk, Mk>(acc, xr, dyr, ow, d.pad_l, W, C, m);
+    static_for<Kc>([&](auto kw) { st<Mk>(pr + kw * C, V::add(acc[0][kw], acc[1][kw]), m); });
+  }
+}
+
+template <int Kc, int Sc, int Tn, bool Chk>
+inline void bww_tile_all_c(const DwConvDesc& d, const float* xim, const float* dyr, float* part, int64_t ih0,
+                           int kh_lo, int kh_hi, int64_t ow) {
+  const int64_t cfull = d.C - d.C % L;
+  for (int64_t c0 = 0; c0 < cfull; c0 += L)
+    bww_tile_block<Kc, Sc, Tn, Chk, false>(d, xim + c0, dyr + c0, part + c0, ih0, kh_lo, kh_hi, ow, V::mask(L));
+  if (cfull < d.C)
+    bww_tile_block<Kc, Sc, Tn, Chk, true>(d, xim + cfull, dyr + cfull, part + cfull, ih0, kh_lo, kh_hi, ow,
+                                          V::mask(int(d.C - cfull)));
+}
+
+template <int Kc, int Sc, int Tn>
+inline void bww_tail(int n, const DwConvDesc& d, const float* xim, const float* dyr, float* part, int64_t ih0,
+                     int kh_lo, int kh_hi, int64_t ow) {
+  if constexpr (Tn > 0) {
+    if (n == Tn) bww_tile_all_c<Kc, Sc, Tn, true>(d, xim, dyr, part, ih0, kh_lo, kh_hi, ow);
+    else bww_tail<Kc, Sc, Tn - 1>(n, d, xim, dyr, part, ih0, kh_lo, kh_hi, ow);
+  }
+}
+
+template <bool Mk>
+void bww_row_generic(const DwConvDesc& d, const float* xim, const float* dyr, float* part, int64_t ih0, int kh_lo,
+                     int kh_hi, M m) {
+  const int64_t C = d.C, W = d.W;
+  for (int kh = kh_lo; kh < kh_hi; ++kh) {
+    const float* xr = xim + (ih0 + kh) * W * C;
+    float* pr = part + int64_t(kh) * d.K * C;
+    for (int64_t ow = 0; ow < d.OW; ++ow) {
+      R dv = ld<Mk>(dyr + ow * C, m);
+      for (int kw = 0; kw < d.K; ++kw) {
+        int64_t iw = ow * d.S - d.pad_l + kw;
+        if (iw < 0 || iw >= W) continue;
+        st<Mk>(pr + kw * C, V::fma(ld<Mk>(xr + iw * C, m), dv, ld<Mk>(pr + kw * C, m)), m);
       }
     }
   }
@@ -419,12 +474,31 @@ void bww_row(const DwConvDesc& d, const float* x, const float* dy, float* part, 
 
 template <int Kc, int Sc>
 void bww_rows(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t b, int64_t e) {
-  const M full = V::mask(L), tail = V::mask(int(d.C % L));
-  const int64_t cfull = d.C - d.C % L;
+  constexpr int T = V::WTILE;
   for (int64_t r = b; r < e; ++r) {
-    int64_t n = r / d.OH, oh = r % d.OH;
-    for (int64_t c0 = 0; c0 < cfull; c0 += L) bww_row<Kc, Sc, false>(d, x, dy, part, n, oh, c0, full);
-    if (cfull < d.C) bww_row<Kc, Sc, true>(d, x, dy, part, n, oh, cfull, tail);
+    const int64_t n = r / d.OH, oh = r % d.OH;
+    const int S = Sc ? Sc : d.S;
+    const int64_t ih0 = oh * S - d.pad_t;
+    const int kh_lo = int(max64(0, -ih0));
+    const int kh_hi = int(min64(d.K, d.H - ih0));
+    const float* xim = x + n * d.H * d.W * d.C;
+    const float* dyr = dy + (n * d.OH + oh) * d.OW * d.C;
+    if constexpr (Kc > 0) {
+      const int64_t ow_a = clamp64(ceil_div(d.pad_l, S), 0, d.OW);
+      const int64_t ow_b = clamp64(floor_div(d.W - Kc + d.pad_l, S) + 1, ow_a, d.OW);
+      int64_t ow = 0;
+      for (; ow + T <= d.OW; ow += T) {
+        if (ow >= ow_a && ow + T <= ow_b) bww_tile_all_c<Kc, Sc, T, false>(d, xim, dyr, part, ih0, kh_lo, kh_hi, ow);
+        else bww_tile_all_c<Kc, Sc, T, true>(d, xim, dyr, part, ih0, kh_lo, kh_hi, ow);
+      }
+      if (ow < d.OW) bww_tail<Kc, Sc, T - 1>(int(d.OW - ow), d, xim, dyr, part, ih0, kh_lo, kh_hi, ow);
+    } else {
+      const int64_t cfull = d.C - d.C % L;
+      for (int64_t c0 = 0; c0 < cfull; c0 += L)
+        bww_row_generic<false>(d, xim + c0, dyr + c0, part + c0, ih0, kh_lo, kh_hi, V::mask(L));
+      if (cfull < d.C)
+        bww_row_generic<true>(d, xim + cfull, dyr + cfull, part + cfull, ih0, kh_lo, kh_hi, V::mask(int(d.C - cfull)));
+    }
   }
 }
 
