@@ -5,6 +5,12 @@
 #define STBI_ONLY_PNG
 #define STBI_ONLY_BMP
 #define STBI_FAILURE_USERMSG
+// Zeroed allocations: on corrupt JPEGs that it still accepts, stb_image reads table memory that the
+// file never defined (valgrind shows it); calloc makes such output deterministic.
+#include <cstdlib>
+#define STBI_MALLOC(sz) std::calloc(1, sz)
+#define STBI_REALLOC(p, newsz) std::realloc(p, newsz)
+#define STBI_FREE(p) std::free(p)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wunused-but-set-variable"
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
