@@ -9,7 +9,14 @@
 #include <sstream>
 #include <stdexcept>
 
+#include <dlfcn.h>
 #include <sys/resource.h>
+
+#include <unordered_map>
+
+#ifdef SPNAS_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
 
 #include "engine/checkpoint.h"
 #include "engine/params.h"
@@ -56,9 +63,18 @@ Var time_marker(const Var& x, std::vector<Clock::time_point>* stamps) {
   });
 }
 
-// A child network built from the same pieces as ChildNet (nas/model.cpp), run piece by piece with a
-// timestamp after each: piece 0 is the stem, pieces 1..B the MBConv layers present, B + 1 the head.
-struct TimedNet {
+// A network run piece by piece with a timestamp after each: piece 0 is the stem, pieces 1..B the
+// MBConv layers present, B + 1 the head.
+struct PieceNet {
+  std::vector<int> layer_piece;  // for each space layer: its piece index, or -1 (skipped)
+  virtual ~PieceNet() = default;
+  virtual int num_pieces() const = 0;
+  // One run; piece_ms[i] gets the time of piece i. Returns the total.
+  virtual double run(const Var& images, const std::vector<int>& labels, bool training, Rng& rng, double* piece_ms) = 0;
+};
+
+// A child network built from the same pieces as ChildNet (nas/model.cpp), with the engine's ops.
+struct TimedNet : PieceNet {
   SearchSpace space;
   Act act = Act::ReLU;
   NetConfig cfg;
@@ -68,7 +84,6 @@ struct TimedNet {
   BNLayer stem_bn, head_bn;
   std::vector<MBConvBlock> blocks;
   std::vector<int> block_layer;  // index into space.layers
-  std::vector<int> layer_piece;  // for each space layer: its piece index, or -1 (skipped)
   std::vector<Clock::time_point> stamps;
 
   TimedNet(const SearchSpace& s, const std::vector<Choice>& choice, const std::vector<bool>& se, uint64_t seed)
@@ -107,10 +122,9 @@ struct TimedNet {
     fc_b = ps.add("head/fc_bias", Tensor::zeros({K}));
   }
 
-  int num_pieces() const { return int(blocks.size()) + 2; }
+  int num_pieces() const override { return int(blocks.size()) + 2; }
 
-  // One run; piece_ms[i] gets the time of piece i. Returns the total.
-  double run(const Var& images, const std::vector<int>& labels, bool training, Rng& rng, double* piece_ms) {
+  double run(const Var& images, const std::vector<int>& labels, bool training, Rng& rng, double* piece_ms) override {
     const int nb = int(blocks.size());
     if (!training) {
       NoGrad ng;
@@ -159,6 +173,193 @@ struct TimedNet {
     return ms_between(t0, tb1);
   }
 };
+
+#ifdef SPNAS_HAVE_DNNL
+// The same network with oneDNN as the inference backend: every convolution a dnnl convolution
+// primitive (NHWC activations, weights in the layout oneDNN picks, batch norm folded into a bias, the
+// activation and the residual addition fused as post-ops), the head's pooling and linear layer
+// dnnl pooling / inner product. Buffers are allocated once; weights are random (timing only).
+struct OneDnnNet : PieceNet {
+  struct Step {
+    dnnl::primitive prim;
+    std::unordered_map<int, dnnl::memory> args;
+  };
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  std::vector<std::vector<Step>> pieces;
+  Rng rng{1};
+  dnnl::memory input;
+
+  using md = dnnl::memory::desc;
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+
+  dnnl::memory random_memory(const md& d, float scale) {
+    dnnl::memory m(d, eng);
+    float* p = static_cast<float*>(m.get_data_handle());
+    for (size_t i = 0; i < d.get_size() / sizeof(float); ++i) p[i] = scale * rng.normal();
+    return m;
+  }
+  // Random weights in a plain layout, reordered into the primitive's.
+  dnnl::memory weights(const md& plain, const md& want, float scale) {
+    dnnl::memory u = random_memory(plain, scale);
+    if (plain == want) return u;
+    dnnl::memory m(want, eng);
+    dnnl::reorder(u, m).execute(strm, u, m);
+    strm.wait();
+    return m;
+  }
+  static void activation(dnnl::post_ops& po, Act act) {
+    if (act == Act::ReLU) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    if (act == Act::ReLU6) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_clip, 0.0f, 6.0f);
+  }
+
+  // k x k convolution with TensorFlow SAME padding (depthwise: groups = channels), bias, activation
+  // and optional residual; returns the output (NHWC).
+  dnnl::memory conv(std::vector<Step>& steps, const dnnl::memory& src, int64_t N, int64_t IC, int64_t H, int64_t OC,
+                    int K, int S, bool depthwise, Act act, const dnnl::memory* residual) {
+    using namespace dnnl;
+    const int64_t OH = (H + S - 1) / S;
+    const int64_t pad_total = std::max<int64_t>((OH - 1) * S + K - H, 0), pad_t = pad_total / 2;
+    md dst_md({N, OC, OH, OH}, dt::f32, tag::nhwc);
+    memory::dims wdims = depthwise ? memory::dims{OC, 1, 1, K, K} : memory::dims{OC, IC, K, K};
+    md wany(wdims, dt::f32, tag::any), wplain(wdims, dt::f32, depthwise ? tag::goihw : tag::oihw);
+    md bias_md({OC}, dt::f32, tag::x);
+    auto d = convolution_forward::desc(prop_kind::forward_inference, algorithm::convolution_direct, src.get_desc(),
+                                       wany, bias_md, dst_md, {S, S}, {pad_t, pad_t},
+                                       {pad_total - pad_t, pad_total - pad_t});
+    post_ops po;
+    activation(po, act);
+    int binary_index = -1;
+    if (residual) {
+      binary_index = po.len();
+      po.append_binary(algorithm::binary_add, residual->get_desc());
+    }
+    primitive_attr attr;
+    attr.set_post_ops(po);
+    convolution_forward::primitive_desc pd(d, attr, eng);
+    Step st;
+    st.prim = convolution_forward(pd);
+    const float fan = float(depthwise ? K * K : K * K * IC);
+    st.args[DNNL_ARG_SRC] = src;
+    st.args[DNNL_ARG_WEIGHTS] = weights(wplain, pd.weights_desc(), std::sqrt(2.0f / fan));
+    st.args[DNNL_ARG_BIAS] = random_memory(bias_md, 0.01f);
+    memory dst(pd.dst_desc(), eng);
+    st.args[DNNL_ARG_DST] = dst;
+    if (residual) st.args[DNNL_ARG_ATTR_MULTIPLE_POST_OP(binary_index) | DNNL_ARG_SRC_1] = *residual;
+    steps.push_back(st);
+    return dst;
+  }
+
+  OneDnnNet(const SearchSpace& space, const std::vector<Choice>& choice, const std::vector<bool>& se,
+            const Tensor& images, uint64_t seed) {
+    using namespace dnnl;
+    rng.seed_with(seed);
+    const Act act = space_act(space);
+    const int64_t N = images.dim(0), S0 = space.input_size;
+    // The engine's NHWC images, used in place.
+    input = memory(md({N, 3, S0, S0}, dt::f32, tag::nhwc), eng, const_cast<float*>(images.data()));
+    pieces.emplace_back();
+    memory x = conv(pieces.back(), input, N, 3, S0, space.stem_channels, space.stem_kernel, space.stem_stride, false,
+                    act, nullptr);
+    int si = 0;
+    layer_piece.assign(space.layers.size(), -1);
+    for (size_t i = 0; i < space.layers.size(); ++i) {
+      const LayerSpec& l = space.layers[i];
+      int k = l.kernel, e = l.expansion;
+      if (l.searchable) {
+        Choice c = choice[si];
+        if (!se.empty() && se[si])
+          throw std::runtime_error("profile: the oneDNN backend does not implement squeeze-and-excitation");
+        ++si;
+        if (c == Choice::Skip) continue;
+        k = choice_kernel(c);
+        e = choice_expansion(c);
+      }
+      pieces.emplace_back();
+      std::vector<Step>& steps = pieces.back();
+      const int64_t hid = int64_t(l.cin) * e;
+      memory h = x;
+      if (e != 1) h = conv(steps, h, N, l.cin, l.in_size, hid, 1, 1, false, act, nullptr);
+      h = conv(steps, h, N, hid, l.in_size, hid, k, l.stride, true, act, nullptr);
+      x = conv(steps, h, N, hid, l.out_size, l.cout, 1, 1, false, Act::None, l.residual ? &x : nullptr);
+      layer_piece[i] = int(pieces.size()) - 1;
+    }
+    // Head: 1x1 conv + act, global average pool, linear.
+    pieces.emplace_back();
+    std::vector<Step>& steps = pieces.back();
+    const int64_t Hs = space.layers.back().out_size, C = space.head_channels, K = space.num_classes;
+    memory h = conv(steps, x, N, space.layers.back().cout, Hs, C, 1, 1, false, act, nullptr);
+    md pooled_md({N, C, 1, 1}, dt::f32, tag::nhwc);
+    auto pd_desc = pooling_forward::desc(prop_kind::forward_inference, algorithm::pooling_avg_include_padding,
+                                         h.get_desc(), pooled_md, {1, 1}, {Hs, Hs}, {0, 0}, {0, 0});
+    pooling_forward::primitive_desc ppd(pd_desc, eng);
+    Step pool;
+    pool.prim = pooling_forward(ppd);
+    memory pooled(ppd.dst_desc(), eng);
+    pool.args[DNNL_ARG_SRC] = h;
+    pool.args[DNNL_ARG_DST] = pooled;
+    steps.push_back(pool);
+    md w_any({K, C, 1, 1}, dt::f32, tag::any), w_plain({K, C, 1, 1}, dt::f32, tag::oihw), b_md({K}, dt::f32, tag::x);
+    md logits_md({N, K}, dt::f32, tag::nc);
+    auto ip_desc = inner_product_forward::desc(prop_kind::forward_inference, ppd.dst_desc(), w_any, b_md, logits_md);
+    inner_product_forward::primitive_desc ipd(ip_desc, eng);
+    Step fc;
+    fc.prim = inner_product_forward(ipd);
+    fc.args[DNNL_ARG_SRC] = pooled;
+    fc.args[DNNL_ARG_WEIGHTS] = weights(w_plain, ipd.weights_desc(), 1.0f / std::sqrt(float(K)));
+    fc.args[DNNL_ARG_BIAS] = random_memory(b_md, 0.0f);
+    fc.args[DNNL_ARG_DST] = memory(ipd.dst_desc(), eng);
+    steps.push_back(fc);
+  }
+
+  int num_pieces() const override { return int(pieces.size()); }
+
+  double run(const Var&, const std::vector<int>&, bool training, Rng&, double* piece_ms) override {
+    check(!training, "profile", "the oneDNN backend times inference only");
+    Clock::time_point t0 = Clock::now(), t1 = t0;
+    for (size_t p = 0; p < pieces.size(); ++p) {
+      for (Step& st : pieces[p]) st.prim.execute(strm, st.args);
+      strm.wait();
+      Clock::time_point t2 = Clock::now();
+      piece_ms[p] = ms_between(t1, t2);
+      t1 = t2;
+    }
+    return ms_between(t0, t1);
+  }
+};
+
+// oneDNN runs on its own OpenMP threads.
+void set_onednn_threads(int n) {
+  using Fn = void (*)(int);
+  if (auto f = reinterpret_cast<Fn>(dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(n);
+}
+#endif
+
+std::unique_ptr<PieceNet> make_piece_net(const std::string& backend, const SearchSpace& space,
+                                         const std::vector<Choice>& choice, const std::vector<bool>& se,
+                                         const Tensor& images, uint64_t seed) {
+  if (backend == "spnas") return std::make_unique<TimedNet>(space, choice, se, seed);
+#ifdef SPNAS_HAVE_DNNL
+  if (backend == "onednn") return std::make_unique<OneDnnNet>(space, choice, se, images, seed);
+#endif
+  throw std::runtime_error("profile: backend '" + backend + "' is not available (\"spnas\"" +
+#ifdef SPNAS_HAVE_DNNL
+                           std::string(" or \"onednn\")")
+#else
+                           std::string("; this build has no oneDNN)")
+#endif
+  );
+}
+
+void check_backend(const std::string& backend, bool training_step) {
+  if (backend == "onednn" && training_step)
+    throw std::runtime_error("profile: the oneDNN backend times inference only (not --train-step)");
+#ifdef SPNAS_HAVE_DNNL
+  if (backend == "onednn") return;
+#endif
+  if (backend != "spnas") make_piece_net(backend, SearchSpace(), {}, {}, Tensor(), 0);  // throws
+}
 
 Tensor random_images(int batch, int size, uint64_t seed) {
   Rng rng(seed);
@@ -300,9 +501,7 @@ LatencyTable profile_space(const ProfileOptions& options) {
 }
 
 ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions& opt) {
-  if (opt.backend != "spnas")
-    throw std::runtime_error("profile: backend '" + opt.backend +
-                             "' is not available (only \"spnas\"; the oneDNN timing backend is not implemented)");
+  check_backend(opt.backend, opt.training_step);
   check(opt.batch >= 1, "profile", "batch must be >= 1");
   check(opt.threads >= 1, "profile", "threads must be >= 1");
   check(space.num_searchable() > 0, "profile", "space '" + space.name + "' has no searchable layer");
@@ -353,17 +552,21 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
     }
   }
 
-  std::vector<std::unique_ptr<TimedNet>> nets;
-  for (const Plan& pl : plans)
-    nets.push_back(std::make_unique<TimedNet>(space, pl.choice, std::vector<bool>(pl.se ? L : 0, true), opt.seed));
-  const int P = nets[0]->num_pieces();  // no skips: every network has the same pieces
   Var images = constant(random_images(opt.batch, space.input_size, opt.seed + 7));
+#ifdef SPNAS_HAVE_DNNL
+  if (opt.backend == "onednn") set_onednn_threads(opt.threads);
+#endif
+  std::vector<std::unique_ptr<PieceNet>> nets;
+  for (const Plan& pl : plans)
+    nets.push_back(make_piece_net(opt.backend, space, pl.choice, std::vector<bool>(pl.se ? L : 0, true),
+                                  images->value, opt.seed));
+  const int P = nets[0]->num_pieces();  // no skips: every network has the same pieces
   std::vector<int> labels = make_labels(opt.batch, space.num_classes);
   Rng rng(opt.seed + 11);
   say("profiling space '" + space.name + "' (width " + fmt(space.width, 2) + ", input " +
       std::to_string(space.input_size) + "): " + std::to_string(nets.size()) + " networks, batch " +
       std::to_string(opt.batch) + ", " + std::to_string(opt.threads) + " thread(s), " +
-      (opt.training_step ? "training step" : "inference") + ", isa " + kernels().name);
+      (opt.training_step ? "training step" : "inference") + ", backend " + opt.backend + ", isa " + kernels().name);
 
   // times[net][piece][rep]: undisturbed runs; all_times: every run (the fallback).
   std::vector<std::vector<std::vector<double>>> times(nets.size(), std::vector<std::vector<double>>(P));
@@ -409,7 +612,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   t.batch = opt.batch;
   t.threads = opt.threads;
   t.cpu = cpu_model_name();
-  t.isa = kernels().name;
+  t.isa = opt.backend == "spnas" ? kernels().name : "onednn";
   t.mode = opt.training_step ? "training" : "inference";
   t.backend = opt.backend;
 
@@ -558,11 +761,22 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
   std::vector<std::unique_ptr<ChildNet>> nets;
   std::vector<Var> images;
   std::vector<std::vector<int>> labels;
+  check_backend(opt.backend, opt.training_step);
+  std::vector<std::unique_ptr<PieceNet>> other;  // another backend's networks
+  std::vector<double> piece_ms;
+#ifdef SPNAS_HAVE_DNNL
+  if (opt.backend == "onednn") set_onednn_threads(opt.threads);
+#endif
   for (size_t i = 0; i < archs.size(); ++i) {
     nets.push_back(std::make_unique<ChildNet>(archs[i], cfg));
     const SearchSpace& s = nets.back()->space();
     images.push_back(constant(random_images(opt.batch, s.input_size, opt.seed + 7)));
     labels.push_back(make_labels(opt.batch, s.num_classes));
+    if (opt.backend != "spnas") {
+      other.push_back(make_piece_net(opt.backend, s, archs[i].layers, archs[i].se, images.back()->value, opt.seed));
+      piece_ms.resize(std::max<size_t>(piece_ms.size(), size_t(other.back()->num_pieces())));
+      nets.back().reset();  // only its space was needed
+    }
   }
   Rng rng(opt.seed + 11);
   std::vector<std::vector<double>> times(archs.size()), all_times(archs.size());
@@ -570,6 +784,7 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
   RoundRobinStats st = round_robin(
       int(archs.size()), opt.warmup, opt.reps, opt.min_seconds, opt.max_reps, opt.max_seconds, opt.drop_preempted,
       [&](int i) {
+        if (!other.empty()) return last[i] = other[i]->run(images[i], labels[i], false, rng, piece_ms.data());
         ChildNet& net = *nets[i];
         double ms;
         if (!opt.training_step) {

@@ -16,6 +16,8 @@
 //     runs are undisturbed, every run is used and a warning says so.
 //   - Training step: forward + softmax cross-entropy + backward (batch statistics, dropout); an
 //     identity marker node on the tape after each piece timestamps the backward pass too.
+//   - backend "onednn": the same networks as oneDNN primitives (convolutions with BN folded into a
+//     bias and the activation / residual fused as post-ops; pooling, inner product), timed alike.
 //   - fixed_ms = stem + fixed MBConv layers + head, measured in the same runs (median of their
 //     per-run sum, averaged over the candidate networks).
 #pragma once
@@ -51,7 +53,7 @@ struct ProfileOptions {
   int batch = 1;
   int threads = 1;
   bool training_step = false;      // forward + backward instead of inference
-  std::string backend = "spnas";   // "spnas"; "onednn" is not implemented (throws)
+  std::string backend = "spnas";   // "spnas", or "onednn" (inference, no SE; builds with SPNAS_HAVE_DNNL)
   bool search_se = false;          // also measure the SE branch of every searchable layer
   int context_rounds = 3;          // each entry measured in this many random network contexts
   int warmup = 10;
@@ -87,6 +89,7 @@ struct MeasureOptions {
   int batch = 1;
   int threads = 1;
   bool training_step = false;
+  std::string backend = "spnas";  // or "onednn" (inference only; builds with SPNAS_HAVE_DNNL)
   int warmup = 10;
   int reps = 50;
   double min_seconds = 0.2;  // per architecture

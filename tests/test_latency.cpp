@@ -229,8 +229,52 @@ TEST_CASE("profiler on a tiny space: positive, monotone entries, metadata, sampl
   std::remove(space_path.c_str());
 
   o.backend = "onednn";
+  CHECK_THROWS(profile_space_full(s, o));  // training step: inference only
+  o.backend = "no-such-backend";
+  o.training_step = false;
+  o.search_se = false;
   CHECK_THROWS(profile_space_full(s, o));
 }
+
+#ifdef SPNAS_HAVE_DNNL
+TEST_CASE("oneDNN inference backend: positive entries, end-to-end measurement") {
+  SearchSpace s = parse_space(kTinySpace, "tiny");
+  ProfileOptions o = quick_options();
+  o.backend = "onednn";
+  ProfileResult r = profile_space_full(s, o);
+  CHECK(r.table.backend == "onednn");
+  CHECK(r.table.fixed_ms > 0);
+  REQUIRE(r.table.layers.size() == 4);
+  double e3 = 0, e6 = 0;
+  for (const LayerCost& c : r.table.layers) {
+    CHECK(c.k3_e3 > 0);
+    CHECK(c.k5_e6 > 0);
+    e3 += c.k3_e3 + c.k5_e3;
+    e6 += c.k3_e6 + c.k5_e6;
+  }
+  CHECK(e6 > e3);
+  std::string space_path = temp_path("tiny_space_dnnl.json");
+  {
+    std::ofstream f(space_path);
+    f << kTinySpace;
+  }
+  Arch a = parse_arch(R"({"space": "x", "layers": ["5x5-6", "skip", "3x3-6", "5x5-3"]})", "arch");
+  a.space = space_path;
+  MeasureOptions mo;
+  mo.batch = 4;
+  mo.warmup = 3;
+  mo.reps = 15;
+  mo.min_seconds = 0.02;
+  mo.max_seconds = 4;
+  mo.backend = "onednn";
+  LatencyMeasurement m = measure_arch_latency(a, mo);
+  std::remove(space_path.c_str());
+  CHECK(m.median_ms > 0);
+  CHECK(m.count >= 5);
+  a.se = {true, false, false, false};
+  CHECK_THROWS(measure_arch_latency(a, mo));  // SE is not implemented with oneDNN
+}
+#endif
 
 TEST_CASE("Kendall tau and quantiles") {
   CHECK(kendall_tau({1, 2, 3, 4}, {10, 20, 30, 40}) == doctest::Approx(1.0));
