@@ -76,6 +76,17 @@ void backward(const Var& loss, const Tensor* seed) {
     if (!n.grad_valid) continue;  // does not influence the loss
     if (!n.backward_fn) fail(n.op, "this op has no backward rule");
     n.backward_fn(n);
+    // Every consumer of n came later on the tape and has run: n's gradient, its rule (with what the
+    // rule saved) and its links to its inputs are no longer needed. Its value goes too unless
+    // someone besides the tape still holds the node (the caller's logits, say). This releases the
+    // step's memory progressively instead of holding activations and gradients until the end.
+    n.backward_fn = nullptr;
+    n.inputs.clear();
+    if (&n != loss.get()) {
+      n.grad = Tensor();
+      n.grad_valid = false;
+      if (it->use_count() == 1) n.value = Tensor();
+    }
   }
   clear_tape();
 }

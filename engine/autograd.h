@@ -58,7 +58,9 @@ struct NoGrad {
 Var record(const char* op, Tensor value, std::vector<Var> inputs, std::function<void(Node&)> backward);
 
 // Runs the tape backwards from `loss` (seeded with d loss = 1, or with `seed` when given), then
-// clears the tape. An op recorded without a backward rule fails here, naming the op.
+// clears the tape. An op recorded without a backward rule fails here, naming the op. Gradients are
+// kept for leaves (parameters) and the loss; intermediate nodes release their gradient as soon as
+// their rule has run, and their value too when nothing outside the tape holds the node.
 void backward(const Var& loss, const Tensor* seed = nullptr);
 // Drops the tape without running it (e.g. after a forward pass that is not differentiated).
 void clear_tape();
