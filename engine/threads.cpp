@@ -60,7 +60,16 @@ class Pool {
     in_region_ = true;
     fn(0, n);
     in_region_ = false;
-    while (pending_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+    // The other threads' shares are of similar size: spin briefly, then give the core away.
+    for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+      if (i < 4000) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        std::this_thread::yield();
+      }
+    }
     job_ = nullptr;
   }
 
@@ -83,8 +92,9 @@ class Pool {
  private:
   void loop(int tid, uint64_t seen) {
     for (;;) {
-      // Spin for a short while, then block.
-      for (int i = 0; i < 20000 && generation_.load(std::memory_order_acquire) == seen; ++i) {
+      // Spin for a short while (~50 us: back-to-back regions of a training step), then block, so
+      // an idle pool - or one sharing the cores with other processes - costs nothing.
+      for (int i = 0; i < 2000 && generation_.load(std::memory_order_acquire) == seen; ++i) {
 #if defined(__x86_64__)
         __builtin_ia32_pause();
 #endif
