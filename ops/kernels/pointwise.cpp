@@ -57,11 +57,12 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
   // Reused across calls (fresh pages cost ~1.5 us each to touch); owned by the calling thread.
   static thread_local std::vector<float> parts;
   if (parts.size() < size_t(nb - 1) * KN) parts.resize(size_t(nb - 1) * KN);
+  float* part_base = parts.data();  // the pool threads must use the caller's buffer, not their own thread_local
   parallel_run([&](int tid, int nthreads) {
     if (tid >= nb) return;
     int64_t b, e;
     split_range(M, tid, std::min(nb, nthreads), &b, &e);
-    float* out = tid == 0 ? dw : parts.data() + (tid - 1) * KN;
+    float* out = tid == 0 ? dw : part_base + (tid - 1) * KN;
     float beta = (tid == 0 && accumulate) ? 1.0f : 0.0f;
     if (e > b)
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(Cin), int(Cout), int(e - b), 1.0f, x + b * Cin,
@@ -71,7 +72,7 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
   });
   parallel_for(KN, [&](int64_t b, int64_t e) {
     for (int t = 0; t < nb - 1; ++t) {
-      const float* p = parts.data() + t * KN;
+      const float* p = part_base + t * KN;
       for (int64_t i = b; i < e; ++i) dw[i] += p[i];
     }
   }, 4096);
