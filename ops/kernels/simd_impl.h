@@ -520,15 +520,23 @@ void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const flo
     else if (k == 5 && s == 2) bww_rows<5, 2>(d, x, dy, part, b, e);
     else bww_rows<0, 0>(d, x, dy, part, b, e);
   });
-  // Parallel reduction of the per-thread partial sums, each thread a slice of the K*K*C entries.
-  parallel_run([&](int tid, int nt) {
-    int64_t b, e;
-    split_range(KKC, tid, nt, &b, &e);
+  // Reduction of the per-thread partial sums, each thread a slice of the K*K*C entries; small ones
+  // (the usual case: 25 * C floats) on the caller, which is cheaper than waking the pool again.
+  auto reduce = [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
       float s = accumulate ? dw[i] : 0.0f;
       for (int t = 0; t < used; ++t) s += parts[t * KKC + i];
       dw[i] = s;
     }
+  };
+  if (KKC * used < (int64_t(1) << 16)) {
+    reduce(0, KKC);
+    return;
+  }
+  parallel_run([&](int tid, int nt) {
+    int64_t b, e;
+    split_range(KKC, tid, nt, &b, &e);
+    reduce(b, e);
   });
 }
 
