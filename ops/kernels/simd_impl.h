@@ -583,11 +583,29 @@ void reduce_rows(const BnDesc& d, double* out1, double* out2, Body body) {
       int64_t r1 = min64(e, r0 + kChunkRows);
       for (int64_t c0 = 0; c0 < C; c0 += L) {
         bool masked = c0 + L > C;
-        R a1 = V::zero(), a2 = V::zero();
-        if (!masked)
-          for (int64_t r = r0; r < r1; ++r) body.template row<false>(r * C + c0, c0, full, a1, a2);
-        else
-          for (int64_t r = r0; r < r1; ++r) body.template row<true>(r * C + c0, c0, tail, a1, a2);
+        // Four independent accumulator pairs: one chain would wait on the FMA latency every row.
+        R a1 = V::zero(), a2 = V::zero(), b1 = V::zero(), b2 = V::zero();
+        R c1 = V::zero(), c2 = V::zero(), e1 = V::zero(), e2 = V::zero();
+        int64_t r = r0;
+        if (!masked) {
+          for (; r + 4 <= r1; r += 4) {
+            body.template row<false>(r * C + c0, c0, full, a1, a2);
+            body.template row<false>((r + 1) * C + c0, c0, full, b1, b2);
+            body.template row<false>((r + 2) * C + c0, c0, full, c1, c2);
+            body.template row<false>((r + 3) * C + c0, c0, full, e1, e2);
+          }
+          for (; r < r1; ++r) body.template row<false>(r * C + c0, c0, full, a1, a2);
+        } else {
+          for (; r + 4 <= r1; r += 4) {
+            body.template row<true>(r * C + c0, c0, tail, a1, a2);
+            body.template row<true>((r + 1) * C + c0, c0, tail, b1, b2);
+            body.template row<true>((r + 2) * C + c0, c0, tail, c1, c2);
+            body.template row<true>((r + 3) * C + c0, c0, tail, e1, e2);
+          }
+          for (; r < r1; ++r) body.template row<true>(r * C + c0, c0, tail, a1, a2);
+        }
+        a1 = V::add(V::add(a1, b1), V::add(c1, e1));
+        a2 = V::add(V::add(a2, b2), V::add(c2, e2));
         alignas(64) float t1[L], t2[L];
         V::store(t1, a1);
         V::store(t2, a2);
