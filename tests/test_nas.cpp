@@ -368,6 +368,19 @@ TEST_CASE("search end-to-end on the embedded data; resume equals an uninterrupte
                              sizeof(float) * ca.params[i].second.numel()) == 0;
   CHECK(identical);
   CHECK(read_all(a.csv_path) == read_all(b2.csv_path));
+
+  // A stop request (what SIGINT/SIGTERM set) ends the search after the current step with a checkpoint.
+  SearchConfig sig = tiny_search_config("nas_test_signal");
+  request_stop();
+  SearchResult c1 = run_search(sig, t);
+  clear_stop_request();
+  CHECK(c1.steps == 1);
+  CHECK_FALSE(c1.finished);
+  sig.resume = true;
+  SearchResult c2 = run_search(sig, t);
+  CHECK(c2.finished);
+  CHECK(arch_to_json(c2.arch) == arch_to_json(a.arch));
+  CHECK(read_all(a.csv_path) == read_all(c2.csv_path));
 }
 
 TEST_CASE("search refuses a table that does not fit the space, naming it") {
