@@ -11,6 +11,7 @@
 #include "engine/optim.h"
 #include "gradcheck.h"
 #include "nas/search.h"
+#include "nas/train.h"
 #include "nas_fixtures.h"
 
 using namespace spnas;
@@ -389,4 +390,46 @@ TEST_CASE("search refuses a table that does not fit the space, naming it") {
   t.layers.pop_back();
   CHECK_THROWS_WITH_AS(run_search(tiny_search_config("nas_test_bad"), t), doctest::Contains("tiny-table"),
                        std::runtime_error);
+}
+
+TEST_CASE("child network: trains, resumes exactly, and eval reloads the checkpoint") {
+  Arch arch;
+  arch.space = tiny_space_file();
+  arch.layers = {Choice::K3E3, Choice::Skip, Choice::K5E6, Choice::K3E6};
+  arch.input_size = 16;
+  arch.num_classes = 10;
+  ChildNet probe(arch);
+  // Skipped layers are removed: 2 fixed + 3 searchable blocks remain.
+  CHECK(probe.blocks().size() == 5);
+  auto cfg = [&](const std::string& out) {
+    TrainConfig c;
+    c.arch = arch;
+    c.data = parse_data_spec("synthetic:train=160,test=64,seed=4");
+    c.batch = 16;
+    c.epochs = 2;
+    c.out_dir = out;
+    c.quiet = true;
+    c.ema_decay = 0.9f;
+    return c;
+  };
+  TrainResult full = run_train(cfg("nas_train_full"));
+  CHECK(full.finished);
+  CHECK(full.steps == 20);
+  TrainConfig part = cfg("nas_train_resume");
+  part.max_steps = 7;
+  run_train(part);
+  part.max_steps = -1;
+  part.resume = true;
+  TrainResult resumed = run_train(part);
+  CHECK(resumed.finished);
+  CheckpointData a = read_checkpoint(full.checkpoint_path), b = read_checkpoint(resumed.checkpoint_path);
+  REQUIRE(a.params.size() == b.params.size());
+  bool same = true;
+  for (size_t i = 0; i < a.params.size(); ++i)
+    same &= std::memcmp(a.params[i].second.data(), b.params[i].second.data(),
+                        sizeof(float) * a.params[i].second.numel()) == 0;
+  CHECK(same);
+  EvalResult e = evaluate_checkpoint(full.checkpoint_path, parse_data_spec("synthetic:train=160,test=64,seed=4"), true, 32);
+  CHECK(e.images == 64);
+  CHECK(e.accuracy == doctest::Approx(full.test.accuracy));
 }
