@@ -15,7 +15,8 @@
 // Usage: bench_latency_model [--configs 1x1,64x2] [--archs 20] [--seed 1] [--reps 30]
 //                            [--min-seconds 0.3] [--skip-validation] [--skip-predictor]
 //                            [--train-widths 0.5,1.0] [--test-width 0.75] [--pred-config 1x1]
-//                            [--out DIR] [--verbose]
+//                            [--out DIR] [--backend spnas|onednn] [--context-rounds 3]
+//                            [--clock wall|cpu] [--verbose]
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -95,6 +96,7 @@ const char* verdict(bool ok) { return ok ? "ok" : "MISSED"; }
 }  // namespace
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);
   std::vector<std::string> configs = {"1x1", "64x2"};
   int n_archs = 20, reps = 30;
   uint64_t seed = 1;
@@ -102,7 +104,9 @@ int main(int argc, char** argv) {
   bool do_validation = true, do_predictor = true, verbose = false;
   std::vector<float> train_widths = {0.5f, 1.0f};
   float test_width = 0.75f;
-  std::string pred_config = "1x1", out_dir;
+  std::string pred_config = "1x1", out_dir, backend = "spnas";
+  int context_rounds = 3;
+  std::string clock = "wall";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&]() -> std::string {
@@ -125,6 +129,9 @@ int main(int argc, char** argv) {
     } else if (a == "--test-width") test_width = float(std::atof(next().c_str()));
     else if (a == "--pred-config") pred_config = next();
     else if (a == "--out") out_dir = next();
+    else if (a == "--backend") backend = next();
+    else if (a == "--clock") clock = next();
+    else if (a == "--context-rounds") context_rounds = std::atoi(next().c_str());
     else if (a == "--verbose") verbose = true;
     else {
       std::fprintf(stderr, "unknown option %s (see the comment at the top of bench/bench_latency_model.cpp)\n", a.c_str());
@@ -150,6 +157,9 @@ int main(int argc, char** argv) {
       po.reps = reps;
       po.min_seconds = min_seconds;
       po.progress = progress;
+      po.backend = backend;
+      po.context_rounds = context_rounds;
+      po.clock = clock;
       ProfileResult pr = profile_space_full(space, po);
       if (!out_dir.empty())
         save_latency_table(out_dir + "/table_cifar10_b" + std::to_string(c.batch) + "_t" + std::to_string(c.threads) +
@@ -160,6 +170,8 @@ int main(int argc, char** argv) {
       mo.threads = c.threads;
       mo.reps = reps;
       mo.min_seconds = min_seconds;
+      mo.backend = backend;
+      mo.clock = clock;
       std::vector<LatencyMeasurement> meas = measure_archs_latency(archs, mo);
       std::vector<double> p, m;
       double max_spread = 0;
@@ -177,10 +189,10 @@ int main(int argc, char** argv) {
       all_ok &= ok;
       double lo = *std::min_element(m.begin(), m.end()), hi = *std::max_element(m.begin(), m.end());
       std::printf(
-          "additive model, batch %d / %d thread(s): fixed %.3f ms, measured %.3f..%.3f ms; mean |err| %.2f %% "
+          "additive model (%s, %s clock), batch %d / %d thread(s): fixed %.3f ms, measured %.3f..%.3f ms; mean |err| %.2f %% "
           "(target 3), worst %.2f %% (target 8), bias %+.2f %%, Kendall tau %.3f (target 0.9), measurement "
           "spread up to %.1f %%: %s\n",
-          c.batch, c.threads, pr.table.fixed_ms, lo, hi, e.mean, e.worst, e.bias, e.tau, max_spread * 100,
+          backend.c_str(), clock.c_str(), c.batch, c.threads, pr.table.fixed_ms, lo, hi, e.mean, e.worst, e.bias, e.tau, max_spread * 100,
           verdict(ok));
       std::fflush(stdout);
     }
@@ -194,6 +206,8 @@ int main(int argc, char** argv) {
     po.reps = reps;
     po.min_seconds = min_seconds;
     po.progress = progress;
+    po.context_rounds = context_rounds;
+    po.clock = clock;
     std::vector<PieceSample> train;
     for (float w : train_widths) {
       SpaceOptions so;
@@ -240,6 +254,7 @@ int main(int argc, char** argv) {
     mo.threads = c.threads;
     mo.reps = reps;
     mo.min_seconds = min_seconds;
+    mo.clock = clock;
     std::vector<LatencyMeasurement> meas = measure_archs_latency(tarchs, mo);
     std::vector<double> pp, pm, m;
     for (size_t i = 0; i < tarchs.size(); ++i) {

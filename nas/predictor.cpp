@@ -1,6 +1,7 @@
 #include "nas/predictor.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -17,6 +18,21 @@ namespace spnas {
 namespace {
 
 using json = nlohmann::json;
+
+// Per-core L2 cache size (sysfs), 1 MiB if unknown.
+double l2_bytes() {
+  static const double v = [] {
+    std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index2/size");
+    std::string s;
+    if (!(f >> s) || s.empty()) return 1048576.0;
+    double n = std::atof(s.c_str());
+    char u = s.back();
+    if (u == 'K') n *= 1024;
+    if (u == 'M') n *= 1048576;
+    return n > 0 ? n : 1048576.0;
+  }();
+  return v;
+}
 
 struct Term {
   std::string name;
@@ -66,6 +82,12 @@ std::vector<Term> terms_of(const PieceSample& s) {
   t.push_back({"se*Po*hid", se * Po * hid});  // SE pooling and scaling passes
   t.push_back({"se*B*hid*cin", se * B * hid * cin});
   t.push_back({"se*hid", se * hid});
+  // Working set of the expanded activations against the per-core L2 cache: past it, every pass over
+  // them streams from L3 (a layer's cost per element jumps).
+  const double act_bytes = 4.0 * (Pi * hid * ex + Po * hid), spill = act_bytes > l2_bytes() ? 1.0 : 0.0;
+  t.push_back({"Pi*hid*spill", Pi * hid * spill});
+  t.push_back({"Po*hid*spill", Po * hid * spill});
+  t.push_back({"Pi*hid*log", Pi * hid * std::log2(std::max(1.0, act_bytes / 1024.0))});
   t.push_back({"cin*hid*ex", cin * hid * ex});  // weights
   t.push_back({"hid*cout", hid * cout});
   t.push_back({"k2*hid", k2 * hid});
@@ -249,6 +271,14 @@ LatencyPredictor LatencyPredictor::fit(const std::vector<PieceSample>& samples, 
     }
     Model M;
     M.samples = int(n);
+    // Columns outside the chosen family are left out of the selection (set to zero).
+    check(opt.terms == "all" || opt.terms == "cost" || opt.terms == "poly", "LatencyPredictor::fit",
+          "terms must be all, cost or poly");
+    for (size_t j = 1; j < p; ++j) {
+      bool poly = names[j].rfind("p:", 0) == 0;
+      if ((opt.terms == "cost" && poly) || (opt.terms == "poly" && !poly && kind == "mbconv"))
+        std::fill(X[j].begin(), X[j].end(), 0.0);
+    }
     std::vector<int> chosen;
     if (n <= 4) {
       // Too few rows to select terms (the stem and head of two profiled tables): the piece's cost

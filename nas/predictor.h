@@ -7,7 +7,10 @@
 //   - cost-like products of the configuration (multiply-adds of each convolution, elements read and
 //     written by each pass, weight sizes, per-op constants), e.g. "Po*k2*hid" (depthwise MACs);
 //   - NeuralPower's generic polynomial: every monomial of degree <= 2 of the normalised features
-//     (cin, cout, H*W, k^2, stride, expansion, se).
+//     (cin, cout, H*W, k^2, stride, expansion, se) (PredictorOptions::terms = "all" or "poly").
+// The cost-like terms are themselves monomials of degree 2-4 in those features, plus two that know
+// the L2 cache: the expanded activations' elements when their working set exceeds it, and
+// elements x log2(working set).
 // The terms are chosen by forward stepwise selection (greedy, each step the term that most reduces
 // the residual, via modified Gram-Schmidt), minimising *relative* squared error (rows weighted by
 // 1 / t), and the number of terms by K-fold cross-validation. No external ML library.
@@ -31,6 +34,9 @@ struct PredictorOptions {
   int folds = 5;         // cross-validation folds (fewer samples: leave-one-out)
   double parsimony = 1.02;  // smallest term count whose CV error is within this factor of the best
   uint64_t seed = 1;     // fold assignment
+  // Candidate terms: "cost" (the cost-like products, default: the best on held-out widths), "all"
+  // (cost-like and generic) or "poly" (the generic polynomial only, NeuralPower's own choice).
+  std::string terms = "cost";
 };
 
 struct PredictionError {

@@ -14,6 +14,9 @@
 //   - A run during which the process was preempted (its involuntary context-switch count moved) is
 //     dropped: on a shared machine it measures the other processes, not the network. If too few
 //     runs are undisturbed, every run is used and a warning says so.
+//   - clock "cpu" times with the process's CPU time / threads instead of the wall clock: on a machine
+//     so loaded that no run escapes preemption, it estimates what the wall clock would read on an
+//     idle machine (it leaves out the time the process was descheduled).
 //   - Training step: forward + softmax cross-entropy + backward (batch statistics, dropout); an
 //     identity marker node on the tape after each piece timestamps the backward pass too.
 //   - backend "onednn": the same networks as oneDNN primitives (convolutions with BN folded into a
@@ -62,6 +65,7 @@ struct ProfileOptions {
   int max_reps = 20000;
   double max_seconds = 300;        // give up waiting for enough undisturbed runs after this long
   bool drop_preempted = true;      // drop runs during which the process was preempted (see below)
+  std::string clock = "wall";      // "wall" (steady_clock) or "cpu" (process CPU time / threads)
   bool pin = true;                 // pin the engine's threads to CPUs 0..T-1
   double spread_warning = 0.25;    // warn when an entry's (p90 - p10) / median exceeds this
   uint64_t seed = 1;               // weights and inputs
@@ -96,6 +100,7 @@ struct MeasureOptions {
   int max_reps = 20000;
   double max_seconds = 300;
   bool drop_preempted = true;
+  std::string clock = "wall";  // as ProfileOptions::clock; use the same for a table and its check
   bool pin = true;
   uint64_t seed = 1;
 };
