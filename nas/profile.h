@@ -66,7 +66,7 @@ struct ProfileOptions {
   double max_seconds = 300;        // give up waiting for enough undisturbed runs after this long
   bool drop_preempted = true;      // drop runs during which the process was preempted (see below)
   std::string clock = "wall";      // "wall" (steady_clock) or "cpu" (process CPU time / threads)
-  bool pin = true;                 // pin the engine's threads to CPUs 0..T-1
+  bool pin = true;                 // pin threads: T > 1 to CPUs 0..T-1; one thread to the idlest CPU
   double spread_warning = 0.25;    // warn when an entry's (p90 - p10) / median exceeds this
   uint64_t seed = 1;               // weights and inputs
   std::function<void(const std::string&)> progress;  // progress lines and warnings (may be empty)
