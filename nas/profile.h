@@ -2,13 +2,16 @@
 // the end-to-end latency of a decoded architecture, with the same method.
 //
 // Method (docs: nas/README.md, "Latency tables: profiling, validation, prediction"):
-//   - One network per candidate (every searchable layer k3-e3, then every one k3-e6, k5-e3, k5-e6;
-//     and with SE on every searchable layer when the space searches SE) is built from the engine's
-//     own pieces (the stem and head as ChildNet builds them, make_mbconv / mbconv_forward for the
-//     layers) and run whole; a timestamp after every piece splits each run into per-piece times.
-//     Each layer is therefore timed *in network context* (its input just written by the previous
-//     layer, its weights evicted by the other layers' weights, the pooled allocator in its steady
-//     state), which is what makes the additive model fit end-to-end measurements.
+//   - Whole networks are built from the engine's own pieces (the stem and head as ChildNet builds
+//     them, make_mbconv / mbconv_forward for the layers) and run whole; a timestamp after every piece
+//     splits each run into per-piece times. Each layer is therefore timed *in network context* (its
+//     input just written by the previous layer, its weights evicted by the other layers' weights,
+//     the pooled allocator in its steady state), which is what makes the additive model fit
+//     end-to-end measurements.
+//   - Mixed contexts: context_rounds groups of networks; in each group every searchable layer takes
+//     each candidate once (and a fifth network skips the layers that may be skipped), in an order
+//     drawn at random per layer, so each entry is averaged over random neighbours. With search_se,
+//     every network has a twin with SE on every searchable layer.
 //   - The networks are run round-robin (rep r of every network, then rep r + 1), so a burst of load
 //     from another process hits every candidate alike; per-piece medians over the repetitions.
 //   - A run during which the process was preempted (its involuntary context-switch count moved) is
