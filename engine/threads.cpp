@@ -89,6 +89,15 @@ class Pool {
     return ok;
   }
 
+  void unpin() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    int ncpu = int(sysconf(_SC_NPROCESSORS_ONLN));
+    for (int c = 0; c < ncpu && c < CPU_SETSIZE; ++c) CPU_SET(c, &set);
+    for (auto& w : workers_) pthread_setaffinity_np(w.native_handle(), sizeof(set), &set);
+    pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  }
+
  private:
   void loop(int tid, uint64_t seen) {
     for (;;) {
@@ -173,5 +182,7 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, in
 }
 
 bool pin_threads() { return pool().pin(); }
+
+void unpin_threads() { pool().unpin(); }
 
 }  // namespace spnas

@@ -29,5 +29,8 @@ inline void split_range(int64_t n, int tid, int nthreads, int64_t* begin, int64_
 
 // Pins pool thread i to CPU i (for latency measurements). Returns false if not permitted.
 bool pin_threads();
+// Lets the calling thread and every pool thread run on any CPU again (after pinning; threads
+// created later inherit the creating thread's affinity).
+void unpin_threads();
 
 }  // namespace spnas
