@@ -27,7 +27,8 @@ int cmd_profile(int argc, char** argv) {
   a.option("batch", "1", "batch size");
   a.option("threads", "1", "threads");
   a.flag("train-step", "time a training step (forward + backward) instead of inference");
-  a.option("backend", "spnas", "inference backend: spnas");
+  a.option("backend", "spnas", "inference backend: spnas, or onednn (when built with oneDNN; inference without SE)");
+  a.option("clock", "wall", "wall, or cpu (process CPU time / threads: for a machine too loaded for clean wall-clock runs)");
   a.flag("se", "also measure the SE branch of every searchable layer");
   a.option("reps", "50", "at least this many repetitions per network");
   a.option("min-seconds", "0.2", "and at least this long per network");
@@ -44,6 +45,7 @@ int cmd_profile(int argc, char** argv) {
   o.threads = int(a.integer("threads"));
   o.training_step = a.on("train-step");
   o.backend = a.str("backend");
+  o.clock = a.str("clock");
   o.search_se = a.on("se");
   o.reps = int(a.integer("reps"));
   o.min_seconds = a.num("min-seconds");
@@ -70,6 +72,8 @@ int cmd_latency(int argc, char** argv) {
   a.option("threads", "1", "threads");
   a.flag("train-step", "time a training step instead of inference");
   a.option("reps", "50", "at least this many repetitions");
+  a.option("backend", "spnas", "spnas, or onednn (inference)");
+  a.option("clock", "wall", "wall or cpu (as for profile)");
   a.option("lut", "", "also print the table's prediction");
   a.option("fixed-ms", "-1", "fixed cost for a CSV table");
   a.flag("json", "print JSON");
@@ -81,6 +85,8 @@ int cmd_latency(int argc, char** argv) {
   o.threads = int(a.integer("threads"));
   o.training_step = a.on("train-step");
   o.reps = int(a.integer("reps"));
+  o.backend = a.str("backend");
+  o.clock = a.str("clock");
   LatencyMeasurement m = measure_arch_latency(arch, o);
   nlohmann::json j = {{"arch", arch_summary(arch)}, {"batch", o.batch}, {"threads", o.threads},
                       {"median_ms", m.median_ms}, {"p10_ms", m.p10_ms}, {"p90_ms", m.p90_ms}, {"count", m.count}};
