@@ -1,4 +1,5 @@
 #include "nas/predictor.h"
+#include "nas/run_util.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -387,12 +388,7 @@ std::string LatencyPredictor::to_json() const {
 }
 
 LatencyPredictor LatencyPredictor::from_json(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("latency predictor '" + source + "': not valid JSON: " + e.what());
-  }
+  json j = parse_json(text, "latency predictor", source);
   if (j.value("format", "") != "spnas-latency-predictor" || j.value("version", 0) != 1 || !j.contains("models") ||
       !j["models"].is_object())
     throw std::runtime_error("latency predictor '" + source +
@@ -431,11 +427,7 @@ LatencyPredictor LatencyPredictor::from_json(const std::string& text, const std:
 void LatencyPredictor::save(const std::string& path) const { write_file_atomic(path, to_json()); }
 
 LatencyPredictor LatencyPredictor::load(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("latency predictor: cannot open '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return from_json(ss.str(), path);
+  return from_json(read_text_file(path, "latency predictor"), path);
 }
 
 PredictionError evaluate_predictor(const LatencyPredictor& p, const std::vector<PieceSample>& samples) {

@@ -1,4 +1,5 @@
 #include "nas/profile.h"
+#include "nas/run_util.h"
 
 #include <algorithm>
 #include <chrono>
@@ -955,12 +956,7 @@ std::string piece_samples_to_json(const std::vector<PieceSample>& samples) {
 }
 
 std::vector<PieceSample> parse_piece_samples(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("piece samples '" + source + "': not valid JSON: " + e.what());
-  }
+  json j = parse_json(text, "piece samples", source);
   if (j.value("format", "") != "spnas-piece-samples" || j.value("version", 0) != 1 || !j.contains("samples") ||
       !j["samples"].is_array())
     throw std::runtime_error("piece samples '" + source +
@@ -999,11 +995,7 @@ void save_piece_samples(const std::string& path, const std::vector<PieceSample>&
 }
 
 std::vector<PieceSample> load_piece_samples(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("piece samples: cannot open '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_piece_samples(ss.str(), path);
+  return parse_piece_samples(read_text_file(path, "piece samples"), path);
 }
 
 }  // namespace spnas

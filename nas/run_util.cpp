@@ -1,6 +1,11 @@
 #include "nas/run_util.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
 
 #include <atomic>
 #include <chrono>
@@ -54,6 +59,38 @@ void Progress::update(int64_t done, const std::string& status) {
 
 void Progress::finish() {
   if (!quiet_ && tty_) std::fprintf(stderr, "\n");
+}
+
+void make_dirs(const std::string& dir) {
+  std::string cur;
+  for (size_t i = 0; i <= dir.size(); ++i) {
+    if ((i == dir.size() || dir[i] == '/') && !cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
+      throw std::runtime_error("cannot create directory '" + cur + "'");
+    if (i < dir.size()) cur += dir[i];
+  }
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, ParamSet& ps, float wd) {
+  if (kind == "rmsprop") return std::make_unique<RMSProp>(ps, 0.9f, 0.9f, 1e-3f, wd);
+  if (kind == "sgd") return std::make_unique<SGD>(ps, 0.9f, true, wd);
+  if (kind == "adam") return std::make_unique<Adam>(ps, 0.9f, 0.999f, 1e-8f, wd);
+  throw std::runtime_error("optimizer must be rmsprop, sgd or adam, got \"" + kind + "\"");
+}
+
+std::string read_text_file(const std::string& path, const std::string& what) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw std::runtime_error(what + ": cannot open '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+nlohmann::json parse_json(const std::string& text, const std::string& what, const std::string& source) {
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    throw std::runtime_error(what + " '" + source + "': not valid JSON: " + e.what());
+  }
 }
 
 Schedule make_schedule(const LrConfig& c, int64_t spe, int64_t total_steps) {

@@ -2,8 +2,11 @@
 // progress bar, and the learning-rate schedule built from epochs.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
+#include "engine/optim.h"
 #include "engine/schedule.h"
 
 namespace spnas {
@@ -31,6 +34,15 @@ class Progress {
 };
 
 double now_seconds();
+
+// mkdir -p; throws naming the directory that could not be made.
+void make_dirs(const std::string& dir);
+// "rmsprop" (TF-1: decay 0.9, momentum 0.9, eps 1e-3), "sgd" (Nesterov, momentum 0.9) or "adam".
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, ParamSet& ps, float weight_decay);
+// The whole file as bytes; throws "WHAT: cannot open 'PATH'".
+std::string read_text_file(const std::string& path, const std::string& what);
+// Parses JSON; throws "WHAT 'SOURCE': not valid JSON: ..." on malformed text.
+nlohmann::json parse_json(const std::string& text, const std::string& what, const std::string& source);
 
 // Learning rate schedule with epochs as the unit (so it scales with batch size):
 //   kind "exponential": lr * rate^floor(epoch / decay_epochs)

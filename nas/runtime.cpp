@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "engine/checkpoint.h"
+#include "nas/run_util.h"
 #include "ops/ops.h"
 
 namespace spnas {
@@ -97,12 +98,7 @@ LatencyTable parse_latency_table(const std::string& text, const std::string& sou
   if (text[first] != '{') {
     t = parse_csv(text, source, fixed_ms);
   } else {
-    json j;
-    try {
-      j = json::parse(text);
-    } catch (const std::exception& e) {
-      throw std::runtime_error("latency table '" + source + "': not valid JSON: " + e.what());
-    }
+    json j = parse_json(text, "latency table", source);
     t.source = source;
     auto num = [&](const json& o, const char* key, const std::string& where) {
       if (!o.contains(key) || !o[key].is_number())
@@ -161,11 +157,7 @@ LatencyTable parse_latency_table(const std::string& text, const std::string& sou
 }
 
 LatencyTable load_latency_table(const std::string& path, double fixed_ms) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("latency table: cannot open '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return parse_latency_table(ss.str(), path, fixed_ms);
+  return parse_latency_table(read_text_file(path, "latency table"), path, fixed_ms);
 }
 
 std::string latency_table_to_json(const LatencyTable& t) {

@@ -17,24 +17,6 @@
 
 namespace spnas {
 
-static void make_dirs(const std::string& dir) {
-  std::string cur;
-  for (size_t i = 0; i <= dir.size(); ++i) {
-    if (i == dir.size() || dir[i] == '/') {
-      if (!cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
-        throw std::runtime_error("cannot create directory '" + cur + "'");
-    }
-    if (i < dir.size()) cur += dir[i];
-  }
-}
-
-static std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, ParamSet& ps, float wd) {
-  if (kind == "rmsprop") return std::make_unique<RMSProp>(ps, 0.9f, 0.9f, 1e-3f, wd);
-  if (kind == "sgd") return std::make_unique<SGD>(ps, 0.9f, true, wd);
-  if (kind == "adam") return std::make_unique<Adam>(ps, 0.9f, 0.999f, 1e-8f, wd);
-  throw std::runtime_error("optimizer must be rmsprop, sgd or adam, got \"" + kind + "\"");
-}
-
 static std::string csv_header(const std::vector<SuperLayer>& layers) {
   std::string h = "step,epoch,lr,ce,runtime_term,R";
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -121,7 +103,6 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   ncfg.bn_momentum = cfg.bn_momentum;
   ncfg.seed = cfg.seed;
   Supernet net(space, ncfg);
-  const int L = space.num_searchable();
 
   const int64_t spe = loader.batches_per_epoch();
   const int64_t total = std::max<int64_t>(1, int64_t(cfg.epochs * spe + 0.5));

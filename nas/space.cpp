@@ -9,6 +9,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/tensor.h"
+#include "nas/run_util.h"
 
 namespace spnas {
 
@@ -44,14 +45,6 @@ std::vector<std::string> builtin_space_names() {
   return v;
 }
 
-static std::string read_text(const std::string& path, const char* what) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error(std::string(what) + ": cannot open '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 SearchSpace load_space(const std::string& name_or_file, const SpaceOptions& options) {
   auto it = builtin_spaces().find(name_or_file);
   if (it != builtin_spaces().end()) return parse_space(it->second, name_or_file, options);
@@ -62,7 +55,7 @@ SearchSpace load_space(const std::string& name_or_file, const SpaceOptions& opti
     throw std::runtime_error("space: '" + name_or_file + "' is neither a built-in space (" + names +
                              ") nor a readable file");
   }
-  return parse_space(read_text(name_or_file, "space"), name_or_file, options);
+  return parse_space(read_text_file(name_or_file, "space"), name_or_file, options);
 }
 
 namespace {
@@ -82,12 +75,7 @@ struct Reader {
 }  // namespace
 
 SearchSpace parse_space(const std::string& text, const std::string& source, const SpaceOptions& options) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("space '" + source + "': not valid JSON: " + e.what());
-  }
+  json j = parse_json(text, "space", source);
   Reader r{source};
   SearchSpace s;
   s.source = source;
@@ -184,12 +172,7 @@ Choice decode_choice(bool d_k5, bool d_e6, bool d_skip) {
 }
 
 Arch parse_arch(const std::string& text, const std::string& source) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const std::exception& e) {
-    throw std::runtime_error("arch '" + source + "': not valid JSON: " + e.what());
-  }
+  json j = parse_json(text, "arch", source);
   Arch a;
   if (!j.is_object()) throw std::runtime_error("arch '" + source + "': must be a JSON object");
   if (j.contains("space")) {
@@ -225,7 +208,7 @@ Arch parse_arch(const std::string& text, const std::string& source) {
   return a;
 }
 
-Arch load_arch(const std::string& path) { return parse_arch(read_text(path, "arch"), path); }
+Arch load_arch(const std::string& path) { return parse_arch(read_text_file(path, "arch"), path); }
 
 std::string arch_to_json(const Arch& a) {
   json j;

@@ -47,26 +47,10 @@ EvalResult evaluate(Network& net, const std::shared_ptr<Dataset>& ds, int batch,
   return r;
 }
 
-static void make_dir(const std::string& dir) {
-  std::string cur;
-  for (size_t i = 0; i <= dir.size(); ++i) {
-    if ((i == dir.size() || dir[i] == '/') && !cur.empty() && ::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST)
-      throw std::runtime_error("cannot create directory '" + cur + "'");
-    if (i < dir.size()) cur += dir[i];
-  }
-}
-
-static std::unique_ptr<Optimizer> make_opt(const std::string& kind, ParamSet& ps, float wd) {
-  if (kind == "rmsprop") return std::make_unique<RMSProp>(ps, 0.9f, 0.9f, 1e-3f, wd);
-  if (kind == "sgd") return std::make_unique<SGD>(ps, 0.9f, true, wd);
-  if (kind == "adam") return std::make_unique<Adam>(ps, 0.9f, 0.999f, 1e-8f, wd);
-  throw std::runtime_error("optimizer must be rmsprop, sgd or adam, got \"" + kind + "\"");
-}
-
 TrainResult run_train(const TrainConfig& cfg) {
   const double t0 = now_seconds();
   install_stop_handlers();
-  make_dir(cfg.out_dir);
+  make_dirs(cfg.out_dir);
   TrainResult res;
   res.checkpoint_path = cfg.out_dir + "/model.ckpt";
 
@@ -94,7 +78,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   LrConfig lrc = cfg.lr;
   if (lrc.lr <= 0) lrc.lr = 0.016f * cfg.batch / 256.0f;
   Schedule schedule = make_schedule(lrc, spe, total);
-  std::unique_ptr<Optimizer> opt = make_opt(cfg.optimizer, net.params(), cfg.weight_decay);
+  std::unique_ptr<Optimizer> opt = make_optimizer(cfg.optimizer, net.params(), cfg.weight_decay);
   std::unique_ptr<Ema> ema;
   if (cfg.ema_decay > 0) ema = std::make_unique<Ema>(net.params(), cfg.ema_decay, true);
   Rng rng(cfg.seed ^ 0x7a11ULL);
