@@ -80,10 +80,20 @@ struct Model {
   Var mbconv(Var x, int64_t cout, int e, int stride) {
     const int64_t cin = x->value.dim(-1);
     Var h = x;
-    if (e != 1) h = bn_act(pwconv(h, W({cin, cin * e}, cin)), Act::ReLU6);
     const int64_t ch = cin * e;
-    h = bn_act(dwconv2d(h, W({k, k, ch}, int64_t(k) * k), stride), Act::ReLU6);
-    h = bn_act(pwconv(h, W({ch, cout}, ch)), Act::None);
+    // As nas/model.cpp's mbconv_forward: the post-activation tensors are released after their
+    // consumer and recomputed in backward (release_value).
+    if (e != 1) {
+      Var a = bn_act(pwconv(h, W({cin, cin * e}, cin)), Act::ReLU6);
+      h = dwconv2d(a, W({k, k, ch}, int64_t(k) * k), stride);
+      release_value(a);
+    } else {
+      h = dwconv2d(h, W({k, k, ch}, int64_t(k) * k), stride);
+    }
+    Var b = bn_act(h, Act::ReLU6);
+    Var p = pwconv(b, W({ch, cout}, ch));
+    release_value(b);
+    h = bn_act(p, Act::None);
     if (stride == 1 && cin == cout) h = add(h, x);
     return h;
   }

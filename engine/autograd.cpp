@@ -11,7 +11,7 @@ float* Node::grad_buffer(bool* overwrite) {
     *overwrite = false;
     return grad.data();
   }
-  if (!grad.defined() || grad.shape() != value.shape()) grad = Tensor::empty(value.shape());
+  if (!grad.defined() || grad.shape() != shape()) grad = Tensor::empty(shape());
   grad_valid = true;
   *overwrite = true;
   return grad.data();
@@ -22,6 +22,20 @@ Tensor& Node::grad_accumulator() {
   grad_buffer(&overwrite);
   if (overwrite) grad.zero();
   return grad;
+}
+
+const Tensor& Node::materialize() {
+  if (!value.defined()) {
+    check(bool(recompute), op, "value was released and cannot be recomputed");
+    value = recompute();
+  }
+  return value;
+}
+
+void release_value(const Var& v) {
+  if (!v->recompute || !v->requires_grad || !v->backward_fn) return;
+  v->released_shape = v->value.shape();
+  v->value = Tensor();
 }
 
 Var constant(const Tensor& value) {
@@ -81,6 +95,7 @@ void backward(const Var& loss, const Tensor* seed) {
     // someone besides the tape still holds the node (the caller's logits, say). This releases the
     // step's memory progressively instead of holding activations and gradients until the end.
     n.backward_fn = nullptr;
+    n.recompute = nullptr;
     n.inputs.clear();
     if (&n != loss.get()) {
       n.grad = Tensor();
@@ -96,6 +111,7 @@ void clear_tape() {
   for (Var& n : g_tape) {
     n->inputs.clear();
     n->backward_fn = nullptr;
+    n->recompute = nullptr;
   }
   g_tape.clear();
 }

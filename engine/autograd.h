@@ -31,6 +31,16 @@ struct Node {
   std::string name;         // parameters: their registered name
   std::vector<Var> inputs;
   std::function<void(Node& self)> backward_fn;  // empty for leaves
+  // Optional: recomputes `value` from the node's inputs. An op that can cheaply redo its forward
+  // (batch norm + activation) sets it; release_value() then frees the value after the forward
+  // consumers have run, and backward rules get it back with materialize(). Trades one cheap pass
+  // for a whole activation tensor of memory per layer.
+  std::function<Tensor()> recompute;
+  Shape released_shape;  // shape of a released value
+
+  // The value, recomputed first if it was released.
+  const Tensor& materialize();
+  const Shape& shape() const { return value.defined() ? value.shape() : released_shape; }
 
   // The gradient buffer of this node for a backward rule to add into. A new (or zeroed) buffer is
   // handed out without clearing and *overwrite is set: the rule must then write, not add.
@@ -51,6 +61,10 @@ struct NoGrad {
   ~NoGrad();
   bool prev;
 };
+
+// Frees v's value if v can recompute it (see Node::recompute) and is on the tape; call it once the
+// forward consumers of v have run. A no-op otherwise (no-grad mode, leaves, other ops).
+void release_value(const Var& v);
 
 // Called by ops: makes the output node, and records it on the tape when grad mode is on and any
 // input requires a gradient. `backward` receives the output node; it reads self.grad and adds into

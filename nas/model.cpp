@@ -80,12 +80,27 @@ static Var se_gate(const Var& h, const Var& wr, const Var& br, const Var& we, co
   return sigmoid(linear(relu(linear(pooled, wr, br)), we, be));
 }
 
+// The two hidden-size activations after batch norm + act are released once their consumers have
+// run and recomputed in backward (release_value): a step then keeps two of the four hidden-size
+// tensors of every block.
 Var mbconv_forward(MBConvBlock& b, const Var& x, bool training, Act act) {
   Var h = x;
-  if (b.expansion != 1) h = b.bn_expand(pwconv(h, b.w_expand), training, act);
-  h = b.bn_dw(dwconv2d(h, b.w_dw, b.spec.stride), training, act);
-  if (b.se) h = channel_scale(h, se_gate(h, b.w_se_reduce, b.b_se_reduce, b.w_se_expand, b.b_se_expand));
-  Var y = b.bn_project(pwconv(h, b.w_project), training, Act::None);
+  if (b.expansion != 1) {
+    Var e = b.bn_expand(pwconv(h, b.w_expand), training, act);
+    h = dwconv2d(e, b.w_dw, b.spec.stride);
+    release_value(e);
+  } else {
+    h = dwconv2d(h, b.w_dw, b.spec.stride);
+  }
+  Var a = b.bn_dw(h, training, act);
+  if (b.se) {
+    Var s = channel_scale(a, se_gate(a, b.w_se_reduce, b.b_se_reduce, b.w_se_expand, b.b_se_expand));
+    release_value(a);
+    a = s;
+  }
+  Var p = pwconv(a, b.w_project);
+  release_value(a);
+  Var y = b.bn_project(p, training, Act::None);
   return b.spec.residual ? add(y, x) : y;
 }
 
@@ -287,8 +302,10 @@ Var Supernet::forward(const Var& images, const ForwardOptions& opt) {
     SuperLayer& L = layers_[li];
     LayerIndicators& ind = last_[li];
     ind = LayerIndicators();
-    Var h = L.bn_expand(pwconv(x, L.w_expand), opt.training, act_);
-    h = L.bn_dw(dwconv2d(h, effective_kernel(L, ind, opt), L.spec.stride), opt.training, act_);
+    Var e = L.bn_expand(pwconv(x, L.w_expand), opt.training, act_);
+    Var h = dwconv2d(e, effective_kernel(L, ind, opt), L.spec.stride);
+    release_value(e);  // recomputed in backward (see mbconv_forward)
+    h = L.bn_dw(h, opt.training, act_);
     ind.has_se = L.se;
     if (L.se) {
       // x * (1 + d_se * (s(x) - 1)): d_se = 0 is exactly "no SE".
@@ -296,11 +313,15 @@ Var Supernet::forward(const Var& images, const ForwardOptions& opt) {
       ind.m_se = m_se->value.item();
       ind.d_se = drop_indicator(step_indicator(m_se), opt);
       Var s = se_gate(h, L.w_se_reduce, L.b_se_reduce, L.w_se_expand, L.b_se_expand);
-      h = channel_scale(h, add_scalar(mul(add_scalar(s, -1.0f), ind.d_se), 1.0f));
+      Var gated = channel_scale(h, add_scalar(mul(add_scalar(s, -1.0f), ind.d_se), 1.0f));
+      release_value(h);
+      h = gated;
     } else {
       ind.d_se = constant(Tensor::scalar(0.0f));
     }
-    Var y = L.bn_project(pwconv(h, L.w_project), opt.training, Act::None);
+    Var p = pwconv(h, L.w_project);
+    release_value(h);
+    Var y = L.bn_project(p, opt.training, Act::None);
     x = L.spec.residual ? add(y, x) : y;
   }
   return head(x, opt);

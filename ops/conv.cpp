@@ -131,7 +131,7 @@ Var dwconv2d(const Var& x, const Var& w, int stride) {
     bool ow;
     if (w->requires_grad) {
       float* dw = w->grad_buffer(&ow);
-      kernels().dwconv_backward_weights(d, x->value.data(), self.grad.data(), dw, !ow);
+      kernels().dwconv_backward_weights(d, x->materialize().data(), self.grad.data(), dw, !ow);
     }
     if (x->requires_grad) {
       float* dx = x->grad_buffer(&ow);
@@ -166,13 +166,18 @@ Var pwconv(const Var& x, const Var& w, int stride) {
   int64_t M = X.dim(0) * X.dim(1) * X.dim(2), Cin = Wt.dim(0), Cout = Wt.dim(1);
   Tensor Y = Tensor::empty({X.dim(0), X.dim(1), X.dim(2), Cout});
   pointwise_forward(M, Cin, Cout, X.data(), Wt.data(), Y.data());
-  return record("pwconv", Y, {x, w}, [X, M, Cin, Cout, stride](Node& self) {
+  // Stride 1 reads the input through the node (it may have been released and be recomputed);
+  // a strided 1x1 keeps its subsampled copy.
+  Tensor Xsub = stride == 1 ? Tensor() : X;
+  Shape xshape = X.shape();
+  return record("pwconv", Y, {x, w}, [Xsub, xshape, M, Cin, Cout, stride](Node& self) {
     const Var& x = self.inputs[0];
     const Var& w = self.inputs[1];
     bool ow;
     if (w->requires_grad) {
       float* dw = w->grad_buffer(&ow);
-      pointwise_backward_weights(M, Cin, Cout, X.data(), self.grad.data(), dw, !ow);
+      const float* xin = stride == 1 ? x->materialize().data() : Xsub.data();
+      pointwise_backward_weights(M, Cin, Cout, xin, self.grad.data(), dw, !ow);
     }
     if (!x->requires_grad) return;
     if (stride == 1) {
@@ -180,10 +185,10 @@ Var pwconv(const Var& x, const Var& w, int stride) {
       pointwise_backward_data(M, Cin, Cout, self.grad.data(), w->value.data(), dx, !ow);
       return;
     }
-    Tensor dsub = Tensor::empty(X.shape());
+    Tensor dsub = Tensor::empty(xshape);
     pointwise_backward_data(M, Cin, Cout, self.grad.data(), w->value.data(), dsub.data(), false);
     Tensor& dx = x->grad_accumulator();
-    int64_t N = dx.dim(0), H = dx.dim(1), W = dx.dim(2), OH = X.dim(1), OW = X.dim(2);
+    int64_t N = dx.dim(0), H = dx.dim(1), W = dx.dim(2), OH = xshape[1], OW = xshape[2];
     for (int64_t n = 0; n < N; ++n)
       for (int64_t oh = 0; oh < OH; ++oh)
         for (int64_t ow2 = 0; ow2 < OW; ++ow2) {

@@ -32,9 +32,10 @@ Var channel_scale(const Var& x, const Var& s) {
     const float* dy = self.grad.data();
     if (s->requires_grad) {
       Tensor& ds = s->grad_accumulator();
+      const float* xv = x->materialize().data();
       for (int64_t n = 0; n < N; ++n)
         for (int64_t p = 0; p < HW; ++p)
-          for (int64_t c = 0; c < C; ++c) ds.data()[n * C + c] += dy[(n * HW + p) * C + c] * x->value.data()[(n * HW + p) * C + c];
+          for (int64_t c = 0; c < C; ++c) ds.data()[n * C + c] += dy[(n * HW + p) * C + c] * xv[(n * HW + p) * C + c];
     }
     if (x->requires_grad) {
       bool ow;

@@ -40,11 +40,12 @@ Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bo
   Tensor Y = Tensor::empty(X.shape());
   K.bn_act_forward(d, X.data(), scale.data(), shift.data(), Y.data());
 
-  return record("batchnorm", Y, {x, gamma, beta}, [d, mean, invstd, training](Node& self) {
+  Var y = record("batchnorm", Y, {x, gamma, beta}, [d, mean, invstd, training](Node& self) {
     const Var& x = self.inputs[0];
     const Var& gamma = self.inputs[1];
     const Var& beta = self.inputs[2];
     const KernelTable& K = kernels();
+    self.materialize();
     Tensor dgamma = Tensor::empty({d.C}), dbeta = Tensor::empty({d.C});
     K.bn_act_backward_reduce(d, x->value.data(), self.value.data(), self.grad.data(), mean.data(), invstd.data(),
                              dgamma.data(), dbeta.data());
@@ -63,6 +64,18 @@ Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bo
       for (int64_t c = 0; c < d.C; ++c) g[c] += dbeta.data()[c];
     }
   });
+  if (y->requires_grad) {
+    // The output is act(x * scale + shift): cheap to redo, so callers may release it (release_value)
+    // and the backward rules that need it recompute it, bit for bit, with the same kernel.
+    Node* self = y.get();
+    y->recompute = [self, d, scale, shift]() {
+      const Tensor& X = self->inputs[0]->materialize();
+      Tensor out = Tensor::empty(X.shape());
+      kernels().bn_act_forward(d, X.data(), scale.data(), shift.data(), out.data());
+      return out;
+    };
+  }
+  return y;
 }
 
 // Elementwise unary op: y = f(x), dx += dy * df(x, y).
@@ -79,7 +92,7 @@ static Var unary(const char* op, const Var& x, F f, DF df) {
     const Var& x = self.inputs[0];
     bool ow;
     float* dx = x->grad_buffer(&ow);
-    const float* xp = x->value.data();
+    const float* xp = x->materialize().data();
     const float* yp = self.value.data();
     const float* dy = self.grad.data();
     parallel_for(x->value.numel(), [&](int64_t b, int64_t e) {
