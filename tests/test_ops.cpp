@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstring>
 #include <stdexcept>
 
 #include "engine/alloc.h"
@@ -225,4 +226,34 @@ TEST_CASE("tensor storage is 64-byte aligned and reused across steps") {
   a = Tensor();
   Tensor b = Tensor::empty({123});
   CHECK(b.data() == p);
+}
+
+TEST_CASE("released batch-norm outputs are recomputed bit-exactly in backward") {
+  Rng rng(21);
+  Tensor X = random_tensor({2, 5, 5, 6}, rng, -2, 2), W = random_tensor({3, 3, 6}, rng), G = random_tensor({6}, rng, 0.5f, 1.5f);
+  auto run = [&](bool release, std::vector<Tensor>* grads) {
+    BatchNorm bn;
+    bn.running_mean = Tensor::zeros({6});
+    bn.running_var = Tensor::full({6}, 1.0f);
+    Var x = P(X.clone()), w = P(W.clone()), g = P(G.clone()), b = P(Tensor::zeros({6}));
+    Var y = batchnorm(x, g, b, bn, true, Act::ReLU6);
+    Var z = dwconv2d(y, w, 2);
+    if (release) {
+      release_value(y);
+      CHECK_FALSE(y->value.defined());
+      CHECK(y->shape() == Shape{2, 5, 5, 6});
+    }
+    Var p = pwconv(z, constant(random_tensor({6, 4}, rng)));
+    backward(sum(mul(p, p)));
+    *grads = {x->grad.clone(), w->grad.clone(), g->grad.clone(), b->grad.clone()};
+  };
+  std::vector<Tensor> a, b;
+  Rng keep = rng;
+  run(false, &a);
+  rng = keep;
+  run(true, &b);
+  for (size_t i = 0; i < a.size(); ++i) {
+    REQUIRE(a[i].numel() == b[i].numel());
+    CHECK(std::memcmp(a[i].data(), b[i].data(), sizeof(float) * a[i].numel()) == 0);
+  }
 }
