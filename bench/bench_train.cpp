@@ -188,9 +188,10 @@ int main(int argc, char** argv) {
     else if (a == "--warmup") warmup = std::stoi(next());
     else if (a == "--json") json = next();
     else if (a == "--keep-openblas-coretype") keep_coretype = true;
+    else if (a == "--no-low-memory") spnas::set_low_memory(false);
     else {
       std::fprintf(stderr, "usage: bench_train [--k 3|5] [--threads N] [--batch B] [--steps S] [--warmup W] "
-                           "[--json FILE (JSON lines, appended)] [--keep-openblas-coretype]\n");
+                           "[--json FILE (JSON lines, appended)] [--keep-openblas-coretype] [--no-low-memory]\n");
       return 2;
     }
   }
@@ -204,6 +205,7 @@ int main(int argc, char** argv) {
   if (k) {
     std::printf("bench_train: OpenBLAS core '%s'%s\n", openblas_get_corename(),
                 std::getenv("OPENBLAS_CORETYPE") ? "  WARNING: forced by OPENBLAS_CORETYPE" : "");
+    std::printf("bench_train: low-memory mode %s\n", spnas::low_memory() ? "on (post-activation tensors recomputed in backward)" : "off");
     return run_one(k, threads, batch, steps, warmup, json);
   }
   // One fresh process per kernel size.

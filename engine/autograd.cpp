@@ -1,5 +1,8 @@
 #include "engine/autograd.h"
 
+#include <cstdlib>
+#include <string>
+
 namespace spnas {
 namespace {
 thread_local bool g_grad_enabled = true;
@@ -32,7 +35,20 @@ const Tensor& Node::materialize() {
   return value;
 }
 
+static int g_low_memory = -1;  // -1: not decided yet (read SPNAS_LOW_MEMORY)
+
+void set_low_memory(bool on) { g_low_memory = on; }
+
+bool low_memory() {
+  if (g_low_memory < 0) {
+    const char* e = std::getenv("SPNAS_LOW_MEMORY");
+    g_low_memory = !(e && std::string(e) == "0");
+  }
+  return g_low_memory == 1;
+}
+
 void release_value(const Var& v) {
+  if (!low_memory()) return;
   if (!v->recompute || !v->requires_grad || !v->backward_fn) return;
   v->released_shape = v->value.shape();
   v->value = Tensor();

@@ -63,8 +63,12 @@ struct NoGrad {
 };
 
 // Frees v's value if v can recompute it (see Node::recompute) and is on the tape; call it once the
-// forward consumers of v have run. A no-op otherwise (no-grad mode, leaves, other ops).
+// forward consumers of v have run. A no-op otherwise (no-grad mode, leaves, other ops), and when
+// low-memory mode is off. On by default: in bench_train it cuts peak RSS from 1113 to 863 MiB and
+// the throughput is the same within noise (149.9 vs 148.9 images/s, one run).
 void release_value(const Var& v);
+void set_low_memory(bool on);  // SPNAS_LOW_MEMORY=0 turns it off
+bool low_memory();
 
 // Called by ops: makes the output node, and records it on the tape when grad mode is on and any
 // input requires a gradient. `backward` receives the output node; it reads self.grad and adds into

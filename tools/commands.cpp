@@ -18,10 +18,12 @@ namespace spnas {
 void add_common_options(Args& a) {
   a.option("threads", "0", "threads for the engine's kernels and OpenBLAS (0: all cores)");
   a.option("seed", "1", "random seed");
+  a.flag("no-low-memory", "keep post-activation tensors instead of recomputing them in backward (more memory)");
 }
 
 void apply_common_options(const Args& a) {
   set_num_threads(int(a.integer("threads")));
+  if (a.on("no-low-memory")) set_low_memory(false);
 }
 
 void add_space_options(Args& a) {
