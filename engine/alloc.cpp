@@ -29,8 +29,13 @@ Storage::Storage(size_t requested) : bytes(round_up(requested == 0 ? 64 : reques
   {
     std::lock_guard<std::mutex> lock(p.mu);
     p.stats.allocations++;
-    auto it = p.free_blocks.find(bytes);
-    if (it != p.free_blocks.end() && !it->second.empty()) {
+    // The exact size first; else the smallest cached block up to half again as large (the steps of a
+    // training loop repeat their sizes exactly, but recomputed and gradient buffers of nearby sizes
+    // can share blocks instead of each holding its own).
+    auto it = p.free_blocks.lower_bound(bytes);
+    while (it != p.free_blocks.end() && it->second.empty() && it->first <= bytes + bytes / 2) ++it;
+    if (it != p.free_blocks.end() && !it->second.empty() && it->first <= bytes + bytes / 2) {
+      bytes = it->first;
       ptr = static_cast<float*>(it->second.back());
       it->second.pop_back();
       p.stats.bytes_cached -= bytes;
