@@ -450,18 +450,7 @@ std::vector<PieceSample> space_pieces(const SearchSpace& space, int batch, bool 
     const LayerSpec& l = space.layers[idx];
     for (int se = 0; se <= (search_se ? 1 : 0); ++se)
       for (Choice c : cands) {
-        PieceSample s;
-        s.kind = "mbconv";
-        s.cin = l.cin;
-        s.cout = l.cout;
-        s.in_size = l.in_size;
-        s.kernel = choice_kernel(c);
-        s.expansion = choice_expansion(c);
-        s.stride = l.stride;
-        s.se = se == 1;
-        s.residual = l.residual;
-        s.batch = batch;
-        out.push_back(s);
+        out.push_back(mbconv_piece(l, choice_kernel(c), choice_expansion(c), se == 1, batch));
       }
   }
   PieceSample stem;
@@ -475,17 +464,7 @@ std::vector<PieceSample> space_pieces(const SearchSpace& space, int batch, bool 
   out.push_back(stem);
   for (const LayerSpec& l : space.layers) {
     if (l.searchable) continue;
-    PieceSample s;
-    s.kind = "mbconv";
-    s.cin = l.cin;
-    s.cout = l.cout;
-    s.in_size = l.in_size;
-    s.kernel = l.kernel;
-    s.expansion = l.expansion;
-    s.stride = l.stride;
-    s.residual = l.residual;
-    s.batch = batch;
-    out.push_back(s);
+    out.push_back(mbconv_piece(l, l.kernel, l.expansion, false, batch));
   }
   PieceSample head;
   head.kind = "head";
@@ -520,16 +499,7 @@ LatencyTable predict_table(const LatencyPredictor& p, const SearchSpace& space, 
     double* slot[4] = {&c.k3_e3, &c.k3_e6, &c.k5_e3, &c.k5_e6};
     double se_extra = 0;
     for (int k = 0; k < 4; ++k) {
-      PieceSample s;
-      s.kind = "mbconv";
-      s.cin = l.cin;
-      s.cout = l.cout;
-      s.in_size = l.in_size;
-      s.kernel = choice_kernel(cands[k]);
-      s.expansion = choice_expansion(cands[k]);
-      s.stride = l.stride;
-      s.residual = l.residual;
-      s.batch = batch;
+      PieceSample s = mbconv_piece(l, choice_kernel(cands[k]), choice_expansion(cands[k]), false, batch);
       *slot[k] = p.predict(s);
       if (search_se) {
         s.se = true;

@@ -32,6 +32,22 @@
 
 namespace spnas {
 
+PieceSample mbconv_piece(const LayerSpec& l, int kernel, int expansion, bool se, int batch) {
+  PieceSample s;
+  s.kind = "mbconv";
+  s.cin = l.cin;
+  s.cout = l.cout;
+  s.in_size = l.in_size;
+  s.kernel = kernel;
+  s.expansion = expansion;
+  s.stride = l.stride;
+  s.se = se;
+  s.residual = l.residual;
+  s.batch = batch;
+  return s;
+}
+
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -754,17 +770,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
         double m = sum[e][k] / std::max(1, cnt[e][k]);
         if (e == 0) *slot[k] = m;
         c.spread = std::max(c.spread, spread[e][k]);
-        PieceSample s;
-        s.kind = "mbconv";
-        s.cin = ls.cin;
-        s.cout = ls.cout;
-        s.in_size = ls.in_size;
-        s.kernel = choice_kernel(cands[k]);
-        s.expansion = choice_expansion(cands[k]);
-        s.stride = ls.stride;
-        s.se = e == 1;
-        s.residual = ls.residual;
-        s.batch = opt.batch;
+        PieceSample s = mbconv_piece(ls, choice_kernel(cands[k]), choice_expansion(cands[k]), e == 1, opt.batch);
         s.ms = m;
         s.spread = spread[e][k];
         res.samples.push_back(s);
@@ -801,16 +807,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   for (size_t i = 0; i < space.layers.size(); ++i) {
     const LayerSpec& ls = space.layers[i];
     if (ls.searchable) continue;
-    PieceSample s;
-    s.kind = "mbconv";
-    s.cin = ls.cin;
-    s.cout = ls.cout;
-    s.in_size = ls.in_size;
-    s.kernel = ls.kernel;
-    s.expansion = ls.expansion;
-    s.stride = ls.stride;
-    s.residual = ls.residual;
-    s.batch = opt.batch;
+    PieceSample s = mbconv_piece(ls, ls.kernel, ls.expansion, false, opt.batch);
     s.ms = mean_med(2 + fixed_layer);
     s.spread = max_spread(2 + fixed_layer);
     ++fixed_layer;

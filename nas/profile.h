@@ -52,6 +52,9 @@ struct PieceSample {
   int out_size() const { return (in_size + stride - 1) / stride; }
 };
 
+// The piece of one MBConv layer of a space with a given kernel, expansion and SE flag.
+PieceSample mbconv_piece(const LayerSpec& l, int kernel, int expansion, bool se, int batch);
+
 struct ProfileOptions {
   std::string space = "cifar10";  // built-in name or JSON file
   float width = 1.0f;
