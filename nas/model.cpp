@@ -194,6 +194,20 @@ Var ChildNet::forward(const Var& images, const ForwardOptions& opt) {
 
 // ---- supernet --------------------------------------------------------------------------------
 
+// Ring (outer 16 taps of the 5x5) and centre (inner 3x3) masks over [5, 5, C].
+static void superkernel_masks(int64_t C, Tensor* ring, Tensor* center) {
+  *ring = Tensor::empty({5, 5, C});
+  *center = Tensor::empty({5, 5, C});
+  for (int kh = 0; kh < 5; ++kh)
+    for (int kw = 0; kw < 5; ++kw) {
+      bool inner = kh >= 1 && kh <= 3 && kw >= 1 && kw <= 3;
+      for (int64_t c = 0; c < C; ++c) {
+        ring->data()[(kh * 5 + kw) * C + c] = inner ? 0.0f : 1.0f;
+        center->data()[(kh * 5 + kw) * C + c] = inner ? 1.0f : 0.0f;
+      }
+    }
+}
+
 Supernet::Supernet(const SearchSpace& space, const SupernetConfig& cfg) : scfg_(cfg) {
   space_ = space;
   cfg_ = cfg;
@@ -218,6 +232,7 @@ Supernet::Supernet(const SearchSpace& space, const SupernetConfig& cfg) : scfg_(
     L.w_expand = params_.add(p + "/expand", he_normal({l.cin, L.hidden}, L.hidden));
     L.bn_expand.init(params_, p + "/expand_bn", L.hidden, cfg);
     L.w_dw = params_.add(p + "/depthwise", he_normal({5, 5, L.hidden}, 25));
+    superkernel_masks(L.hidden, &L.ring_mask, &L.center_mask);
     L.bn_dw.init(params_, p + "/depthwise_bn", L.hidden, cfg);
     if (L.se) {
       int s = se_channels(l.cin);
@@ -239,20 +254,6 @@ Supernet::Supernet(const SearchSpace& space, const SupernetConfig& cfg) : scfg_(
   last_.resize(layers_.size());
 }
 
-// Ring (outer 16 taps of the 5x5) and centre (inner 3x3) masks over [5, 5, C].
-static void superkernel_masks(int64_t C, Tensor* ring, Tensor* center) {
-  *ring = Tensor::empty({5, 5, C});
-  *center = Tensor::empty({5, 5, C});
-  for (int kh = 0; kh < 5; ++kh)
-    for (int kw = 0; kw < 5; ++kw) {
-      bool inner = kh >= 1 && kh <= 3 && kw >= 1 && kw <= 3;
-      for (int64_t c = 0; c < C; ++c) {
-        ring->data()[(kh * 5 + kw) * C + c] = inner ? 0.0f : 1.0f;
-        center->data()[(kh * 5 + kw) * C + c] = inner ? 1.0f : 0.0f;
-      }
-    }
-}
-
 // Warm-up regularisation of an indicator: 0 with probability p, else d / (1 - p).
 static Var drop_indicator(const Var& d, const ForwardOptions& opt) {
   if (opt.indicator_drop <= 0) return d;
@@ -262,11 +263,9 @@ static Var drop_indicator(const Var& d, const ForwardOptions& opt) {
 }
 
 Var Supernet::effective_kernel(SuperLayer& L, LayerIndicators& ind, const ForwardOptions& opt) {
-  Tensor ring, center;
-  superkernel_masks(L.hidden, &ring, &center);
   auto norm = [&](const Var& v) { return scfg_.squared_norm ? sqnorm(v) : l2norm(v); };
   const Var& K = L.w_dw;
-  Var k3 = mask(K, center), kring = mask(K, ring);
+  Var k3 = mask(K, L.center_mask), kring = mask(K, L.ring_mask);
   // Kernel size: d_k5 = 1(||K_ring|| - t_k5); K_k = K_3x3 + d_k5 * K_ring.
   Var m_k5 = sub(norm(kring), L.t_k5);
   ind.m_k5 = m_k5->value.item();

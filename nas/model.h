@@ -104,6 +104,7 @@ struct SuperLayer {
   Var w_expand, w_dw, w_project, w_se_reduce, b_se_reduce, w_se_expand, b_se_expand;
   BNLayer bn_expand, bn_dw, bn_project;
   Var t_k5, t_e6, t_skip, t_se;
+  Tensor ring_mask, center_mask;  // [5, 5, hidden]: outer 16 taps / inner 3x3 (constants)
 };
 
 struct SupernetConfig : NetConfig {
