@@ -41,6 +41,20 @@ SpaceOptions space_options(const Args& a) {
   return so;
 }
 
+// Learning-rate schedule options shared by search and train (schedules in epochs).
+static void add_lr_options(Args& a, const std::string& warmup_default) {
+  a.option("lr", "0", "initial learning rate (0: 0.016 * batch / 256)");
+  a.option("lr-schedule", "exponential", "exponential | cosine | constant");
+  a.option("lr-decay", "0.97", "exponential decay rate");
+  a.option("lr-decay-epochs", "2.4", "epochs between exponential decays (staircase)");
+  a.option("lr-warmup-epochs", warmup_default, "linear learning-rate warm-up (epochs)");
+}
+
+static LrConfig lr_config(const Args& a) {
+  return LrConfig{a.str("lr-schedule"), float(a.num("lr")), float(a.num("lr-decay")), float(a.num("lr-decay-epochs")),
+                  float(a.num("lr-warmup-epochs"))};
+}
+
 void add_lut_options(Args& a) {
   a.option("lut", "", "latency table: JSON from `spnas profile`, or the paper's Pixel 1 CSV");
   a.option("fixed-ms", "-1", "fixed cost (ms) of everything outside the searchable layers (needed for CSV tables)");
@@ -63,11 +77,7 @@ int cmd_search(int argc, char** argv) {
   a.option("epochs", "8", "search length in epochs");
   a.option("warmup-epochs", "5", "epochs with indicator dropping and without the runtime term");
   a.option("drop", "0.4", "indicator drop probability during warm-up");
-  a.option("lr", "0", "initial learning rate (0: 0.016 * batch / 256)");
-  a.option("lr-schedule", "exponential", "exponential | cosine | constant");
-  a.option("lr-decay", "0.97", "exponential decay rate");
-  a.option("lr-decay-epochs", "2.4", "epochs between exponential decays (staircase)");
-  a.option("lr-warmup-epochs", "0", "linear learning-rate warm-up (epochs)");
+  add_lr_options(a, "0");
   a.option("threshold-lr-mult", "1", "learning-rate multiplier of the thresholds");
   a.option("optimizer", "rmsprop", "rmsprop (TF-1 semantics) | sgd | adam");
   a.option("weight-decay", "1e-5", "L2 weight decay (thresholds included, batch norm excluded)");
@@ -96,8 +106,7 @@ int cmd_search(int argc, char** argv) {
   c.epochs = float(a.num("epochs"));
   c.warmup_epochs = float(a.num("warmup-epochs"));
   c.indicator_drop = float(a.num("drop"));
-  c.lr = LrConfig{a.str("lr-schedule"), float(a.num("lr")), float(a.num("lr-decay")), float(a.num("lr-decay-epochs")),
-                  float(a.num("lr-warmup-epochs"))};
+  c.lr = lr_config(a);
   c.threshold_lr_mult = float(a.num("threshold-lr-mult"));
   c.optimizer = a.str("optimizer");
   c.weight_decay = float(a.num("weight-decay"));
@@ -135,11 +144,7 @@ int cmd_train(int argc, char** argv) {
   a.option("data", "synthetic", "dataset (see `spnas search --help`)");
   a.option("batch", "64", "batch size");
   a.option("epochs", "10", "training length in epochs");
-  a.option("lr", "0", "initial learning rate (0: 0.016 * batch / 256)");
-  a.option("lr-schedule", "exponential", "exponential | cosine | constant");
-  a.option("lr-decay", "0.97", "exponential decay rate");
-  a.option("lr-decay-epochs", "2.4", "epochs between decays");
-  a.option("lr-warmup-epochs", "1", "linear learning-rate warm-up (epochs)");
+  add_lr_options(a, "1");
   a.option("optimizer", "rmsprop", "rmsprop | sgd | adam");
   a.option("weight-decay", "1e-5", "L2 weight decay (batch norm excluded)");
   a.option("label-smoothing", "0.1", "label smoothing");
@@ -162,8 +167,7 @@ int cmd_train(int argc, char** argv) {
   c.augment = !a.on("no-augment");
   c.batch = int(a.integer("batch"));
   c.epochs = float(a.num("epochs"));
-  c.lr = LrConfig{a.str("lr-schedule"), float(a.num("lr")), float(a.num("lr-decay")), float(a.num("lr-decay-epochs")),
-                  float(a.num("lr-warmup-epochs"))};
+  c.lr = lr_config(a);
   c.optimizer = a.str("optimizer");
   c.weight_decay = float(a.num("weight-decay"));
   c.label_smoothing = float(a.num("label-smoothing"));
