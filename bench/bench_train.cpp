@@ -5,7 +5,9 @@
 // Plain SGD with momentum on a fixed synthetic batch (throughput does not depend on the data).
 //
 //   bench_train [--k 3|5] [--threads N] [--batch B] [--steps S] [--warmup W] [--json FILE]
-//               [--keep-openblas-coretype]
+//               [--keep-openblas-coretype] [--no-low-memory] [--profile]
+// --profile prints the engine's op profile (time per op and output shape, forward/backward/
+// recompute) over the timed steps.
 //
 // Without --k it runs k = 3 and k = 5 each in a fresh process, so each gets its own peak RSS.
 #include <spawn.h>
@@ -123,6 +125,8 @@ double median(std::vector<double> v) {
   return v.empty() ? 0 : v[v.size() / 2];
 }
 
+bool g_profile = false;
+
 int run_one(int k, int threads, int batch, int steps, int warmup, const std::string& json) {
   set_num_threads(threads);
   Model m;
@@ -140,14 +144,19 @@ int run_one(int k, int threads, int batch, int steps, int warmup, const std::str
   SGD opt(m.ps, 0.9f, false, 4e-5f);
 
   std::vector<double> step_s;
+  double optim_s = 0;
   float loss_first = 0, loss_last = 0;
   for (int s = 0; s < warmup + steps; ++s) {
+    if (g_profile && s == warmup) set_op_profile(true);
     auto t0 = std::chrono::steady_clock::now();
+    op_profile_mark();
     Var loss = m.forward(x, labels);
     float lv = loss->value.item();
     backward(loss);
+    auto tb = std::chrono::steady_clock::now();
     opt.step(0.01f);
     m.ps.zero_grad();
+    if (g_profile && s >= warmup) optim_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - tb).count();
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s == 0) loss_first = lv;
     loss_last = lv;
@@ -162,6 +171,11 @@ int run_one(int k, int threads, int batch, int steps, int warmup, const std::str
               "peak RSS %.0f MiB, loss %.3f -> %.3f, %lld parameters\n",
               k, threads, batch, kernels().name, batch / med, med * 1e3, best * 1e3, steps, peak_mib, loss_first,
               loss_last, (long long)m.ps.count());
+  if (g_profile) {
+    std::printf("%s", op_profile_report(steps).c_str());
+    std::printf("optimizer step + zero_grad: %.3f ms per step (not in the table)\n", optim_s * 1e3 / steps);
+    std::printf("median step: %.3f ms\n", med * 1e3);
+  }
   std::fflush(stdout);
   if (!json.empty()) {
     std::ofstream out(json, std::ios::app);
@@ -189,9 +203,10 @@ int main(int argc, char** argv) {
     else if (a == "--json") json = next();
     else if (a == "--keep-openblas-coretype") keep_coretype = true;
     else if (a == "--no-low-memory") spnas::set_low_memory(false);
+    else if (a == "--profile") g_profile = true;
     else {
       std::fprintf(stderr, "usage: bench_train [--k 3|5] [--threads N] [--batch B] [--steps S] [--warmup W] "
-                           "[--json FILE (JSON lines, appended)] [--keep-openblas-coretype] [--no-low-memory]\n");
+                           "[--json FILE (JSON lines, appended)] [--keep-openblas-coretype] [--no-low-memory] [--profile]\n");
       return 2;
     }
   }

@@ -1,6 +1,10 @@
 #include "engine/autograd.h"
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <string>
 
 namespace spnas {
@@ -27,10 +31,86 @@ Tensor& Node::grad_accumulator() {
   return grad;
 }
 
+// ---- op profile -----------------------------------------------------------------------------
+namespace {
+int g_profile = -1;  // -1: not decided yet (read SPNAS_PROFILE)
+struct ProfEntry {
+  double fwd = 0, bwd = 0, recompute = 0;
+  long calls = 0;
+};
+std::map<std::string, ProfEntry> g_prof;
+using Clock = std::chrono::steady_clock;
+Clock::time_point g_prof_mark = Clock::now();
+double g_prof_recompute_total = 0;  // recompute seconds so far (a rule's recomputes are not its own time)
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+std::string prof_key(const char* op, const Shape& s) { return std::string(op) + " " + shape_str(s); }
+}  // namespace
+
+void set_op_profile(bool on) {
+  g_profile = on;
+  op_profile_reset();
+}
+
+bool op_profile() {
+  if (g_profile < 0) {
+    const char* e = std::getenv("SPNAS_PROFILE");
+    g_profile = e && std::string(e) != "0";
+  }
+  return g_profile == 1;
+}
+
+void op_profile_reset() {
+  g_prof.clear();
+  g_prof_mark = Clock::now();
+}
+
+void op_profile_mark() { g_prof_mark = Clock::now(); }
+
+std::string op_profile_report(int steps) {
+  struct Row {
+    std::string key;
+    ProfEntry e;
+  };
+  std::vector<Row> rows;
+  double total = 0;
+  for (auto& kv : g_prof) {
+    rows.push_back({kv.first, kv.second});
+    total += kv.second.fwd + kv.second.bwd + kv.second.recompute;
+  }
+  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    return a.e.fwd + a.e.bwd + a.e.recompute > b.e.fwd + b.e.bwd + b.e.recompute;
+  });
+  const double per = steps > 0 ? 1e3 / steps : 1e3;
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof line, "%-52s %6s %9s %9s %9s %9s %6s\n", "op output-shape", "calls", "fwd_ms",
+                "bwd_ms", "recomp_ms", "total_ms", "share");
+  out += line;
+  for (const Row& r : rows) {
+    double t = r.e.fwd + r.e.bwd + r.e.recompute;
+    std::snprintf(line, sizeof line, "%-52s %6ld %9.3f %9.3f %9.3f %9.3f %5.1f%%\n", r.key.c_str(),
+                  steps > 0 ? r.e.calls / steps : r.e.calls, r.e.fwd * per, r.e.bwd * per, r.e.recompute * per,
+                  t * per, total > 0 ? 100 * t / total : 0.0);
+    out += line;
+  }
+  std::snprintf(line, sizeof line, "%-52s %6s %9s %9s %9s %9.3f  (ms per step over %d steps)\n", "total", "", "", "",
+                "", total * per, steps);
+  out += line;
+  return out;
+}
+
 const Tensor& Node::materialize() {
   if (!value.defined()) {
     check(bool(recompute), op, "value was released and cannot be recomputed");
-    value = recompute();
+    if (op_profile()) {
+      auto t0 = Clock::now();
+      value = recompute();
+      double dt = seconds_since(t0);
+      g_prof[prof_key(op, value.shape())].recompute += dt;
+      g_prof_recompute_total += dt;
+    } else {
+      value = recompute();
+    }
   }
   return value;
 }
@@ -86,6 +166,15 @@ Var record(const char* op, Tensor value, std::vector<Var> inputs, std::function<
     n->backward_fn = std::move(backward);
     g_tape.push_back(n);
   }
+  if (g_grad_enabled && op_profile()) {
+    // Forward time of an op = wall time since the previous recorded op (or the last mark): the
+    // op computes its value before recording it.
+    auto now = Clock::now();
+    ProfEntry& e = g_prof[prof_key(op, n->value.shape())];
+    e.fwd += std::chrono::duration<double>(now - g_prof_mark).count();
+    e.calls++;
+    g_prof_mark = now;
+  }
   return n;
 }
 
@@ -105,7 +194,15 @@ void backward(const Var& loss, const Tensor* seed) {
     Node& n = **it;
     if (!n.grad_valid) continue;  // does not influence the loss
     if (!n.backward_fn) fail(n.op, "this op has no backward rule");
-    n.backward_fn(n);
+    if (op_profile()) {
+      auto t0 = Clock::now();
+      const double r0 = g_prof_recompute_total;
+      std::string key = prof_key(n.op, n.shape());
+      n.backward_fn(n);
+      g_prof[key].bwd += seconds_since(t0) - (g_prof_recompute_total - r0);
+    } else {
+      n.backward_fn(n);
+    }
     // Every consumer of n came later on the tape and has run: n's gradient, its rule (with what the
     // rule saved) and its links to its inputs are no longer needed. Its value goes too unless
     // someone besides the tape still holds the node (the caller's logits, say). This releases the
@@ -120,6 +217,7 @@ void backward(const Var& loss, const Tensor* seed) {
     }
   }
   clear_tape();
+  g_prof_mark = Clock::now();
 }
 
 void clear_tape() {

@@ -84,4 +84,15 @@ void backward(const Var& loss, const Tensor* seed = nullptr);
 void clear_tape();
 size_t tape_size();
 
+// Op profile (SPNAS_PROFILE=1, or set_op_profile): wall time per (op, output shape), forward,
+// backward and recompute. An op's forward time is the time since the previous recorded op (ops
+// record themselves after computing), so call op_profile_mark() after work that is not an op
+// (loading a batch); backward() marks when it finishes. Costs a map lookup per op: off by default.
+void set_op_profile(bool on);  // also resets
+bool op_profile();
+void op_profile_reset();
+void op_profile_mark();
+// A table sorted by total time, in ms per step.
+std::string op_profile_report(int steps);
+
 }  // namespace spnas

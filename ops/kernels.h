@@ -26,7 +26,8 @@ DwConvDesc dwconv_desc(int64_t N, int64_t H, int64_t W, int64_t C, int K, int S)
 
 // Batch-norm apply + activation over M = N*H*W rows of C channels: y = act(x * scale[c] + shift[c]).
 // Backward (training mode) of y = act(gamma * (x - mean) * invstd + beta):
-//   g = dy * act'(y);  dbeta = sum g;  dgamma = sum g * xhat;
+//   g = dy * act'(x * scale + shift)   (the forward's scale/shift: the mask is recomputed from x, so
+//                                        backward never reads y);  dbeta = sum g;  dgamma = sum g * xhat;
 //   dx = gamma * invstd / M * (M * g - dbeta - xhat * dgamma)
 // With `training` false (frozen statistics) dx = g * gamma * invstd.
 struct BnDesc {
@@ -44,13 +45,15 @@ struct KernelTable {
   // Per-channel mean and biased variance over M rows.
   void (*bn_stats)(const BnDesc&, const float* x, float* mean, float* var);
   void (*bn_act_forward)(const BnDesc&, const float* x, const float* scale, const float* shift, float* y);
-  // Reductions over rows: dbeta = sum g, dgamma = sum g * xhat (overwritten), where g = dy * act'(y).
-  void (*bn_act_backward_reduce)(const BnDesc&, const float* x, const float* y, const float* dy,
-                                 const float* mean, const float* invstd, float* dgamma, float* dbeta);
+  // Reductions over rows: dbeta = sum g, dgamma = sum g * xhat (overwritten), where
+  // g = dy * act'(x * scale + shift) with the scale/shift bn_act_forward was given.
+  void (*bn_act_backward_reduce)(const BnDesc&, const float* x, const float* scale, const float* shift,
+                                 const float* dy, const float* mean, const float* invstd, float* dgamma,
+                                 float* dbeta);
   // dx from the reductions (see BnDesc); `training` selects the formula.
-  void (*bn_act_backward_data)(const BnDesc&, const float* x, const float* y, const float* dy, const float* mean,
-                               const float* invstd, const float* gamma, const float* dgamma, const float* dbeta,
-                               bool training, float* dx, bool accumulate);
+  void (*bn_act_backward_data)(const BnDesc&, const float* x, const float* scale, const float* shift,
+                               const float* dy, const float* mean, const float* invstd, const float* gamma,
+                               const float* dgamma, const float* dbeta, bool training, float* dx, bool accumulate);
 
   // Fused forward for frozen statistics (inference, or BN folded into scale/shift):
   // y = act(dwconv(x, w) * scale[c] + shift[c]) in one pass; equals dwconv_forward then bn_act_forward.
@@ -72,11 +75,11 @@ void dwconv_bn_act_forward_ref(const DwConvDesc&, const float* x, const float* w
                                const float* shift, Act act, float* y);
 void bn_stats_ref(const BnDesc&, const float* x, float* mean, float* var);
 void bn_act_forward_ref(const BnDesc&, const float* x, const float* scale, const float* shift, float* y);
-void bn_act_backward_reduce_ref(const BnDesc&, const float* x, const float* y, const float* dy, const float* mean,
-                                const float* invstd, float* dgamma, float* dbeta);
-void bn_act_backward_data_ref(const BnDesc&, const float* x, const float* y, const float* dy, const float* mean,
-                              const float* invstd, const float* gamma, const float* dgamma, const float* dbeta,
-                              bool training, float* dx, bool accumulate);
+void bn_act_backward_reduce_ref(const BnDesc&, const float* x, const float* scale, const float* shift,
+                                const float* dy, const float* mean, const float* invstd, float* dgamma, float* dbeta);
+void bn_act_backward_data_ref(const BnDesc&, const float* x, const float* scale, const float* shift, const float* dy,
+                              const float* mean, const float* invstd, const float* gamma, const float* dgamma,
+                              const float* dbeta, bool training, float* dx, bool accumulate);
 
 // Pointwise (1x1) convolution as GEMM over M = N*H*W rows, split into row blocks across the engine's
 // threads (OpenBLAS itself runs single-threaded; see engine/threads.h).

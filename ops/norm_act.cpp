@@ -40,19 +40,21 @@ Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bo
   Tensor Y = Tensor::empty(X.shape());
   K.bn_act_forward(d, X.data(), scale.data(), shift.data(), Y.data());
 
-  Var y = record("batchnorm", Y, {x, gamma, beta}, [d, mean, invstd, training](Node& self) {
+  // Backward needs x, the scale/shift (the activation's mask is recomputed from x) and the
+  // statistics, never y: a released output is not recomputed for this node's own rule.
+  Var y = record("batchnorm", Y, {x, gamma, beta}, [d, mean, invstd, scale, shift, training](Node& self) {
     const Var& x = self.inputs[0];
     const Var& gamma = self.inputs[1];
     const Var& beta = self.inputs[2];
     const KernelTable& K = kernels();
-    self.materialize();
+    const float* xv = x->materialize().data();
     Tensor dgamma = Tensor::empty({d.C}), dbeta = Tensor::empty({d.C});
-    K.bn_act_backward_reduce(d, x->value.data(), self.value.data(), self.grad.data(), mean.data(), invstd.data(),
+    K.bn_act_backward_reduce(d, xv, scale.data(), shift.data(), self.grad.data(), mean.data(), invstd.data(),
                              dgamma.data(), dbeta.data());
     if (x->requires_grad) {
       bool ow;
       float* dx = x->grad_buffer(&ow);
-      K.bn_act_backward_data(d, x->value.data(), self.value.data(), self.grad.data(), mean.data(), invstd.data(),
+      K.bn_act_backward_data(d, xv, scale.data(), shift.data(), self.grad.data(), mean.data(), invstd.data(),
                              gamma->value.data(), dgamma.data(), dbeta.data(), training, dx, !ow);
     }
     if (gamma->requires_grad) {

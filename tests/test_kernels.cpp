@@ -173,9 +173,9 @@ TEST_CASE("batch norm kernels against the reference") {
         CHECK(compare(y, y_ref, 10).worst < 1e-6);  // fma vs multiply-add rounding on |x*scale| ~ 10
 
         std::vector<float> dg_ref(s.C), db_ref(s.C), dg(s.C), db(s.C);
-        bn_act_backward_reduce_ref(d, x.data(), y_ref.data(), dy.data(), mean_ref.data(), invstd.data(),
+        bn_act_backward_reduce_ref(d, x.data(), scale.data(), shift.data(), dy.data(), mean_ref.data(), invstd.data(),
                                    dg_ref.data(), db_ref.data());
-        kt.bn_act_backward_reduce(d, x.data(), y_ref.data(), dy.data(), mean_ref.data(), invstd.data(), dg.data(),
+        kt.bn_act_backward_reduce(d, x.data(), scale.data(), shift.data(), dy.data(), mean_ref.data(), invstd.data(), dg.data(),
                                   db.data());
         const double rows = std::sqrt(double(s.M));
         CHECK(compare(dg, dg_ref, rows).worst < 1e-6);
@@ -186,9 +186,9 @@ TEST_CASE("batch norm kernels against the reference") {
             INFO("training ", training, " accumulate ", acc);
             const auto init = random_vec(n, seed++);
             std::vector<float> dx_ref = init, dx = acc ? init : std::vector<float>(n, 7.0f);
-            bn_act_backward_data_ref(d, x.data(), y_ref.data(), dy.data(), mean_ref.data(), invstd.data(),
+            bn_act_backward_data_ref(d, x.data(), scale.data(), shift.data(), dy.data(), mean_ref.data(), invstd.data(),
                                      gamma.data(), dg_ref.data(), db_ref.data(), training, dx_ref.data(), acc);
-            kt.bn_act_backward_data(d, x.data(), y_ref.data(), dy.data(), mean_ref.data(), invstd.data(), gamma.data(),
+            kt.bn_act_backward_data(d, x.data(), scale.data(), shift.data(), dy.data(), mean_ref.data(), invstd.data(), gamma.data(),
                                     dg_ref.data(), db_ref.data(), training, dx.data(), acc);
             CHECK(compare(dx, dx_ref, 10).worst < 1e-6);
           }

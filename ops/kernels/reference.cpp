@@ -85,11 +85,11 @@ static inline float act_forward(Act a, float v) {
   }
 }
 
-// d act / d pre-activation, from the activation's output (0 where clipped).
-static inline float act_grad_from_output(Act a, float y) {
+// d act / d pre-activation v (0 where clipped). v is recomputed exactly as the forward computed it.
+static inline float act_grad_from_pre(Act a, float v) {
   switch (a) {
-    case Act::ReLU: return y > 0 ? 1.0f : 0.0f;
-    case Act::ReLU6: return (y > 0 && y < 6) ? 1.0f : 0.0f;
+    case Act::ReLU: return v > 0 ? 1.0f : 0.0f;
+    case Act::ReLU6: return (v > 0 && v < 6) ? 1.0f : 0.0f;
     default: return 1.0f;
   }
 }
@@ -114,13 +114,13 @@ void bn_act_forward_ref(const BnDesc& d, const float* x, const float* scale, con
     for (int64_t c = 0; c < d.C; ++c) y[m * d.C + c] = act_forward(d.act, x[m * d.C + c] * scale[c] + shift[c]);
 }
 
-void bn_act_backward_reduce_ref(const BnDesc& d, const float* x, const float* y, const float* dy, const float* mean,
-                                const float* invstd, float* dgamma, float* dbeta) {
+void bn_act_backward_reduce_ref(const BnDesc& d, const float* x, const float* scale, const float* shift,
+                                const float* dy, const float* mean, const float* invstd, float* dgamma, float* dbeta) {
   std::vector<double> gb(d.C, 0.0), gg(d.C, 0.0);
   for (int64_t m = 0; m < d.M; ++m)
     for (int64_t c = 0; c < d.C; ++c) {
       int64_t i = m * d.C + c;
-      double g = dy[i] * act_grad_from_output(d.act, y[i]);
+      double g = dy[i] * act_grad_from_pre(d.act, x[i] * scale[c] + shift[c]);
       gb[c] += g;
       gg[c] += g * (x[i] - mean[c]) * invstd[c];
     }
@@ -130,13 +130,13 @@ void bn_act_backward_reduce_ref(const BnDesc& d, const float* x, const float* y,
   }
 }
 
-void bn_act_backward_data_ref(const BnDesc& d, const float* x, const float* y, const float* dy, const float* mean,
-                              const float* invstd, const float* gamma, const float* dgamma, const float* dbeta,
-                              bool training, float* dx, bool accumulate) {
+void bn_act_backward_data_ref(const BnDesc& d, const float* x, const float* scale, const float* shift, const float* dy,
+                              const float* mean, const float* invstd, const float* gamma, const float* dgamma,
+                              const float* dbeta, bool training, float* dx, bool accumulate) {
   for (int64_t m = 0; m < d.M; ++m)
     for (int64_t c = 0; c < d.C; ++c) {
       int64_t i = m * d.C + c;
-      float g = dy[i] * act_grad_from_output(d.act, y[i]);
+      float g = dy[i] * act_grad_from_pre(d.act, x[i] * scale[c] + shift[c]);
       float v;
       if (training) {
         float xhat = (x[i] - mean[c]) * invstd[c];

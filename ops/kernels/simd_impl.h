@@ -545,10 +545,11 @@ void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const flo
 // threads, channels in vectors. Reductions use float vectors over chunks of rows, then double
 // partials per thread (so long batches keep the reference's accuracy).
 
-// g = dy * act'(y), from the activation's output.
-inline R act_grad(Act a, R dy, R y) {
-  if (a == Act::ReLU) return V::keep_above(dy, y, V::zero());
-  if (a == Act::ReLU6) return V::keep_inside(dy, y, V::zero(), V::set1(6.0f));
+// g = dy * act'(v), from the pre-activation v = x * scale + shift (recomputed with the forward's
+// fma, so the mask is exactly the forward's and y is never read).
+inline R act_grad(Act a, R dy, R v) {
+  if (a == Act::ReLU) return V::keep_above(dy, v, V::zero());
+  if (a == Act::ReLU6) return V::keep_inside(dy, v, V::zero(), V::set1(6.0f));
   return dy;
 }
 
@@ -665,22 +666,25 @@ void bn_stats_simd(const BnDesc& d, const float* x, float* mean, float* var) {
 }
 
 struct BnReduceBody {
-  const float *x, *y, *dy, *mean;
+  const float *x, *scale, *shift, *dy, *mean;
   Act act;
   template <bool Mk>
   void row(int64_t i, int64_t c0, M m, R& gb, R& gg) const {
-    R g = act_grad(act, ld<Mk>(dy + i, m), ld<Mk>(y + i, m));
+    R xv = ld<Mk>(x + i, m);
+    R g = act == Act::None ? ld<Mk>(dy + i, m)
+                           : act_grad(act, ld<Mk>(dy + i, m), V::fma(xv, ld<Mk>(scale + c0, m), ld<Mk>(shift + c0, m)));
     gb = V::add(gb, g);
-    gg = V::fma(g, V::sub(ld<Mk>(x + i, m), ld<Mk>(mean + c0, m)), gg);
+    gg = V::fma(g, V::sub(xv, ld<Mk>(mean + c0, m)), gg);
   }
 };
 
-void bn_act_backward_reduce_simd(const BnDesc& d, const float* x, const float* y, const float* dy, const float* mean,
-                                 const float* invstd, float* dgamma, float* dbeta) {
+void bn_act_backward_reduce_simd(const BnDesc& d, const float* x, const float* scale, const float* shift,
+                                 const float* dy, const float* mean, const float* invstd, float* dgamma,
+                                 float* dbeta) {
   const int64_t C = d.C;
   double* s = reinterpret_cast<double*>(g_scratch_w.get(size_t(C) * 4 + 2));
   double* ss = s + C;
-  reduce_rows(d, s, ss, BnReduceBody{x, y, dy, mean, d.act});
+  reduce_rows(d, s, ss, BnReduceBody{x, scale, shift, dy, mean, d.act});
   for (int64_t c = 0; c < C; ++c) {
     dbeta[c] = float(s[c]);
     dgamma[c] = float(ss[c] * invstd[c]);
@@ -731,17 +735,20 @@ void bn_act_forward_simd(const BnDesc& d, const float* x, const float* scale, co
 // dx = k1 * g - k0 - k2 * (x - mean), with k1 = gamma invstd, k0 = k1 dbeta / M, k2 = k1 invstd dgamma / M
 // (training); dx = k1 * g otherwise.
 struct BnBackwardBody {
-  const float *x, *y, *dy, *mean, *k0, *k1, *k2;
+  const float *x, *scale, *shift, *dy, *mean, *k0, *k1, *k2;
   float* dx;
   Act act;
   bool training, accumulate;
   template <bool Mk>
   void row(int64_t i, int64_t c0, M m) const {
-    R g = act_grad(act, ld<Mk>(dy + i, m), ld<Mk>(y + i, m));
+    const bool need_x = training || act != Act::None;
+    R xv = need_x ? ld<Mk>(x + i, m) : V::zero();
+    R g = act == Act::None ? ld<Mk>(dy + i, m)
+                           : act_grad(act, ld<Mk>(dy + i, m), V::fma(xv, ld<Mk>(scale + c0, m), ld<Mk>(shift + c0, m)));
     R v = V::mul(ld<Mk>(k1 + c0, m), g);
     if (training) {
       v = V::sub(v, ld<Mk>(k0 + c0, m));
-      R xc = V::sub(ld<Mk>(x + i, m), ld<Mk>(mean + c0, m));
+      R xc = V::sub(xv, ld<Mk>(mean + c0, m));
       v = V::sub(v, V::mul(ld<Mk>(k2 + c0, m), xc));
     }
     if (accumulate) v = V::add(v, ld<Mk>(dx + i, m));
@@ -749,9 +756,9 @@ struct BnBackwardBody {
   }
 };
 
-void bn_act_backward_data_simd(const BnDesc& d, const float* x, const float* y, const float* dy, const float* mean,
-                               const float* invstd, const float* gamma, const float* dgamma, const float* dbeta,
-                               bool training, float* dx, bool accumulate) {
+void bn_act_backward_data_simd(const BnDesc& d, const float* x, const float* scale, const float* shift,
+                               const float* dy, const float* mean, const float* invstd, const float* gamma,
+                               const float* dgamma, const float* dbeta, bool training, float* dx, bool accumulate) {
   const int64_t C = d.C;
   float* k = g_scratch_w.get(size_t(C) * 3);
   float *k0 = k, *k1 = k + C, *k2 = k + 2 * C;
@@ -761,7 +768,7 @@ void bn_act_backward_data_simd(const BnDesc& d, const float* x, const float* y, 
     k0[c] = k1[c] * dbeta[c] * inv_m;
     k2[c] = k1[c] * invstd[c] * dgamma[c] * inv_m;
   }
-  rows_parallel(d.M, C, BnBackwardBody{x, y, dy, mean, k0, k1, k2, dx, d.act, training, accumulate});
+  rows_parallel(d.M, C, BnBackwardBody{x, scale, shift, dy, mean, k0, k1, k2, dx, d.act, training, accumulate});
 }
 
 }  // namespace
