@@ -191,6 +191,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     if (!ld.next(im, lb) && !ld.next(im, lb)) throw std::runtime_error("search: the training split yields no batch (batch size larger than the dataset?)");
   };
   double ce_value = 0;
+  const int64_t first_step = step;
   for (; step < end; ++step) {
     const bool in_warmup = step < warmup;
     const float lr = schedule(step);
@@ -200,6 +201,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     fo.rng = &rng;
 
     next_batch(loader, images, labels);
+    op_profile_mark();  // loading the batch is not the first op's time
     Var logits = net.forward(constant(images), fo);
     Var ce = softmax_cross_entropy(logits, labels, cfg.label_smoothing);
     Var R = runtime_model(table, net.indicators(), cfg.runtime_mode);
@@ -256,6 +258,9 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     }
   }
   progress.finish();
+  if (op_profile())
+    std::fprintf(stderr, "op profile (SPNAS_PROFILE), %lld steps:\n%s", (long long)(step - first_step),
+                 op_profile_report(int(step - first_step)).c_str());
   csv.flush();
   save(step);
   res.steps = step;

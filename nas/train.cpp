@@ -127,6 +127,7 @@ TrainResult run_train(const TrainConfig& cfg) {
     ForwardOptions fo;
     fo.training = true;
     fo.rng = &rng;
+    op_profile_mark();  // loading the batch is not the first op's time
     Var loss = softmax_cross_entropy(net.forward(constant(images), fo), labels, cfg.label_smoothing);
     if (!std::isfinite(loss->value.item()))
       throw std::runtime_error("train: loss is not finite at step " + std::to_string(step) +
@@ -159,6 +160,9 @@ TrainResult run_train(const TrainConfig& cfg) {
     }
   }
   progress.finish();
+  if (op_profile())
+    std::fprintf(stderr, "op profile (SPNAS_PROFILE), %lld steps:\n%s", (long long)(step - first),
+                 op_profile_report(int(step - first)).c_str());
   res.steps = step;
   res.finished = step >= total;
   const double loop_s = now_seconds() - t_loop;

@@ -59,6 +59,15 @@ struct KernelTable {
   // y = act(dwconv(x, w) * scale[c] + shift[c]) in one pass; equals dwconv_forward then bn_act_forward.
   void (*dwconv_bn_act_forward)(const DwConvDesc&, const float* x, const float* w, const float* scale,
                                 const float* shift, Act act, float* y);
+
+  // Register-blocked row-range GEMMs for small pointwise shapes (ops/kernels/gemm_simd.h), single-
+  // threaded; nullptr in the reference table (pointwise then always uses OpenBLAS).
+  //   gemm_nn: C[r, :] (+)= A[r, :] * B      A [rows, K] stride lda, B [K, N], C stride ldc
+  //   gemm_tn: C[K, N] (+)= sum_r A[r, :]^T Bm[r, :]   A [rows, K] stride lda, Bm [rows, N] stride ldb
+  void (*gemm_nn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, float* C,
+                  int64_t ldc, bool accumulate);
+  void (*gemm_tn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
+                  float* C, bool accumulate);
 };
 
 const KernelTable& kernels();          // the active table
@@ -86,10 +95,16 @@ void bn_act_backward_data_ref(const BnDesc&, const float* x, const float* scale,
 //   forward:          Y[M, Cout]  = X[M, Cin] * W[Cin, Cout]
 //   backward data:    dX[M, Cin] (+)= dY[M, Cout] * W^T
 //   backward weights: dW[Cin, Cout] (+)= X^T * dY   (per-thread partial sums, then a reduction)
+// Each product runs either as OpenBLAS sgemm calls or, for the shapes where OpenBLAS mostly packs
+// (many rows, few channels), through the table's gemm_nn / gemm_tn; pointwise_uses_own_gemm()
+// tells which. SPNAS_PW=blas|own|auto (or set_pointwise_impl) forces a choice, e.g. to race them.
 void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y);
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate);
 void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* dy, float* dw,
                                 bool accumulate);
+enum class PwDirection { Forward, BackwardData, BackwardWeights };
+bool pointwise_uses_own_gemm(PwDirection dir, int64_t M, int64_t Cin, int64_t Cout);
+void set_pointwise_impl(const std::string& impl);  // "auto", "blas", "own"; throws otherwise
 
 }  // namespace spnas

@@ -27,7 +27,9 @@ const KernelTable& reference_kernels() {
                                 bn_act_forward_ref,
                                 bn_act_backward_reduce_ref,
                                 bn_act_backward_data_ref,
-                                dwconv_bn_act_forward_ref};
+                                dwconv_bn_act_forward_ref,
+                                nullptr,
+                                nullptr};
   return t;
 }
 

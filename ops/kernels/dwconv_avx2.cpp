@@ -1,6 +1,7 @@
 // The avx2 kernel table: ops/kernels/simd_impl.h compiled with this file's ISA flags (see CMakeLists.txt).
 #define SPNAS_SIMD_AVX2
 #include "ops/kernels/simd_impl.h"
+#include "ops/kernels/gemm_simd.h"
 
 namespace spnas {
 
@@ -13,7 +14,9 @@ const KernelTable* avx2_kernel_table() {
                                 bn_act_forward_simd,
                                 bn_act_backward_reduce_simd,
                                 bn_act_backward_data_simd,
-                                dwconv_bn_act_forward_simd};
+                                dwconv_bn_act_forward_simd,
+                                gemm_nn_simd,
+                                gemm_tn_simd};
   return &t;
 }
 

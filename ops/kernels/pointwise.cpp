@@ -1,9 +1,12 @@
 // Pointwise (1x1) convolution as one GEMM over N*H*W rows, split into row blocks across the engine's
-// thread pool; each block is one single-threaded OpenBLAS sgemm. No layout copies: NHWC activations
-// are already a row-major [M, C] matrix.
+// thread pool; each block is one single-threaded OpenBLAS sgemm, or our register-blocked kernel
+// (KernelTable::gemm_nn / gemm_tn) for the shapes where OpenBLAS spends its time packing. No layout
+// copies: NHWC activations are already a row-major [M, C] matrix.
 #include <cblas.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <stdexcept>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -19,8 +22,59 @@ static int row_blocks(int64_t M) {
   return nt;
 }
 
+// ---- which GEMM -------------------------------------------------------------------------------
+static int g_pw_impl = -1;  // -1 undecided, 0 auto, 1 blas, 2 own
+
+void set_pointwise_impl(const std::string& impl) {
+  if (impl == "auto") g_pw_impl = 0;
+  else if (impl == "blas") g_pw_impl = 1;
+  else if (impl == "own") g_pw_impl = 2;
+  else throw std::invalid_argument("pointwise implementation must be auto, blas or own, got '" + impl + "'");
+}
+
+static int pw_impl() {
+  if (g_pw_impl < 0) {
+    const char* e = std::getenv("SPNAS_PW");
+    set_pointwise_impl(e && *e ? e : "auto");
+  }
+  return g_pw_impl;
+}
+
+bool pointwise_uses_own_gemm(PwDirection dir, int64_t M, int64_t Cin, int64_t Cout) {
+  const KernelTable& k = kernels();
+  if (!k.gemm_nn || !k.gemm_tn) return false;
+  const int impl = pw_impl();
+  if (impl != 0) return impl == 2;
+  // From bench_conv on the cifar10 space's shapes (the pw_openblas / pw_own variants, bench/README.md):
+  // the register-blocked products win or tie on every forward and backward-data shape; the weight
+  // gradient's [Cin, Cout] accumulators leave the caches once the weights are large, where
+  // OpenBLAS's blocking wins.
+  (void)M;
+  if (dir == PwDirection::BackwardWeights) return Cin * Cout <= 64 * 1024;
+  return true;
+}
+
+// W^T [Cout, Cin] for the backward-data product, in a buffer reused across calls.
+static const float* transposed(const float* w, int64_t Cin, int64_t Cout) {
+  static thread_local std::vector<float> wt;
+  if (wt.size() < size_t(Cin * Cout)) wt.resize(size_t(Cin * Cout));
+  for (int64_t i = 0; i < Cin; ++i)
+    for (int64_t o = 0; o < Cout; ++o) wt[o * Cin + i] = w[i * Cout + o];
+  return wt.data();
+}
+
 void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y) {
   int nb = row_blocks(M);
+  if (pointwise_uses_own_gemm(PwDirection::Forward, M, Cin, Cout)) {
+    const KernelTable& k = kernels();
+    parallel_run([&](int tid, int nthreads) {
+      if (tid >= nb) return;
+      int64_t b, e;
+      split_range(M, tid, std::min(nb, nthreads), &b, &e);
+      if (e > b) k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, y + b * Cout, Cout, false);
+    });
+    return;
+  }
   parallel_run([&](int tid, int nthreads) {
     if (tid >= nb) return;
     int64_t b, e;
@@ -34,6 +88,17 @@ void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, con
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate) {
   int nb = row_blocks(M);
+  if (pointwise_uses_own_gemm(PwDirection::BackwardData, M, Cin, Cout)) {
+    const KernelTable& k = kernels();
+    const float* wt = transposed(w, Cin, Cout);  // by the calling thread, before the pool runs
+    parallel_run([&](int tid, int nthreads) {
+      if (tid >= nb) return;
+      int64_t b, e;
+      split_range(M, tid, std::min(nb, nthreads), &b, &e);
+      if (e > b) k.gemm_nn(e - b, Cout, Cin, dy + b * Cout, Cout, wt, dx + b * Cin, Cin, accumulate);
+    });
+    return;
+  }
   parallel_run([&](int tid, int nthreads) {
     if (tid >= nb) return;
     int64_t b, e;
@@ -47,7 +112,13 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
 void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* dy, float* dw,
                                 bool accumulate) {
   int nb = row_blocks(M);
+  const bool own = pointwise_uses_own_gemm(PwDirection::BackwardWeights, M, Cin, Cout);
+  const KernelTable& k = kernels();
   if (nb == 1) {
+    if (own) {
+      k.gemm_tn(M, Cin, Cout, x, Cin, dy, Cout, dw, accumulate);
+      return;
+    }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(Cin), int(Cout), int(M), 1.0f, x, int(Cin), dy,
                 int(Cout), accumulate ? 1.0f : 0.0f, dw, int(Cout));
     return;
@@ -64,7 +135,9 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
     split_range(M, tid, std::min(nb, nthreads), &b, &e);
     float* out = tid == 0 ? dw : part_base + (tid - 1) * KN;
     float beta = (tid == 0 && accumulate) ? 1.0f : 0.0f;
-    if (e > b)
+    if (own)
+      k.gemm_tn(e - b, Cin, Cout, x + b * Cin, Cin, dy + b * Cout, Cout, out, beta != 0.0f);
+    else if (e > b)
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(Cin), int(Cout), int(e - b), 1.0f, x + b * Cin,
                   int(Cin), dy + b * Cout, int(Cout), beta, out, int(Cout));
     else if (beta == 0.0f)

@@ -1,0 +1,185 @@
+// Register-blocked GEMMs for pointwise (1x1) convolutions whose channel counts are small, where
+// OpenBLAS spends its time packing (K = 16..144 against M = N*H*W = 65,536 rows). Included by
+// dwconv_avx512.cpp / dwconv_avx2.cpp right after simd_impl.h (same vector type V, same rules:
+// anonymous namespace, no std:: containers).
+//
+// Both kernels are single-threaded over a row range; ops/kernels/pointwise.cpp splits the rows
+// across the pool. No packing: the activations are already row-major [M, C], the weights are small.
+//
+//  * gemm_nn:  C[r, :] (= or +=) A[r, :] . B     A [rows, K] (stride lda), B [K, N], C [rows, N].
+//              A tile of RB rows x NV vectors of N lives in registers; each k adds one broadcast
+//              A[r, k] times NV loaded vectors of B[k, :]. Rows are taken in blocks that stay in L2
+//              while every N tile passes over them. Forward (B = W) and backward-data (B = W^T).
+//  * gemm_tn:  C[K, N] (+)= A^T . Bm summed over rows   A [rows, K], Bm [rows, N].
+//              A tile of KB input channels x NV vectors of N in registers; each row adds the
+//              broadcast A[r, k] times Bm[r, :]. Weight gradient, one partial C per thread.
+#pragma once
+
+namespace spnas {
+namespace {
+
+#if defined(SPNAS_SIMD_AVX512)
+constexpr int kGemmMaxNV = 4;   // vectors of N per tile
+constexpr int kGemmRB[5] = {0, 12, 12, 8, 6};  // rows per tile for NV vectors (<= 29 registers)
+#else
+constexpr int kGemmMaxNV = 2;
+constexpr int kGemmRB[3] = {0, 8, 6};  // 16 ymm: RB * NV accumulators + NV loads + 1 broadcast
+#endif
+constexpr int64_t kGemmRowBlock = 192;  // rows of A (and C) kept in L2 while the N tiles pass
+// gemm_tn sums over rows in register chains of at most this many terms before adding into C (a
+// float chain's rounding error grows with its length; 64 keeps it below OpenBLAS's K blocking).
+constexpr int64_t kTnRowBlock = 64;
+
+// C tile [RB rows, NV vectors] from A rows (lda) and B [K, ldb]; TAIL: the last vector is masked by m.
+template <int RB, int NV, bool TAIL>
+inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+                    M m, bool acc) {
+  R c[RB][NV];
+  static_for<RB>([&](auto i) { static_for<NV>([&](auto j) { c[i][j] = V::zero(); }); });
+  for (int64_t k = 0; k < K; ++k) {
+    const float* b = B + k * ldb;
+    R bv[NV];
+    static_for<NV>([&](auto j) { bv[j] = (TAIL && j == NV - 1) ? V::loadm(b + j * L, m) : V::load(b + j * L); });
+    static_for<RB>([&](auto i) {
+      R a = V::set1(A[i * lda + k]);
+      static_for<NV>([&](auto j) { c[i][j] = V::fma(a, bv[j], c[i][j]); });
+    });
+  }
+  static_for<RB>([&](auto i) {
+    static_for<NV>([&](auto j) {
+      float* p = C + i * ldc + j * L;
+      const bool mk = TAIL && j == NV - 1;
+      R v = c[i][j];
+      if (acc) v = V::add(v, mk ? V::loadm(p, m) : V::load(p));
+      if (mk) V::storem(p, v, m);
+      else V::store(p, v);
+    });
+  });
+}
+
+// All rows of one N tile of width NV vectors: full RB-row tiles, then the leftover rows one by one.
+template <int NV, bool TAIL>
+inline void nn_column(int64_t rows, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                      int64_t ldc, M m, bool acc) {
+  constexpr int RB = kGemmRB[NV];
+  int64_t r = 0;
+  for (; r + RB <= rows; r += RB) nn_tile<RB, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc);
+  for (; r < rows; ++r) nn_tile<1, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc);
+}
+
+template <int NV>
+inline void nn_column_any(bool tail, int64_t rows, int64_t K, const float* A, int64_t lda, const float* B,
+                          int64_t ldb, float* C, int64_t ldc, M m, bool acc) {
+  if (tail) nn_column<NV, true>(rows, K, A, lda, B, ldb, C, ldc, m, acc);
+  else nn_column<NV, false>(rows, K, A, lda, B, ldb, C, ldc, m, acc);
+}
+
+void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, float* C,
+                  int64_t ldc, bool accumulate) {
+  const int64_t nvec = (N + L - 1) / L;
+  const M tail_mask = V::mask(int(N % L == 0 ? L : N % L));
+  for (int64_t r0 = 0; r0 < rows; r0 += kGemmRowBlock) {
+    const int64_t rb = rows - r0 < kGemmRowBlock ? rows - r0 : kGemmRowBlock;
+    const float* Ab = A + r0 * lda;
+    float* Cb = C + r0 * ldc;
+    for (int64_t v0 = 0; v0 < nvec; v0 += kGemmMaxNV) {
+      const int nv = int(nvec - v0 < kGemmMaxNV ? nvec - v0 : kGemmMaxNV);
+      const bool tail = v0 + nv == nvec && N % L != 0;
+      const M m = tail ? tail_mask : V::mask(L);
+      const float* Bt = B + v0 * L;
+      float* Ct = Cb + v0 * L;
+      switch (nv) {
+        case 1: nn_column_any<1>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate); break;
+        case 2: nn_column_any<2>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate); break;
+#if defined(SPNAS_SIMD_AVX512)
+        case 3: nn_column_any<3>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate); break;
+        case 4: nn_column_any<4>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate); break;
+#endif
+        default: break;
+      }
+    }
+  }
+}
+
+// C[KB, NV vectors] += sum over rows of A[r, k0 + i] * Bm[r, :]; C has row stride ldc.
+template <int KB, int NV, bool TAIL>
+inline void tn_tile(int64_t rows, const float* A, int64_t lda, const float* Bm, int64_t ldb, float* C, int64_t ldc,
+                    M m) {
+  R c[KB][NV];
+  static_for<KB>([&](auto i) { static_for<NV>([&](auto j) { c[i][j] = V::zero(); }); });
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* b = Bm + r * ldb;
+    R bv[NV];
+    static_for<NV>([&](auto j) { bv[j] = (TAIL && j == NV - 1) ? V::loadm(b + j * L, m) : V::load(b + j * L); });
+    const float* a = A + r * lda;
+    static_for<KB>([&](auto i) {
+      R av = V::set1(a[i]);
+      static_for<NV>([&](auto j) { c[i][j] = V::fma(av, bv[j], c[i][j]); });
+    });
+  }
+  static_for<KB>([&](auto i) {
+    static_for<NV>([&](auto j) {
+      float* p = C + i * ldc + j * L;
+      const bool mk = TAIL && j == NV - 1;
+      R v = V::add(c[i][j], mk ? V::loadm(p, m) : V::load(p));
+      if (mk) V::storem(p, v, m);
+      else V::store(p, v);
+    });
+  });
+}
+
+// One N tile over all K, for `rows` rows (a block that stays in L2), in chains of kTnRowBlock rows.
+template <int NV, bool TAIL>
+inline void tn_column(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bm, int64_t ldb, float* C,
+                      int64_t ldc, M m) {
+  constexpr int KB = kGemmRB[NV];
+  int64_t k = 0;
+  for (; k + KB <= K; k += KB)
+    for (int64_t r = 0; r < rows; r += kTnRowBlock)
+      tn_tile<KB, NV, TAIL>(rows - r < kTnRowBlock ? rows - r : kTnRowBlock, A + r * lda + k, lda, Bm + r * ldb,
+                            ldb, C + k * ldc, ldc, m);
+  for (; k < K; ++k)
+    for (int64_t r = 0; r < rows; r += kTnRowBlock)
+      tn_tile<1, NV, TAIL>(rows - r < kTnRowBlock ? rows - r : kTnRowBlock, A + r * lda + k, lda, Bm + r * ldb, ldb,
+                           C + k * ldc, ldc, m);
+}
+
+template <int NV>
+inline void tn_column_any(bool tail, int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bm,
+                          int64_t ldb, float* C, int64_t ldc, M m) {
+  if (tail) tn_column<NV, true>(rows, K, A, lda, Bm, ldb, C, ldc, m);
+  else tn_column<NV, false>(rows, K, A, lda, Bm, ldb, C, ldc, m);
+}
+
+void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
+                  float* C, bool accumulate) {
+  if (!accumulate)
+    for (int64_t i = 0; i < K * N; ++i) C[i] = 0.0f;
+  const int64_t nvec = (N + L - 1) / L;
+  const M tail_mask = V::mask(int(N % L == 0 ? L : N % L));
+  // Row blocks whose A and Bm rows fit in about half of L2 while every (K, N) tile passes over them.
+  int64_t block = (int64_t(512) << 10) / ((K + N) * int64_t(sizeof(float)));
+  block = block < kTnRowBlock ? kTnRowBlock : block - block % kTnRowBlock;
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t rb = rows - r0 < block ? rows - r0 : block;
+    const float* Ab = A + r0 * lda;
+    const float* Bb = Bm + r0 * ldb;
+    for (int64_t v0 = 0; v0 < nvec; v0 += kGemmMaxNV) {
+      const int nv = int(nvec - v0 < kGemmMaxNV ? nvec - v0 : kGemmMaxNV);
+      const bool tail = v0 + nv == nvec && N % L != 0;
+      const M m = tail ? tail_mask : V::mask(L);
+      switch (nv) {
+        case 1: tn_column_any<1>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, N, m); break;
+        case 2: tn_column_any<2>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, N, m); break;
+#if defined(SPNAS_SIMD_AVX512)
+        case 3: tn_column_any<3>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, N, m); break;
+        case 4: tn_column_any<4>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, N, m); break;
+#endif
+        default: break;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace spnas
