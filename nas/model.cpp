@@ -84,6 +84,15 @@ static Var se_gate(const Var& h, const Var& wr, const Var& br, const Var& we, co
 // run and recomputed in backward (release_value): a step then keeps two of the four hidden-size
 // tensors of every block.
 Var mbconv_forward(MBConvBlock& b, const Var& x, bool training, Act act) {
+  if (!training && !grad_enabled()) {
+    // Inference: every convolution with its batch norm folded in, one pass over each output.
+    Var h = x;
+    if (b.expansion != 1) h = pwconv_bn_act(h, b.w_expand, b.bn_expand.gamma, b.bn_expand.beta, b.bn_expand.state, act);
+    Var a = dwconv_bn_act(h, b.w_dw, b.spec.stride, b.bn_dw.gamma, b.bn_dw.beta, b.bn_dw.state, act);
+    if (b.se) a = channel_scale(a, se_gate(a, b.w_se_reduce, b.b_se_reduce, b.w_se_expand, b.b_se_expand));
+    Var y = pwconv_bn_act(a, b.w_project, b.bn_project.gamma, b.bn_project.beta, b.bn_project.state, Act::None);
+    return b.spec.residual ? add(y, x) : y;
+  }
   Var h = x;
   if (b.expansion != 1) {
     Var e = b.bn_expand(pwconv(h, b.w_expand), training, act);
@@ -135,7 +144,9 @@ Var Network::stem(const Var& x, bool training) {
 }
 
 Var Network::head(const Var& x, const ForwardOptions& opt) {
-  Var h = head_bn_(pwconv(x, head_w_), opt.training, act_);
+  Var h = !opt.training && !grad_enabled()
+              ? pwconv_bn_act(x, head_w_, head_bn_.gamma, head_bn_.beta, head_bn_.state, act_)
+              : head_bn_(pwconv(x, head_w_), opt.training, act_);
   h = global_avgpool(h);
   float p = cfg_.dropout >= 0 ? cfg_.dropout : space_.dropout;
   if (opt.training && p > 0) {

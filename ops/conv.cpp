@@ -2,6 +2,7 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "engine/threads.h"
@@ -197,6 +198,62 @@ Var pwconv(const Var& x, const Var& w, int stride) {
           for (int64_t c = 0; c < Cin; ++c) d[c] += s[c];
         }
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Inference: convolution + folded batch norm + activation.
+
+static void folded_bn(const char* op, const Var& gamma, const Var& beta, const BatchNorm& bn, int64_t C,
+                      Tensor* scale, Tensor* shift) {
+  check(!grad_enabled() || !(gamma->requires_grad || beta->requires_grad), op,
+        "is inference only: call it under NoGrad (it records no gradient)");
+  check_shape(op, "gamma", gamma->value, {C});
+  check_shape(op, "beta", beta->value, {C});
+  check_shape(op, "running_mean", bn.running_mean, {C});
+  check_shape(op, "running_var", bn.running_var, {C});
+  *scale = Tensor::empty({C});
+  *shift = Tensor::empty({C});
+  for (int64_t c = 0; c < C; ++c) {
+    // As batchnorm(training = false) computes them, so the two paths round alike.
+    const float invstd = 1.0f / std::sqrt(bn.running_var.data()[c] + bn.eps);
+    const float s = gamma->value.data()[c] * invstd;
+    scale->data()[c] = s;
+    shift->data()[c] = beta->value.data()[c] - bn.running_mean.data()[c] * s;
+  }
+}
+
+Var pwconv_bn_act(const Var& x, const Var& w, const Var& gamma, const Var& beta, const BatchNorm& bn, Act act) {
+  const Tensor& X = x->value;
+  const Tensor& Wt = w->value;
+  check_nhwc("pwconv_bn_act", X);
+  check(Wt.rank() == 2 && Wt.dim(0) == X.dim(3), "pwconv_bn_act",
+        "weights must be [Cin, Cout] with Cin = " + std::to_string(X.dim(3)) + ", got " + shape_str(Wt.shape()));
+  check(!grad_enabled() || !(x->requires_grad || w->requires_grad), "pwconv_bn_act",
+        "is inference only: call it under NoGrad (it records no gradient)");
+  const int64_t M = X.dim(0) * X.dim(1) * X.dim(2), Cin = Wt.dim(0), Cout = Wt.dim(1);
+  Tensor scale, shift;
+  folded_bn("pwconv_bn_act", gamma, beta, bn, Cout, &scale, &shift);
+  Tensor Y = Tensor::empty({X.dim(0), X.dim(1), X.dim(2), Cout});
+  pointwise_forward_bn_act(M, Cin, Cout, X.data(), Wt.data(), scale.data(), shift.data(), act, Y.data());
+  return constant(Y);
+}
+
+Var dwconv_bn_act(const Var& x, const Var& w, int stride, const Var& gamma, const Var& beta, const BatchNorm& bn,
+                  Act act) {
+  const Tensor& X = x->value;
+  const Tensor& Wt = w->value;
+  check_nhwc("dwconv_bn_act", X);
+  check(Wt.rank() == 3 && Wt.dim(0) == Wt.dim(1) && Wt.dim(2) == X.dim(3), "dwconv_bn_act",
+        "weights must be [K, K, C] with C = " + std::to_string(X.dim(3)) + ", got " + shape_str(Wt.shape()));
+  check(stride == 1 || stride == 2, "dwconv_bn_act", "stride must be 1 or 2, got " + std::to_string(stride));
+  check(!grad_enabled() || !(x->requires_grad || w->requires_grad), "dwconv_bn_act",
+        "is inference only: call it under NoGrad (it records no gradient)");
+  DwConvDesc d = dwconv_desc(X.dim(0), X.dim(1), X.dim(2), X.dim(3), int(Wt.dim(0)), stride);
+  Tensor scale, shift;
+  folded_bn("dwconv_bn_act", gamma, beta, bn, d.C, &scale, &shift);
+  Tensor Y = Tensor::empty({d.N, d.OH, d.OW, d.C});
+  kernels().dwconv_bn_act_forward(d, X.data(), Wt.data(), scale.data(), shift.data(), act, Y.data());
+  return constant(Y);
 }
 
 }  // namespace spnas

@@ -62,10 +62,11 @@ struct KernelTable {
 
   // Register-blocked row-range GEMMs for small pointwise shapes (ops/kernels/gemm_simd.h), single-
   // threaded; nullptr in the reference table (pointwise then always uses OpenBLAS).
-  //   gemm_nn: C[r, :] (+)= A[r, :] * B      A [rows, K] stride lda, B [K, N], C stride ldc
+  //   gemm_nn: C[r, :] (+)= A[r, :] * B      A [rows, K] stride lda, B [K, N], C stride ldc;
+  //            with scale != nullptr the stored value is act(that * scale[n] + shift[n])
   //   gemm_tn: C[K, N] (+)= sum_r A[r, :]^T Bm[r, :]   A [rows, K] stride lda, Bm [rows, N] stride ldb
   void (*gemm_nn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, float* C,
-                  int64_t ldc, bool accumulate);
+                  int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act);
   void (*gemm_tn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
                   float* C, bool accumulate);
 };
@@ -103,6 +104,10 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
                              bool accumulate);
 void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* dy, float* dw,
                                 bool accumulate);
+// Inference: y = act(x * w * scale[n] + shift[n]) (batch norm folded into scale/shift), one pass
+// over y with our GEMM, a GEMM then bn_act_forward otherwise.
+void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w,
+                              const float* scale, const float* shift, Act act, float* y);
 enum class PwDirection { Forward, BackwardData, BackwardWeights };
 bool pointwise_uses_own_gemm(PwDirection dir, int64_t M, int64_t Cin, int64_t Cout);
 void set_pointwise_impl(const std::string& impl);  // "auto", "blas", "own"; throws otherwise

@@ -35,6 +35,14 @@ struct BatchNorm {
 // running statistics are used.
 Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act = Act::None);
 
+// Inference only (no gradient may flow: call under NoGrad): convolution + batch norm with its
+// running statistics + activation in one pass over the output, batch norm folded into a per-channel
+// scale gamma / sqrt(var + eps) and shift beta - mean * scale. Equal to conv then batchnorm(...,
+// training = false, act) up to rounding.
+Var pwconv_bn_act(const Var& x, const Var& w, const Var& gamma, const Var& beta, const BatchNorm& bn, Act act);
+Var dwconv_bn_act(const Var& x, const Var& w, int stride, const Var& gamma, const Var& beta, const BatchNorm& bn,
+                  Act act);
+
 Var relu(const Var& x);
 Var relu6(const Var& x);
 Var sigmoid(const Var& x);

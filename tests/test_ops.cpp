@@ -149,6 +149,60 @@ TEST_CASE("batchnorm statistics and running averages") {
   CHECK(bn.running_var.item() == doctest::Approx(0.9f + 0.1f * 1.25f * 4 / 3));
 }
 
+TEST_CASE("inference ops with batch norm folded in equal conv then batchnorm(eval)") {
+  Rng rng(77);
+  std::vector<std::string> isas = {"ref"};
+  for (const char* isa : {"avx2", "avx512"})
+    if (kernels_for(isa)) isas.push_back(isa);
+  for (const std::string& isa : isas)
+    for (const char* impl : {"blas", "own"})
+      for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
+        set_isa(isa);
+        set_pointwise_impl(impl);
+        INFO("isa ", isa, " pointwise ", std::string(impl), " act ", int(act));
+        for (int C : {5, 24, 37}) {
+          const int Cout = C + 11;
+          BatchNorm bn;
+          bn.running_mean = random_tensor({Cout}, rng, -0.5f, 0.5f);
+          bn.running_var = random_tensor({Cout}, rng, 0.2f, 2.0f);
+          Var gamma = leaf(random_tensor({Cout}, rng, 0.5f, 3.0f), true), beta = leaf(random_tensor({Cout}, rng), true);
+          Var x = leaf(random_tensor({2, 7, 9, C}, rng, -2.0f, 2.0f), true);
+          Var w = leaf(random_tensor({C, Cout}, rng), true);
+          NoGrad ng;
+          Tensor ref = batchnorm(pwconv(x, w), gamma, beta, bn, false, act)->value;
+          Tensor got = pwconv_bn_act(x, w, gamma, beta, bn, act)->value;
+          REQUIRE(got.shape() == ref.shape());
+          double worst = 0;
+          for (int64_t i = 0; i < ref.numel(); ++i)
+            worst = std::max(worst, std::fabs(double(got.data()[i]) - ref.data()[i]) / (1 + std::fabs(ref.data()[i])));
+          CHECK(worst < 1e-5);
+          // depthwise, both strides and kernel sizes, over Cout channels
+          BatchNorm bd = bn;
+          for (int k : {3, 5})
+            for (int stride : {1, 2}) {
+              Var xd = leaf(random_tensor({2, 7, 9, Cout}, rng, -2.0f, 2.0f), true);
+              Var wd = leaf(random_tensor({k, k, Cout}, rng), true);
+              Tensor rd = batchnorm(dwconv2d(xd, wd, stride), gamma, beta, bd, false, act)->value;
+              Tensor gd = dwconv_bn_act(xd, wd, stride, gamma, beta, bd, act)->value;
+              REQUIRE(gd.shape() == rd.shape());
+              double wd_worst = 0;
+              for (int64_t i = 0; i < rd.numel(); ++i)
+                wd_worst = std::max(wd_worst, std::fabs(double(gd.data()[i]) - rd.data()[i]) / (1 + std::fabs(rd.data()[i])));
+              CHECK(wd_worst < 1e-5);
+            }
+        }
+      }
+  set_isa("auto");
+  set_pointwise_impl("auto");
+  // Not under NoGrad: refused, naming the op.
+  BatchNorm bn;
+  bn.running_mean = Tensor::zeros({3});
+  bn.running_var = Tensor::full({3}, 1.0f);
+  Var x = leaf(random_tensor({1, 2, 2, 3}, rng), true), w = leaf(random_tensor({3, 3}, rng), true);
+  Var g = leaf(Tensor::full({3}, 1.0f), true), b = leaf(Tensor::zeros({3}), true);
+  CHECK_THROWS_WITH_AS(pwconv_bn_act(x, w, g, b, bn, Act::ReLU), doctest::Contains("pwconv_bn_act"), std::exception);
+}
+
 TEST_CASE("network ops gradients") {
   Rng rng(5);
   Var x = P(random_tensor({2, 3, 3, 4}, rng));

@@ -10,6 +10,8 @@
 //              A tile of RB rows x NV vectors of N lives in registers; each k adds one broadcast
 //              A[r, k] times NV loaded vectors of B[k, :]. Rows are taken in blocks that stay in L2
 //              while every N tile passes over them. Forward (B = W) and backward-data (B = W^T).
+//              Optional epilogue on the registers before the store: act(c * scale[n] + shift[n])
+//              (inference with batch norm folded in: one pass over the output instead of two).
 //  * gemm_tn:  C[K, N] (+)= A^T . Bm summed over rows   A [rows, K], Bm [rows, N].
 //              A tile of KB input channels x NV vectors of N in registers; each row adds the
 //              broadcast A[r, k] times Bm[r, :]. Weight gradient, one partial C per thread.
@@ -31,9 +33,16 @@ constexpr int64_t kGemmRowBlock = 192;  // rows of A (and C) kept in L2 while th
 constexpr int64_t kTnRowBlock = 64;
 
 // C tile [RB rows, NV vectors] from A rows (lda) and B [K, ldb]; TAIL: the last vector is masked by m.
+// The epilogue of gemm_nn, its scale/shift already offset to the tile's first column.
+struct NnEpilogue {
+  const float* scale = nullptr;  // nullptr: none
+  const float* shift = nullptr;
+  Act act = Act::None;
+};
+
 template <int RB, int NV, bool TAIL>
 inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-                    M m, bool acc) {
+                    M m, bool acc, const NnEpilogue& ep) {
   R c[RB][NV];
   static_for<RB>([&](auto i) { static_for<NV>([&](auto j) { c[i][j] = V::zero(); }); });
   for (int64_t k = 0; k < K; ++k) {
@@ -51,6 +60,11 @@ inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int6
       const bool mk = TAIL && j == NV - 1;
       R v = c[i][j];
       if (acc) v = V::add(v, mk ? V::loadm(p, m) : V::load(p));
+      if (ep.scale) {
+        R sc = mk ? V::loadm(ep.scale + j * L, m) : V::load(ep.scale + j * L);
+        R sh = mk ? V::loadm(ep.shift + j * L, m) : V::load(ep.shift + j * L);
+        v = act_apply(ep.act, V::fma(v, sc, sh));
+      }
       if (mk) V::storem(p, v, m);
       else V::store(p, v);
     });
@@ -60,22 +74,22 @@ inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int6
 // All rows of one N tile of width NV vectors: full RB-row tiles, then the leftover rows one by one.
 template <int NV, bool TAIL>
 inline void nn_column(int64_t rows, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-                      int64_t ldc, M m, bool acc) {
+                      int64_t ldc, M m, bool acc, const NnEpilogue& ep) {
   constexpr int RB = kGemmRB[NV];
   int64_t r = 0;
-  for (; r + RB <= rows; r += RB) nn_tile<RB, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc);
-  for (; r < rows; ++r) nn_tile<1, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc);
+  for (; r + RB <= rows; r += RB) nn_tile<RB, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep);
+  for (; r < rows; ++r) nn_tile<1, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep);
 }
 
 template <int NV>
 inline void nn_column_any(bool tail, int64_t rows, int64_t K, const float* A, int64_t lda, const float* B,
-                          int64_t ldb, float* C, int64_t ldc, M m, bool acc) {
-  if (tail) nn_column<NV, true>(rows, K, A, lda, B, ldb, C, ldc, m, acc);
-  else nn_column<NV, false>(rows, K, A, lda, B, ldb, C, ldc, m, acc);
+                          int64_t ldb, float* C, int64_t ldc, M m, bool acc, const NnEpilogue& ep) {
+  if (tail) nn_column<NV, true>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep);
+  else nn_column<NV, false>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep);
 }
 
 void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, float* C,
-                  int64_t ldc, bool accumulate) {
+                  int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act) {
   const int64_t nvec = (N + L - 1) / L;
   const M tail_mask = V::mask(int(N % L == 0 ? L : N % L));
   for (int64_t r0 = 0; r0 < rows; r0 += kGemmRowBlock) {
@@ -88,12 +102,14 @@ void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
       const M m = tail ? tail_mask : V::mask(L);
       const float* Bt = B + v0 * L;
       float* Ct = Cb + v0 * L;
+      NnEpilogue ep;
+      if (scale) ep = {scale + v0 * L, shift + v0 * L, act};
       switch (nv) {
-        case 1: nn_column_any<1>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate); break;
-        case 2: nn_column_any<2>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate); break;
+        case 1: nn_column_any<1>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep); break;
+        case 2: nn_column_any<2>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep); break;
 #if defined(SPNAS_SIMD_AVX512)
-        case 3: nn_column_any<3>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate); break;
-        case 4: nn_column_any<4>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate); break;
+        case 3: nn_column_any<3>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep); break;
+        case 4: nn_column_any<4>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep); break;
 #endif
         default: break;
       }

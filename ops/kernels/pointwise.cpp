@@ -71,7 +71,7 @@ void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, con
       if (tid >= nb) return;
       int64_t b, e;
       split_range(M, tid, std::min(nb, nthreads), &b, &e);
-      if (e > b) k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, y + b * Cout, Cout, false);
+      if (e > b) k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, y + b * Cout, Cout, false, nullptr, nullptr, Act::None);
     });
     return;
   }
@@ -85,6 +85,23 @@ void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, con
   });
 }
 
+void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w,
+                              const float* scale, const float* shift, Act act, float* y) {
+  const KernelTable& k = kernels();
+  if (!pointwise_uses_own_gemm(PwDirection::Forward, M, Cin, Cout)) {
+    pointwise_forward(M, Cin, Cout, x, w, y);
+    k.bn_act_forward(BnDesc{M, Cout, act}, y, scale, shift, y);
+    return;
+  }
+  int nb = row_blocks(M);
+  parallel_run([&](int tid, int nthreads) {
+    if (tid >= nb) return;
+    int64_t b, e;
+    split_range(M, tid, std::min(nb, nthreads), &b, &e);
+    if (e > b) k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, y + b * Cout, Cout, false, scale, shift, act);
+  });
+}
+
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate) {
   int nb = row_blocks(M);
@@ -95,7 +112,9 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
       if (tid >= nb) return;
       int64_t b, e;
       split_range(M, tid, std::min(nb, nthreads), &b, &e);
-      if (e > b) k.gemm_nn(e - b, Cout, Cin, dy + b * Cout, Cout, wt, dx + b * Cin, Cin, accumulate);
+      if (e > b)
+        k.gemm_nn(e - b, Cout, Cin, dy + b * Cout, Cout, wt, dx + b * Cin, Cin, accumulate, nullptr, nullptr,
+                  Act::None);
     });
     return;
   }
