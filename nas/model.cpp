@@ -263,6 +263,24 @@ Supernet::Supernet(const SearchSpace& space, const SupernetConfig& cfg) : scfg_(
   }
   build_head(space_.layers.back().cout, cfg);
   last_.resize(layers_.size());
+  if (cfg.threshold_margin >= 0) {
+    // With the thresholds at 0 the margins are the norms themselves (nesting included: every d is 1).
+    NoGrad ng;
+    ForwardOptions fo;
+    fo.training = false;
+    const float m = cfg.threshold_margin;
+    for (SuperLayer& L : layers_) {
+      LayerIndicators ind;
+      effective_kernel(L, ind, fo);
+      L.t_k5->value.data()[0] = ind.m_k5 - m;
+      L.t_e6->value.data()[0] = ind.m_e6 - m;
+      if (L.t_skip) L.t_skip->value.data()[0] = ind.m_skip - m;
+      if (L.se) {
+        Var n = cfg.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce);
+        L.t_se->value.data()[0] = n->value.item() - m;
+      }
+    }
+  }
 }
 
 // Warm-up regularisation of an indicator: 0 with probability p, else d / (1 - p).

@@ -110,6 +110,11 @@ struct SuperLayer {
 struct SupernetConfig : NetConfig {
   bool search_se = false;    // journal version: a fourth threshold gating an SE branch
   bool squared_norm = false;  // use ||.||^2 instead of ||.|| in the indicators
+  // < 0 (default, the paper): every threshold starts at 0. >= 0: each starts at its indicator's
+  // norm at initialisation minus this margin, so every candidate is still on but the margins start
+  // small. At full width the initial norms are 8-50, where sigma' (the straight-through gradient)
+  // is 3e-4 to 1e-21 and the thresholds cannot move within a search of a few epochs.
+  float threshold_margin = -1.0f;
 };
 
 class Supernet : public Network {

@@ -100,6 +100,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   SupernetConfig ncfg;
   ncfg.search_se = cfg.search_se;
   ncfg.squared_norm = cfg.squared_norm;
+  ncfg.threshold_margin = cfg.threshold_margin;
   ncfg.bn_momentum = cfg.bn_momentum;
   ncfg.seed = cfg.seed;
   Supernet net(space, ncfg);

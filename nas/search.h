@@ -36,6 +36,7 @@ struct SearchConfig {
   double fixed_ms = -1;            // override / CSV fixed cost
   bool search_se = false;
   bool squared_norm = false;
+  float threshold_margin = -1.0f;  // SupernetConfig::threshold_margin
   bool bilevel = false;
   float val_fraction = 0.1f;       // bi-level: held-out fraction of the training set
   float bn_momentum = 0.99f;

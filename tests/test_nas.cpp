@@ -297,6 +297,33 @@ TEST_CASE("searchable SE with d_se = 0 is bit-identical to the network without S
   CHECK(std::memcmp(yc->value.data(), yb->value.data(), sizeof(float) * yc->value.numel()) != 0);
 }
 
+TEST_CASE("threshold margin: thresholds start at the initial norms minus the margin") {
+  SearchSpace s = tiny();
+  SupernetConfig paper, near;
+  paper.search_se = near.search_se = true;
+  near.threshold_margin = 0.5f;
+  Supernet a(s, paper), b(s, near);  // same seed: same weights
+  ForwardOptions fo;
+  fo.training = false;
+  NoGrad ng;
+  for (size_t i = 0; i < a.layers().size(); ++i) {
+    LayerIndicators ia, ib;
+    a.effective_kernel(a.layers()[i], ia, fo);
+    b.effective_kernel(b.layers()[i], ib, fo);
+    CHECK(a.layers()[i].t_k5->value.item() == 0.0f);  // the paper's initialisation is untouched
+    CHECK(ia.m_k5 > 0.5f);
+    CHECK(ib.m_k5 == doctest::Approx(0.5f).epsilon(1e-4));
+    CHECK(ib.m_e6 == doctest::Approx(0.5f).epsilon(1e-4));
+    if (ib.has_skip) CHECK(ib.m_skip == doctest::Approx(0.5f).epsilon(1e-4));
+    CHECK(b.layers()[i].t_k5->value.item() == doctest::Approx(ia.m_k5 - 0.5f).epsilon(1e-5));
+    const float se_norm = l2norm(b.layers()[i].w_se_reduce)->value.item();
+    CHECK(se_norm - b.layers()[i].t_se->value.item() == doctest::Approx(0.5f).epsilon(1e-4));
+  }
+  // Every candidate is still on: the decoded supernet is all 5x5-6.
+  Arch arch = b.decode("tiny");
+  for (Choice c : arch.layers) CHECK(c == Choice::K5E6);
+}
+
 TEST_CASE("warm-up dropping: indicators are 0 or 1/0.6 with the right frequency") {
   Supernet net(tiny());
   Rng rng(11);

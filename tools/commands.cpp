@@ -87,6 +87,10 @@ int cmd_search(int argc, char** argv) {
   a.option("target-ms", "0", "T of the target form");
   a.flag("se", "search squeeze-and-excitation too (journal version)");
   a.flag("squared-norm", "use squared L2 norms in the indicators");
+  a.option("threshold-margin", "-1",
+           "< 0: thresholds start at 0 (the paper); >= 0: each starts at its norm at initialisation minus this "
+           "margin (at full width the paper's initial margins, 8-50, leave sigma' too small for the thresholds to "
+           "move in a few epochs)");
   a.flag("bilevel", "thresholds on a held-out split (default: one-level, as the reference)");
   a.option("val-fraction", "0.1", "held-out fraction for --bilevel");
   a.option("bn-momentum", "0.99", "batch-norm running-average momentum");
@@ -117,6 +121,7 @@ int cmd_search(int argc, char** argv) {
   c.runtime_mode = parse_runtime_mode(a.str("runtime-model"));
   c.search_se = a.on("se");
   c.squared_norm = a.on("squared-norm");
+  c.threshold_margin = float(a.num("threshold-margin"));
   c.bilevel = a.on("bilevel");
   c.val_fraction = float(a.num("val-fraction"));
   c.bn_momentum = float(a.num("bn-momentum"));
