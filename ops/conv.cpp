@@ -2,8 +2,8 @@
 #include <cblas.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
+#include <initializer_list>
 
 #include "engine/threads.h"
 #include "ops/ops.h"
@@ -115,15 +115,28 @@ Var conv2d_same(const Var& x, const Var& w, int stride) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Checks a depthwise convolution's input, weights [K, K, C] and stride; returns its descriptor.
+static DwConvDesc dw_args(const char* op, const Tensor& X, const Tensor& Wt, int stride) {
+  check_nhwc(op, X);
+  check(Wt.rank() == 3 && Wt.dim(0) == Wt.dim(1) && Wt.dim(2) == X.dim(3), op,
+        "weights must be [K, K, C] with C = " + std::to_string(X.dim(3)) + ", got " + shape_str(Wt.shape()) +
+            " for input " + shape_str(X.shape()));
+  check(stride == 1 || stride == 2, op, "stride must be 1 or 2, got " + std::to_string(stride));
+  return dwconv_desc(X.dim(0), X.dim(1), X.dim(2), X.dim(3), int(Wt.dim(0)), stride);
+}
+
+// Checks a pointwise convolution's input and weights [Cin, Cout].
+static void pw_args(const char* op, const Tensor& X, const Tensor& Wt) {
+  check_nhwc(op, X);
+  check(Wt.rank() == 2 && Wt.dim(0) == X.dim(3), op,
+        "weights must be [Cin, Cout] with Cin = " + std::to_string(X.dim(3)) + ", got " + shape_str(Wt.shape()) +
+            " for input " + shape_str(X.shape()));
+}
+
 Var dwconv2d(const Var& x, const Var& w, int stride) {
   const Tensor& X = x->value;
   const Tensor& Wt = w->value;
-  check_nhwc("dwconv2d", X);
-  check(Wt.rank() == 3 && Wt.dim(0) == Wt.dim(1) && Wt.dim(2) == X.dim(3), "dwconv2d",
-        "weights must be [K, K, C] with C = " + std::to_string(X.dim(3)) + ", got " + shape_str(Wt.shape()) +
-            " for input " + shape_str(X.shape()));
-  check(stride == 1 || stride == 2, "dwconv2d", "stride must be 1 or 2, got " + std::to_string(stride));
-  DwConvDesc d = dwconv_desc(X.dim(0), X.dim(1), X.dim(2), X.dim(3), int(Wt.dim(0)), stride);
+  DwConvDesc d = dw_args("dwconv2d", X, Wt, stride);
   Tensor Y = Tensor::empty({d.N, d.OH, d.OW, d.C});
   kernels().dwconv_forward(d, X.data(), Wt.data(), Y.data());
   return record("dwconv2d", Y, {x, w}, [d](Node& self) {
@@ -158,10 +171,7 @@ static Tensor subsample(const Tensor& X, int stride) {
 Var pwconv(const Var& x, const Var& w, int stride) {
   const Tensor& Xfull = x->value;
   const Tensor& Wt = w->value;
-  check_nhwc("pwconv", Xfull);
-  check(Wt.rank() == 2 && Wt.dim(0) == Xfull.dim(3), "pwconv",
-        "weights must be [Cin, Cout] with Cin = " + std::to_string(Xfull.dim(3)) + ", got " + shape_str(Wt.shape()) +
-            " for input " + shape_str(Xfull.shape()));
+  pw_args("pwconv", Xfull, Wt);
   check(stride >= 1, "pwconv", "stride must be positive");
   Tensor X = stride == 1 ? Xfull : subsample(Xfull, stride);
   int64_t M = X.dim(0) * X.dim(1) * X.dim(2), Cin = Wt.dim(0), Cout = Wt.dim(1);
@@ -203,36 +213,21 @@ Var pwconv(const Var& x, const Var& w, int stride) {
 // ---------------------------------------------------------------------------------------------
 // Inference: convolution + folded batch norm + activation.
 
-static void folded_bn(const char* op, const Var& gamma, const Var& beta, const BatchNorm& bn, int64_t C,
-                      Tensor* scale, Tensor* shift) {
-  check(!grad_enabled() || !(gamma->requires_grad || beta->requires_grad), op,
-        "is inference only: call it under NoGrad (it records no gradient)");
-  check_shape(op, "gamma", gamma->value, {C});
-  check_shape(op, "beta", beta->value, {C});
-  check_shape(op, "running_mean", bn.running_mean, {C});
-  check_shape(op, "running_var", bn.running_var, {C});
-  *scale = Tensor::empty({C});
-  *shift = Tensor::empty({C});
-  for (int64_t c = 0; c < C; ++c) {
-    // As batchnorm(training = false) computes them, so the two paths round alike.
-    const float invstd = 1.0f / std::sqrt(bn.running_var.data()[c] + bn.eps);
-    const float s = gamma->value.data()[c] * invstd;
-    scale->data()[c] = s;
-    shift->data()[c] = beta->value.data()[c] - bn.running_mean.data()[c] * s;
-  }
+// Inference ops record nothing: refuse to run where a gradient would be expected.
+static void check_inference(const char* op, std::initializer_list<const Var*> vars) {
+  bool needs = false;
+  for (const Var* v : vars) needs |= (*v)->requires_grad;
+  check(!grad_enabled() || !needs, op, "is inference only: call it under NoGrad (it records no gradient)");
 }
 
 Var pwconv_bn_act(const Var& x, const Var& w, const Var& gamma, const Var& beta, const BatchNorm& bn, Act act) {
   const Tensor& X = x->value;
   const Tensor& Wt = w->value;
-  check_nhwc("pwconv_bn_act", X);
-  check(Wt.rank() == 2 && Wt.dim(0) == X.dim(3), "pwconv_bn_act",
-        "weights must be [Cin, Cout] with Cin = " + std::to_string(X.dim(3)) + ", got " + shape_str(Wt.shape()));
-  check(!grad_enabled() || !(x->requires_grad || w->requires_grad), "pwconv_bn_act",
-        "is inference only: call it under NoGrad (it records no gradient)");
+  pw_args("pwconv_bn_act", X, Wt);
+  check_inference("pwconv_bn_act", {&x, &w, &gamma, &beta});
   const int64_t M = X.dim(0) * X.dim(1) * X.dim(2), Cin = Wt.dim(0), Cout = Wt.dim(1);
   Tensor scale, shift;
-  folded_bn("pwconv_bn_act", gamma, beta, bn, Cout, &scale, &shift);
+  batchnorm_fold("pwconv_bn_act", gamma, beta, bn, Cout, &scale, &shift);
   Tensor Y = Tensor::empty({X.dim(0), X.dim(1), X.dim(2), Cout});
   pointwise_forward_bn_act(M, Cin, Cout, X.data(), Wt.data(), scale.data(), shift.data(), act, Y.data());
   return constant(Y);
@@ -242,15 +237,10 @@ Var dwconv_bn_act(const Var& x, const Var& w, int stride, const Var& gamma, cons
                   Act act) {
   const Tensor& X = x->value;
   const Tensor& Wt = w->value;
-  check_nhwc("dwconv_bn_act", X);
-  check(Wt.rank() == 3 && Wt.dim(0) == Wt.dim(1) && Wt.dim(2) == X.dim(3), "dwconv_bn_act",
-        "weights must be [K, K, C] with C = " + std::to_string(X.dim(3)) + ", got " + shape_str(Wt.shape()));
-  check(stride == 1 || stride == 2, "dwconv_bn_act", "stride must be 1 or 2, got " + std::to_string(stride));
-  check(!grad_enabled() || !(x->requires_grad || w->requires_grad), "dwconv_bn_act",
-        "is inference only: call it under NoGrad (it records no gradient)");
-  DwConvDesc d = dwconv_desc(X.dim(0), X.dim(1), X.dim(2), X.dim(3), int(Wt.dim(0)), stride);
+  DwConvDesc d = dw_args("dwconv_bn_act", X, Wt, stride);
+  check_inference("dwconv_bn_act", {&x, &w, &gamma, &beta});
   Tensor scale, shift;
-  folded_bn("dwconv_bn_act", gamma, beta, bn, d.C, &scale, &shift);
+  batchnorm_fold("dwconv_bn_act", gamma, beta, bn, d.C, &scale, &shift);
   Tensor Y = Tensor::empty({d.N, d.OH, d.OW, d.C});
   kernels().dwconv_bn_act_forward(d, X.data(), Wt.data(), scale.data(), shift.data(), act, Y.data());
   return constant(Y);

@@ -96,20 +96,19 @@ void bn_act_backward_data_ref(const BnDesc&, const float* x, const float* scale,
 //   forward:          Y[M, Cout]  = X[M, Cin] * W[Cin, Cout]
 //   backward data:    dX[M, Cin] (+)= dY[M, Cout] * W^T
 //   backward weights: dW[Cin, Cout] (+)= X^T * dY   (per-thread partial sums, then a reduction)
-// Each product runs either as OpenBLAS sgemm calls or, for the shapes where OpenBLAS mostly packs
-// (many rows, few channels), through the table's gemm_nn / gemm_tn; pointwise_uses_own_gemm()
-// tells which. SPNAS_PW=blas|own|auto (or set_pointwise_impl) forces a choice, e.g. to race them.
+// Each product runs through the table's gemm_nn / gemm_tn when it has them (AVX2, AVX-512), else
+// as OpenBLAS sgemm calls; pointwise_uses_own_gemm() tells which. SPNAS_PW=blas|own|auto (or
+// set_pointwise_impl) forces a choice, e.g. to race them.
 void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y);
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate);
 void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* dy, float* dw,
                                 bool accumulate);
 // Inference: y = act(x * w * scale[n] + shift[n]) (batch norm folded into scale/shift), one pass
-// over y with our GEMM, a GEMM then bn_act_forward otherwise.
+// over y with our GEMM, a GEMM then bn_act_forward otherwise; scale == nullptr: y = x * w.
 void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w,
                               const float* scale, const float* shift, Act act, float* y);
-enum class PwDirection { Forward, BackwardData, BackwardWeights };
-bool pointwise_uses_own_gemm(PwDirection dir, int64_t M, int64_t Cin, int64_t Cout);
+bool pointwise_uses_own_gemm();
 void set_pointwise_impl(const std::string& impl);  // "auto", "blas", "own"; throws otherwise
 
 }  // namespace spnas

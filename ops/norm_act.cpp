@@ -6,14 +6,42 @@
 
 namespace spnas {
 
+static void check_bn_params(const char* op, const Var& gamma, const Var& beta, const BatchNorm& bn, int64_t C) {
+  check_shape(op, "gamma", gamma->value, {C});
+  check_shape(op, "beta", beta->value, {C});
+  check_shape(op, "running_mean", bn.running_mean, {C});
+  check_shape(op, "running_var", bn.running_var, {C});
+}
+
+// Evaluation mode's 1 / sqrt(running_var + eps).
+static void running_invstd(const BatchNorm& bn, float* invstd) {
+  for (int64_t c = 0; c < bn.running_var.numel(); ++c) invstd[c] = 1.0f / std::sqrt(bn.running_var.data()[c] + bn.eps);
+}
+
+// scale = gamma * invstd, shift = beta - mean * scale: y = x * scale + shift.
+static void scale_shift(const Var& gamma, const Var& beta, const float* mean, const float* invstd, int64_t C,
+                        Tensor* scale, Tensor* shift) {
+  *scale = Tensor::empty({C});
+  *shift = Tensor::empty({C});
+  for (int64_t c = 0; c < C; ++c) {
+    scale->data()[c] = gamma->value.data()[c] * invstd[c];
+    shift->data()[c] = beta->value.data()[c] - mean[c] * scale->data()[c];
+  }
+}
+
+void batchnorm_fold(const char* op, const Var& gamma, const Var& beta, const BatchNorm& bn, int64_t C, Tensor* scale,
+                    Tensor* shift) {
+  check_bn_params(op, gamma, beta, bn, C);
+  Tensor invstd = Tensor::empty({C});
+  running_invstd(bn, invstd.data());
+  scale_shift(gamma, beta, bn.running_mean.data(), invstd.data(), C, scale, shift);
+}
+
 Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act) {
   const Tensor& X = x->value;
   check(X.rank() >= 2, "batchnorm", "input needs a channel axis, got " + shape_str(X.shape()));
   const int64_t C = X.dim(-1), M = X.numel() / C;
-  check_shape("batchnorm", "gamma", gamma->value, {C});
-  check_shape("batchnorm", "beta", beta->value, {C});
-  check_shape("batchnorm", "running_mean", bn.running_mean, {C});
-  check_shape("batchnorm", "running_var", bn.running_var, {C});
+  check_bn_params("batchnorm", gamma, beta, bn, C);
   const KernelTable& K = kernels();
   BnDesc d{M, C, act};
 
@@ -30,13 +58,10 @@ Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bo
     }
   } else {
     mean.copy_from(bn.running_mean);
-    for (int64_t c = 0; c < C; ++c) invstd.data()[c] = 1.0f / std::sqrt(bn.running_var.data()[c] + bn.eps);
+    running_invstd(bn, invstd.data());
   }
-  Tensor scale = Tensor::empty({C}), shift = Tensor::empty({C});
-  for (int64_t c = 0; c < C; ++c) {
-    scale.data()[c] = gamma->value.data()[c] * invstd.data()[c];
-    shift.data()[c] = beta->value.data()[c] - mean.data()[c] * scale.data()[c];
-  }
+  Tensor scale, shift;
+  scale_shift(gamma, beta, mean.data(), invstd.data(), C, &scale, &shift);
   Tensor Y = Tensor::empty(X.shape());
   K.bn_act_forward(d, X.data(), scale.data(), shift.data(), Y.data());
 

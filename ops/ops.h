@@ -35,6 +35,11 @@ struct BatchNorm {
 // running statistics are used.
 Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act = Act::None);
 
+// Evaluation mode's batch norm as y = x * scale + shift (the running statistics folded in; checks
+// the parameters' shapes against C, naming op). The same arithmetic as batchnorm(training = false).
+void batchnorm_fold(const char* op, const Var& gamma, const Var& beta, const BatchNorm& bn, int64_t C, Tensor* scale,
+                    Tensor* shift);
+
 // Inference only (no gradient may flow: call under NoGrad): convolution + batch norm with its
 // running statistics + activation in one pass over the output, batch norm folded into a per-channel
 // scale gamma / sqrt(var + eps) and shift beta - mean * scale. Equal to conv then batchnorm(...,

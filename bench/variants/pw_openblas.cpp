@@ -1,4 +1,4 @@
-// Variant: our pointwise with every product on the row-split OpenBLAS path (what 'ours' was before the register-blocked GEMMs), to see where the automatic choice (SPNAS_PW=auto) wins or loses.
+// Variant: our pointwise with every product on the row-split OpenBLAS path (SPNAS_PW=blas), to race it against our register-blocked GEMMs, which "ours" uses.
 #include "bench/variants/variant.h"
 
 namespace {

@@ -1,6 +1,6 @@
 // Pointwise (1x1) convolution as one GEMM over N*H*W rows, split into row blocks across the engine's
-// thread pool; each block is one single-threaded OpenBLAS sgemm, or our register-blocked kernel
-// (KernelTable::gemm_nn / gemm_tn) for the shapes where OpenBLAS spends its time packing. No layout
+// thread pool; each block is one call of our register-blocked kernel (KernelTable::gemm_nn /
+// gemm_tn) or, with the reference table or SPNAS_PW=blas, a single-threaded OpenBLAS sgemm. No layout
 // copies: NHWC activations are already a row-major [M, C] matrix.
 #include <cblas.h>
 
@@ -22,6 +22,17 @@ static int row_blocks(int64_t M) {
   return nt;
 }
 
+// f(tid, b, e) for each of the nb row blocks [b, e) of M rows, one per pool thread.
+template <class F>
+static void for_row_blocks(int64_t M, int nb, const F& f) {
+  parallel_run([&](int tid, int nthreads) {
+    if (tid >= nb) return;
+    int64_t b, e;
+    split_range(M, tid, std::min(nb, nthreads), &b, &e);
+    f(tid, b, e);
+  });
+}
+
 // ---- which GEMM -------------------------------------------------------------------------------
 static int g_pw_impl = -1;  // -1 undecided, 0 auto, 1 blas, 2 own
 
@@ -32,28 +43,17 @@ void set_pointwise_impl(const std::string& impl) {
   else throw std::invalid_argument("pointwise implementation must be auto, blas or own, got '" + impl + "'");
 }
 
-static int pw_impl() {
+// From bench_conv on the cifar10 space's 19 batch-64 shapes, idle machine (the pw_openblas
+// variant against ours, bench/README.md): the register-blocked products are 1.48x (forward), 1.27x
+// (backward-data) and 1.43x (backward-weights) faster than row-split OpenBLAS by geometric mean,
+// worst shape 0.87x (96 -> 576 forward). So "auto" is ours whenever the ISA table has it.
+bool pointwise_uses_own_gemm() {
   if (g_pw_impl < 0) {
     const char* e = std::getenv("SPNAS_PW");
     set_pointwise_impl(e && *e ? e : "auto");
   }
-  return g_pw_impl;
-}
-
-bool pointwise_uses_own_gemm(PwDirection dir, int64_t M, int64_t Cin, int64_t Cout) {
   const KernelTable& k = kernels();
-  if (!k.gemm_nn || !k.gemm_tn) return false;
-  const int impl = pw_impl();
-  if (impl != 0) return impl == 2;
-  // From bench_conv on the cifar10 space's 19 batch-64 shapes, idle machine (the pw_openblas and
-  // pw_own variants, bench/README.md): the register-blocked products are 1.48x (forward), 1.27x
-  // (backward-data) and 1.43x (backward-weights) faster than row-split OpenBLAS by geometric mean;
-  // the worst shape is 0.87x (96 -> 576 forward). So: always ours when the ISA table has it.
-  (void)dir;
-  (void)M;
-  (void)Cin;
-  (void)Cout;
-  return true;
+  return k.gemm_nn && k.gemm_tn && g_pw_impl != 1;
 }
 
 // W^T [Cout, Cin] for the backward-data product, in a buffer reused across calls.
@@ -66,64 +66,41 @@ static const float* transposed(const float* w, int64_t Cin, int64_t Cout) {
 }
 
 void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y) {
-  int nb = row_blocks(M);
-  if (pointwise_uses_own_gemm(PwDirection::Forward, M, Cin, Cout)) {
-    const KernelTable& k = kernels();
-    parallel_run([&](int tid, int nthreads) {
-      if (tid >= nb) return;
-      int64_t b, e;
-      split_range(M, tid, std::min(nb, nthreads), &b, &e);
-      if (e > b) k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, y + b * Cout, Cout, false, nullptr, nullptr, Act::None);
-    });
-    return;
-  }
-  parallel_run([&](int tid, int nthreads) {
-    if (tid >= nb) return;
-    int64_t b, e;
-    split_range(M, tid, std::min(nb, nthreads), &b, &e);
-    if (e > b)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(e - b), int(Cout), int(Cin), 1.0f, x + b * Cin,
-                  int(Cin), w, int(Cout), 0.0f, y + b * Cout, int(Cout));
-  });
+  pointwise_forward_bn_act(M, Cin, Cout, x, w, nullptr, nullptr, Act::None, y);
 }
 
 void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w,
                               const float* scale, const float* shift, Act act, float* y) {
   const KernelTable& k = kernels();
-  if (!pointwise_uses_own_gemm(PwDirection::Forward, M, Cin, Cout)) {
-    pointwise_forward(M, Cin, Cout, x, w, y);
-    k.bn_act_forward(BnDesc{M, Cout, act}, y, scale, shift, y);
+  const int nb = row_blocks(M);
+  if (pointwise_uses_own_gemm()) {
+    for_row_blocks(M, nb, [&](int, int64_t b, int64_t e) {
+      if (e > b) k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, y + b * Cout, Cout, false, scale, shift, act);
+    });
     return;
   }
-  int nb = row_blocks(M);
-  parallel_run([&](int tid, int nthreads) {
-    if (tid >= nb) return;
-    int64_t b, e;
-    split_range(M, tid, std::min(nb, nthreads), &b, &e);
-    if (e > b) k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, y + b * Cout, Cout, false, scale, shift, act);
+  for_row_blocks(M, nb, [&](int, int64_t b, int64_t e) {
+    if (e > b)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(e - b), int(Cout), int(Cin), 1.0f, x + b * Cin,
+                  int(Cin), w, int(Cout), 0.0f, y + b * Cout, int(Cout));
   });
+  if (scale) k.bn_act_forward(BnDesc{M, Cout, act}, y, scale, shift, y);
 }
 
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate) {
-  int nb = row_blocks(M);
-  if (pointwise_uses_own_gemm(PwDirection::BackwardData, M, Cin, Cout)) {
+  const int nb = row_blocks(M);
+  if (pointwise_uses_own_gemm()) {
     const KernelTable& k = kernels();
     const float* wt = transposed(w, Cin, Cout);  // by the calling thread, before the pool runs
-    parallel_run([&](int tid, int nthreads) {
-      if (tid >= nb) return;
-      int64_t b, e;
-      split_range(M, tid, std::min(nb, nthreads), &b, &e);
+    for_row_blocks(M, nb, [&](int, int64_t b, int64_t e) {
       if (e > b)
         k.gemm_nn(e - b, Cout, Cin, dy + b * Cout, Cout, wt, dx + b * Cin, Cin, accumulate, nullptr, nullptr,
                   Act::None);
     });
     return;
   }
-  parallel_run([&](int tid, int nthreads) {
-    if (tid >= nb) return;
-    int64_t b, e;
-    split_range(M, tid, std::min(nb, nthreads), &b, &e);
+  for_row_blocks(M, nb, [&](int, int64_t b, int64_t e) {
     if (e > b)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(e - b), int(Cin), int(Cout), 1.0f, dy + b * Cout,
                   int(Cout), w, int(Cout), accumulate ? 1.0f : 0.0f, dx + b * Cin, int(Cin));
@@ -132,8 +109,8 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
 
 void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* dy, float* dw,
                                 bool accumulate) {
-  int nb = row_blocks(M);
-  const bool own = pointwise_uses_own_gemm(PwDirection::BackwardWeights, M, Cin, Cout);
+  const int nb = row_blocks(M);
+  const bool own = pointwise_uses_own_gemm();
   const KernelTable& k = kernels();
   if (nb == 1) {
     if (own) {
@@ -150,10 +127,7 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
   static thread_local std::vector<float> parts;
   if (parts.size() < size_t(nb - 1) * KN) parts.resize(size_t(nb - 1) * KN);
   float* part_base = parts.data();  // the pool threads must use the caller's buffer, not their own thread_local
-  parallel_run([&](int tid, int nthreads) {
-    if (tid >= nb) return;
-    int64_t b, e;
-    split_range(M, tid, std::min(nb, nthreads), &b, &e);
+  for_row_blocks(M, nb, [&](int tid, int64_t b, int64_t e) {
     float* out = tid == 0 ? dw : part_base + (tid - 1) * KN;
     float beta = (tid == 0 && accumulate) ? 1.0f : 0.0f;
     if (own)
