@@ -148,30 +148,40 @@ int main(int argc, char** argv) {
   SearchSpace space = load_space("cifar10");
   std::vector<Arch> archs = random_archs(space, n_archs, seed);
 
+  // Options shared by every profile and measurement of this run (the backend is set per part).
+  auto profile_options = [&](const Config& c) {
+    ProfileOptions po;
+    po.batch = c.batch;
+    po.threads = c.threads;
+    po.reps = reps;
+    po.min_seconds = min_seconds;
+    po.progress = progress;
+    po.context_rounds = context_rounds;
+    po.clock = clock;
+    return po;
+  };
+  auto measure_options = [&](const Config& c) {
+    MeasureOptions mo;
+    mo.batch = c.batch;
+    mo.threads = c.threads;
+    mo.reps = reps;
+    mo.min_seconds = min_seconds;
+    mo.clock = clock;
+    return mo;
+  };
+
   if (do_validation) {
     for (const std::string& cs : configs) {
       Config c = parse_config(cs);
-      ProfileOptions po;
-      po.batch = c.batch;
-      po.threads = c.threads;
-      po.reps = reps;
-      po.min_seconds = min_seconds;
-      po.progress = progress;
+      ProfileOptions po = profile_options(c);
       po.backend = backend;
-      po.context_rounds = context_rounds;
-      po.clock = clock;
       ProfileResult pr = profile_space_full(space, po);
       if (!out_dir.empty())
         save_latency_table(out_dir + "/table_cifar10_b" + std::to_string(c.batch) + "_t" + std::to_string(c.threads) +
                                ".json",
                            pr.table);
-      MeasureOptions mo;
-      mo.batch = c.batch;
-      mo.threads = c.threads;
-      mo.reps = reps;
-      mo.min_seconds = min_seconds;
+      MeasureOptions mo = measure_options(c);
       mo.backend = backend;
-      mo.clock = clock;
       std::vector<LatencyMeasurement> meas = measure_archs_latency(archs, mo);
       std::vector<double> p, m;
       double max_spread = 0;
@@ -200,14 +210,7 @@ int main(int argc, char** argv) {
 
   if (do_predictor) {
     Config c = parse_config(pred_config);
-    ProfileOptions po;
-    po.batch = c.batch;
-    po.threads = c.threads;
-    po.reps = reps;
-    po.min_seconds = min_seconds;
-    po.progress = progress;
-    po.context_rounds = context_rounds;
-    po.clock = clock;
+    ProfileOptions po = profile_options(c);
     std::vector<PieceSample> train;
     for (float w : train_widths) {
       SpaceOptions so;
@@ -249,13 +252,7 @@ int main(int argc, char** argv) {
     // End to end with the predicted table vs the measured table.
     std::vector<Arch> tarchs = random_archs(test_space, n_archs, seed + 1);
     for (Arch& a : tarchs) a.width = test_width;
-    MeasureOptions mo;
-    mo.batch = c.batch;
-    mo.threads = c.threads;
-    mo.reps = reps;
-    mo.min_seconds = min_seconds;
-    mo.clock = clock;
-    std::vector<LatencyMeasurement> meas = measure_archs_latency(tarchs, mo);
+    std::vector<LatencyMeasurement> meas = measure_archs_latency(tarchs, measure_options(c));
     std::vector<double> pp, pm, m;
     for (size_t i = 0; i < tarchs.size(); ++i) {
       pp.push_back(predict_runtime(ptab, tarchs[i]));
