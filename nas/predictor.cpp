@@ -131,14 +131,6 @@ std::vector<double> weighted_column(const std::vector<double>& x, const std::vec
   return c;
 }
 
-std::string fmt(double v, int prec) {
-  std::ostringstream o;
-  o.setf(std::ios::fixed);
-  o.precision(prec);
-  o << v;
-  return o.str();
-}
-
 }  // namespace
 
 std::vector<std::string> predictor_feature_names(const std::string& kind) {

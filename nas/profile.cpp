@@ -517,14 +517,6 @@ struct ThreadScope {
   ~ThreadScope() { set_num_threads(prev); }
 };
 
-std::string fmt(double v, int prec = 3) {
-  std::ostringstream o;
-  o.setf(std::ios::fixed);
-  o.precision(prec);
-  o << v;
-  return o.str();
-}
-
 }  // namespace
 
 double quantile(std::vector<double> v, double q) {

@@ -109,4 +109,10 @@ Schedule make_schedule(const LrConfig& c, int64_t spe, int64_t total_steps) {
   return s;
 }
 
+std::string fmt(double v, int prec) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", prec, v);
+  return buf;
+}
+
 }  // namespace spnas

@@ -41,6 +41,9 @@ void make_dirs(const std::string& dir);
 std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, ParamSet& ps, float weight_decay);
 // The whole file as bytes; throws "WHAT: cannot open 'PATH'".
 std::string read_text_file(const std::string& path, const std::string& what);
+
+// v with `prec` digits after the point ("%.*f"), for messages and reports.
+std::string fmt(double v, int prec = 3);
 // Parses JSON; throws "WHAT 'SOURCE': not valid JSON: ..." on malformed text.
 nlohmann::json parse_json(const std::string& text, const std::string& what, const std::string& source);
 
