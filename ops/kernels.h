@@ -24,6 +24,10 @@ struct DwConvDesc {
 };
 DwConvDesc dwconv_desc(int64_t N, int64_t H, int64_t W, int64_t C, int K, int S);
 
+// The SIMD depthwise kernels write outputs of at least this many bytes with non-temporal stores
+// (when C is a multiple of the vector width and the output is vector-aligned, and not accumulating).
+constexpr int64_t kDwStreamBytes = int64_t(8) << 20;
+
 // Batch-norm apply + activation over M = N*H*W rows of C channels: y = act(x * scale[c] + shift[c]).
 // Backward (training mode) of y = act(gamma * (x - mean) * invstd + beta):
 //   g = dy * act'(x * scale + shift)   (the forward's scale/shift: the mask is recomputed from x, so
