@@ -16,7 +16,10 @@
 //                            [--min-seconds 0.3] [--skip-validation] [--skip-predictor]
 //                            [--train-widths 0.5,1.0] [--test-width 0.75] [--pred-config 1x1]
 //                            [--out DIR] [--backend spnas|onednn] [--context-rounds 3]
-//                            [--clock wall|cpu] [--verbose]
+//                            [--clock wall|cpu] [--quantile 0.5] [--no-bracket] [--verbose]
+//
+// The architectures are measured before and after the profile (geometric mean of the two; the drift
+// between them is reported); --no-bracket measures them once, after.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -77,6 +80,12 @@ struct Errors {
   double mean = 0, worst = 0, tau = 0, bias = 0;
 };
 
+std::string fmt_pct(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%+.1f %%", v);
+  return b;
+}
+
 Errors compare(const std::vector<double>& pred, const std::vector<double>& meas) {
   Errors e;
   for (size_t i = 0; i < pred.size(); ++i) {
@@ -101,6 +110,8 @@ int main(int argc, char** argv) {
   int n_archs = 20, reps = 30;
   uint64_t seed = 1;
   double min_seconds = 0.3;
+  double quantile = 0.5;
+  bool bracket = true;
   bool do_validation = true, do_predictor = true, verbose = false;
   std::vector<float> train_widths = {0.5f, 1.0f};
   float test_width = 0.75f;
@@ -121,6 +132,8 @@ int main(int argc, char** argv) {
     else if (a == "--seed") seed = std::strtoull(next().c_str(), nullptr, 10);
     else if (a == "--reps") reps = std::atoi(next().c_str());
     else if (a == "--min-seconds") min_seconds = std::atof(next().c_str());
+    else if (a == "--quantile") quantile = std::atof(next().c_str());
+    else if (a == "--no-bracket") bracket = false;
     else if (a == "--skip-validation") do_validation = false;
     else if (a == "--skip-predictor") do_predictor = false;
     else if (a == "--train-widths") {
@@ -158,6 +171,7 @@ int main(int argc, char** argv) {
     po.progress = progress;
     po.context_rounds = context_rounds;
     po.clock = clock;
+    po.quantile = quantile;
     return po;
   };
   auto measure_options = [&](const Config& c) {
@@ -167,6 +181,7 @@ int main(int argc, char** argv) {
     mo.reps = reps;
     mo.min_seconds = min_seconds;
     mo.clock = clock;
+    mo.quantile = quantile;
     return mo;
   };
 
@@ -175,19 +190,29 @@ int main(int argc, char** argv) {
       Config c = parse_config(cs);
       ProfileOptions po = profile_options(c);
       po.backend = backend;
+      MeasureOptions mo = measure_options(c);
+      mo.backend = backend;
+      // The architectures are measured before and after the profile, and each one's measured latency
+      // is the geometric mean of the two: a machine that drifts (other tenants' load; seen here: +3 to
+      // +9 % over two minutes) then moves both sides of the comparison alike. The drift is reported.
+      std::vector<LatencyMeasurement> before;
+      if (bracket) before = measure_archs_latency(archs, mo);
       ProfileResult pr = profile_space_full(space, po);
       if (!out_dir.empty())
         save_latency_table(out_dir + "/table_cifar10_b" + std::to_string(c.batch) + "_t" + std::to_string(c.threads) +
                                ".json",
                            pr.table);
-      MeasureOptions mo = measure_options(c);
-      mo.backend = backend;
       std::vector<LatencyMeasurement> meas = measure_archs_latency(archs, mo);
       std::vector<double> p, m;
-      double max_spread = 0;
+      double max_spread = 0, drift = 0;
       for (size_t i = 0; i < archs.size(); ++i) {
         p.push_back(predict_runtime(pr.table, archs[i]));
-        m.push_back(meas[i].median_ms);
+        if (bracket) {
+          m.push_back(std::sqrt(before[i].ms * meas[i].ms));
+          drift += (meas[i].ms / before[i].ms - 1) * 100 / double(archs.size());
+        } else {
+          m.push_back(meas[i].ms);
+        }
         max_spread = std::max(max_spread, (meas[i].p90_ms - meas[i].p10_ms) / meas[i].median_ms);
         if (verbose)
           std::printf("    arch %2zu  predicted %9.3f ms  measured %9.3f ms (p10 %.3f, p90 %.3f, n %d)  %+6.2f %%  %s\n",
@@ -201,9 +226,9 @@ int main(int argc, char** argv) {
       std::printf(
           "additive model (%s, %s clock), batch %d / %d thread(s): fixed %.3f ms, measured %.3f..%.3f ms; mean |err| %.2f %% "
           "(target 3), worst %.2f %% (target 8), bias %+.2f %%, Kendall tau %.3f (target 0.9), measurement "
-          "spread up to %.1f %%: %s\n",
+          "spread up to %.1f %%%s: %s\n",
           backend.c_str(), clock.c_str(), c.batch, c.threads, pr.table.fixed_ms, lo, hi, e.mean, e.worst, e.bias, e.tau, max_spread * 100,
-          verdict(ok));
+          bracket ? (", drift during the profile " + fmt_pct(drift)).c_str() : "", verdict(ok));
       std::fflush(stdout);
     }
   }
@@ -257,7 +282,7 @@ int main(int argc, char** argv) {
     for (size_t i = 0; i < tarchs.size(); ++i) {
       pp.push_back(predict_runtime(ptab, tarchs[i]));
       pm.push_back(predict_runtime(truth.table, tarchs[i]));
-      m.push_back(meas[i].median_ms);
+      m.push_back(meas[i].ms);
     }
     Errors ep = compare(pp, m), em = compare(pm, m);
     std::printf(

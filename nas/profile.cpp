@@ -2,6 +2,7 @@
 #include "nas/run_util.h"
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -70,6 +71,11 @@ Tensor he_normal(Rng& rng, const Shape& shape, int64_t fan_out) {
 // number of threads ("cpu": on a machine shared with other jobs it leaves out the time the process
 // was not running; on an idle machine the two agree). Set for the duration of a measurement.
 bool g_cpu_clock = false;
+
+void check_quantile(double q) {
+  if (!(q > 0 && q < 1))
+    throw std::runtime_error("latency quantile must be in (0, 1) (0.5: the median), got " + fmt(q, 3));
+}
 int g_cpu_threads = 1;
 
 double stamp_now() {
@@ -444,6 +450,27 @@ struct RoundRobinStats {
 // Runs run_one(i) for every item round-robin: `warmup` rounds untimed, then rounds until every item
 // has at least `reps` undisturbed runs and `min_seconds` of their measured time (or the limits).
 // commit(i, keep) is called after every timed run: keep is false for a preempted run.
+// One end-to-end run of a decoded network, as `latency` measures it: inference (NoGrad, frozen batch
+// norm) or a training step (forward + cross-entropy + backward). Returns the milliseconds.
+double run_child(ChildNet& net, const Var& images, const std::vector<int>& labels, bool training_step, Rng& rng) {
+  if (!training_step) {
+    NoGrad ng;
+    ForwardOptions fo;
+    fo.training = false;
+    double t0 = stamp_now();
+    Var logits = net.forward(images, fo);
+    return span(t0, stamp_now());
+  }
+  net.params().zero_grad();
+  ForwardOptions fo;
+  fo.training = true;
+  fo.rng = &rng;
+  double t0 = stamp_now();
+  Var loss = softmax_cross_entropy(net.forward(images, fo), labels, 0.1f);
+  backward(loss);
+  return span(t0, stamp_now());
+}
+
 RoundRobinStats round_robin(int items, int warmup, int reps, double min_seconds, int max_reps, double max_seconds,
                             bool drop_preempted, const std::function<double(int item)>& run_one,
                             const std::function<void(int item, bool keep)>& commit) {
@@ -587,6 +614,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   ProfileResult res;
   ThreadScope threads(opt.threads);
   ClockScope clock_scope(opt.clock, opt.threads);
+  check_quantile(opt.quantile);
   if (opt.pin && !pin_for_timing(opt.threads)) {
     res.warnings.push_back("could not pin the engine's threads to CPUs (timings may move between cores)");
     say("warning: " + res.warnings.back());
@@ -688,7 +716,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
     say("warning: " + res.warnings.back());
   }
 
-  auto med = [&](int n, int p) { return quantile(times[n][p], 0.5); };
+  auto med = [&](int n, int p) { return quantile(times[n][p], opt.quantile); };
   auto spread_of = [&](int n, int p) {
     double m = quantile(times[n][p], 0.5);
     return m > 0 ? (quantile(times[n][p], 0.9) - quantile(times[n][p], 0.1)) / m : 0.0;
@@ -705,6 +733,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   t.isa = opt.backend == "spnas" ? kernels().name : "onednn";
   t.mode = opt.training_step ? "training" : "inference";
   t.backend = opt.backend;
+  t.quantile = opt.quantile;
 
   // Fixed part: stem, fixed layers, head; per network the median of their per-run sum.
   // The stem, the fixed layers and the head of network n (piece indices).
@@ -721,7 +750,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
     for (int p : fixed_pieces(n))
       for (size_t r = 0; r < runs; ++r) sums[r] += times[n][p][r];
     double m = quantile(sums, 0.5);
-    fixed_sum += m;
+    fixed_sum += quantile(sums, opt.quantile);
     fixed_spread = std::max(fixed_spread, m > 0 ? (quantile(sums, 0.9) - quantile(sums, 0.1)) / m : 0.0);
   }
   t.fixed_ms = fixed_sum / double(nets.size());
@@ -770,6 +799,69 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
     c.se = se_n ? se_extra / se_n : 0.0;
     t.layers.push_back(c);
   }
+  // Calibration. An entry is a piece's statistic (median or lower quantile) averaged over random
+  // neighbours, but what a table must predict is a whole network's statistic, and that is not the
+  // sum of its pieces' statistics: noise is right-skewed (a run slowed in one piece is not slowed in
+  // the others), so a total's statistic exceeds the sum of its pieces' (by 1-2 % of a network at
+  // the median here), and by an amount that depends on what the network is made of. With
+  // `calibrate`, the residual of each profiled network without SE (the statistic of its per-run
+  // totals - fixed - its entries) is fitted by ridge least squares as a constant plus a
+  // per-candidate cost per layer; the constant goes into the fixed cost, each candidate's term into
+  // every layer's entry for it. The totals come from the same runs: no extra measurement, and no
+  // drift between the two. Few networks (context_rounds < 3): only the constant.
+  if (opt.calibrate) {
+    std::vector<std::array<double, 5>> rows;
+    std::vector<double> resid;
+    for (size_t n = 0; n < nets.size(); ++n) {
+      if (plans[n].se) continue;
+      const size_t runs = times[n][0].size();
+      std::vector<double> total(runs, 0.0);
+      for (size_t p = 0; p < times[n].size(); ++p)
+        for (size_t r = 0; r < runs; ++r) total[r] += times[n][p][r];
+      std::array<double, 5> row = {1, 0, 0, 0, 0};
+      double pred = t.fixed_ms;
+      for (int l = 0; l < L; ++l) {
+        const Choice ch = plans[n].choice[size_t(l)];
+        if (ch == Choice::Skip) continue;
+        row[size_t(1 + int(ch))] += 1;
+        pred += t.layers[size_t(l)].cost(ch);
+      }
+      rows.push_back(row);
+      resid.push_back(quantile(total, opt.quantile) - pred);
+    }
+    const int nu = rows.size() >= 10 ? 5 : 1;
+    double ata[5][6] = {};
+    for (size_t i = 0; i < rows.size(); ++i)
+      for (int j = 0; j < nu; ++j) {
+        for (int k = 0; k < nu; ++k) ata[j][k] += rows[i][size_t(j)] * rows[i][size_t(k)];
+        ata[j][5] += rows[i][size_t(j)] * resid[i];
+      }
+    for (int j = 1; j < nu; ++j) ata[j][j] += 1.0;  // ridge: one layer's worth of shrinkage towards 0
+    // Gauss-Jordan elimination with partial pivoting on the nu x nu system.
+    for (int c = 0; c < nu; ++c) {
+      int piv = c;
+      for (int r = c + 1; r < nu; ++r)
+        if (std::fabs(ata[r][c]) > std::fabs(ata[piv][c])) piv = r;
+      for (int k = 0; k < 6; ++k) std::swap(ata[c][k], ata[piv][k]);
+      for (int r = 0; r < nu; ++r) {
+        if (r == c || ata[c][c] == 0) continue;
+        const double f = ata[r][c] / ata[c][c];
+        for (int k = c; k < 6; ++k) ata[r][k] -= f * ata[c][k];
+      }
+    }
+    double coef[5] = {};
+    for (int j = 0; j < nu; ++j) coef[j] = ata[j][j] != 0 ? ata[j][5] / ata[j][j] : 0.0;
+    t.fixed_calibration_ms = coef[0];
+    t.fixed_ms += coef[0];
+    for (int k = 0; k < 4; ++k) t.candidate_calibration_ms[k] = coef[1 + k];
+    for (LayerCost& c : t.layers) {
+      double* slot[4] = {&c.k3_e3, &c.k3_e6, &c.k5_e3, &c.k5_e6};
+      for (int k = 0; k < 4; ++k) *slot[k] = std::max(1e-6, *slot[k] + coef[1 + k]);
+    }
+    say("  calibration: fixed " + fmt(coef[0], 4) + " ms; per layer k3-e3 " + fmt(coef[1], 4) + ", k3-e6 " +
+        fmt(coef[2], 4) + ", k5-e3 " + fmt(coef[3], 4) + ", k5-e6 " + fmt(coef[4], 4) + " ms");
+  }
+
   // Fixed pieces as samples (mean of the per-network medians).
   // `which`: 0 the stem, 1 the head, 2 + j the j-th fixed layer (positions in fixed_pieces(n)).
   auto mean_med = [&](int which) {
@@ -835,6 +927,7 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
   check(opt.batch >= 1 && opt.threads >= 1, "measure_arch_latency", "batch and threads must be >= 1");
   ThreadScope threads(opt.threads);
   ClockScope clock_scope(opt.clock, opt.threads);
+  check_quantile(opt.quantile);
   if (opt.pin) pin_for_timing(opt.threads);
   NetConfig cfg;
   cfg.seed = opt.seed;
@@ -865,27 +958,7 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
       int(archs.size()), opt.warmup, opt.reps, opt.min_seconds, opt.max_reps, opt.max_seconds, opt.drop_preempted && opt.clock == "wall",
       [&](int i) {
         if (!other.empty()) return last[i] = other[i]->run(images[i], labels[i], false, rng, piece_ms.data());
-        ChildNet& net = *nets[i];
-        double ms;
-        if (!opt.training_step) {
-          NoGrad ng;
-          ForwardOptions fo;
-          fo.training = false;
-          double t0 = stamp_now();
-          Var logits = net.forward(images[i], fo);
-          ms = span(t0, stamp_now());
-        } else {
-          net.params().zero_grad();
-          ForwardOptions fo;
-          fo.training = true;
-          fo.rng = &rng;
-          double t0 = stamp_now();
-          Var loss = softmax_cross_entropy(net.forward(images[i], fo), labels[i], 0.1f);
-          backward(loss);
-          ms = span(t0, stamp_now());
-        }
-        last[i] = ms;
-        return ms;
+        return last[i] = run_child(*nets[i], images[i], labels[i], opt.training_step, rng);
       },
       [&](int i, bool keep) {
         all_times[i].push_back(last[i]);
@@ -896,6 +969,7 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
   for (auto& v : times) {
     LatencyMeasurement m;
     m.median_ms = quantile(v, 0.5);
+    m.ms = quantile(v, opt.quantile);
     m.p10_ms = quantile(v, 0.1);
     m.p90_ms = quantile(v, 0.9);
     m.count = int(v.size());

@@ -74,6 +74,14 @@ struct ProfileOptions {
   std::string clock = "wall";      // "wall" (steady_clock) or "cpu" (process CPU time / threads)
   bool pin = true;                 // pin threads: T > 1 to CPUs 0..T-1; one thread to the idlest CPU
   double spread_warning = 0.25;    // warn when an entry's (p90 - p10) / median exceeds this
+  // Statistic of each piece's repetitions: this quantile (0.5 = median). On a shared machine whose
+  // other jobs slow random runs down, a low quantile (0.2) estimates the undisturbed time better
+  // than the median; use the same value for a table and for the measurements it is checked against.
+  double quantile = 0.5;
+  // Fit each profiled network's total (its per-run sums' statistic) minus its prediction as a
+  // constant (into the fixed cost) plus a per-candidate cost per layer (into the entries); see
+  // LatencyTable::fixed_calibration_ms / candidate_calibration_ms and nas/README.md.
+  bool calibrate = true;
   uint64_t seed = 1;               // weights and inputs
   std::function<void(const std::string&)> progress;  // progress lines and warnings (may be empty)
 };
@@ -92,6 +100,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
 
 struct LatencyMeasurement {
   double median_ms = 0, p10_ms = 0, p90_ms = 0;
+  double ms = 0;  // the MeasureOptions::quantile of the repetitions (= median_ms by default)
   int count = 0;
 };
 
@@ -107,6 +116,7 @@ struct MeasureOptions {
   double max_seconds = 300;
   bool drop_preempted = true;
   std::string clock = "wall";  // as ProfileOptions::clock; use the same for a table and its check
+  double quantile = 0.5;       // as ProfileOptions::quantile
   bool pin = true;
   uint64_t seed = 1;
 };

@@ -119,8 +119,20 @@ LatencyTable parse_latency_table(const std::string& text, const std::string& sou
     t.isa = j.value("isa", "");
     t.mode = j.value("mode", "inference");
     t.backend = j.value("backend", "spnas");
+    t.quantile = j.value("quantile", 0.5);
     t.fixed_ms = num(j, "fixed_ms", "the table");
     t.fixed_spread = j.value("fixed_spread", 0.0);
+    t.fixed_calibration_ms = j.value("fixed_calibration_ms", 0.0);
+    if (j.contains("candidate_calibration_ms")) {
+      const json& cc = j["candidate_calibration_ms"];
+      if (!cc.is_array() || cc.size() != 4)
+        throw std::runtime_error("latency table '" + source + "': \"candidate_calibration_ms\" must be a list of 4 numbers");
+      for (int k = 0; k < 4; ++k) {
+        if (!cc[size_t(k)].is_number())
+          throw std::runtime_error("latency table '" + source + "': \"candidate_calibration_ms\" must be a list of 4 numbers");
+        t.candidate_calibration_ms[k] = cc[size_t(k)].get<double>();
+      }
+    }
     if (!j.contains("layers") || !j["layers"].is_array())
       throw std::runtime_error("latency table '" + source + "': \"layers\" must be a list");
     for (size_t i = 0; i < j["layers"].size(); ++i) {
@@ -173,9 +185,13 @@ std::string latency_table_to_json(const LatencyTable& t) {
   j["isa"] = t.isa;
   j["mode"] = t.mode;
   j["backend"] = t.backend;
+  j["quantile"] = t.quantile;
   j["unit"] = "ms";
   j["fixed_ms"] = t.fixed_ms;
   j["fixed_spread"] = t.fixed_spread;
+  j["fixed_calibration_ms"] = t.fixed_calibration_ms;
+  j["candidate_calibration_ms"] = {t.candidate_calibration_ms[0], t.candidate_calibration_ms[1],
+                                   t.candidate_calibration_ms[2], t.candidate_calibration_ms[3]};
   json layers = json::array();
   for (const LayerCost& c : t.layers) {
     json l;

@@ -33,8 +33,15 @@ struct LatencyTable {
   float width = 1.0f;
   int input_size = 0, batch = 1, threads = 1;
   std::string cpu, isa, mode = "inference", backend = "spnas";
+  double quantile = 0.5;        // statistic of the repetitions each entry is (0.5: the median)
   double fixed_ms = 0;
   double fixed_spread = 0;
+  // Calibration terms of a profiled table (ProfileOptions::calibrate, nas/README.md), 0 otherwise:
+  // the part of fixed_ms that is no piece's time, ...
+  double fixed_calibration_ms = 0;
+  // ... and the per-layer term added to every entry of each candidate (k3-e3, k3-e6, k5-e3, k5-e6),
+  // already included in the entries.
+  double candidate_calibration_ms[4] = {0, 0, 0, 0};
   std::vector<LayerCost> layers;  // one per searchable layer
 };
 

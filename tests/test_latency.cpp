@@ -67,6 +67,10 @@ TEST_CASE("latency table JSON round trip keeps every field") {
   t.backend = "spnas";
   t.fixed_ms = 1.25;
   t.fixed_spread = 0.03;
+  t.quantile = 0.2;
+  t.fixed_calibration_ms = 0.04;
+  t.candidate_calibration_ms[0] = -0.015;
+  t.candidate_calibration_ms[3] = 0.002;
   for (int i = 0; i < 3; ++i) {
     LayerCost c;
     c.k3_e3 = 0.1 + i;
@@ -97,6 +101,9 @@ TEST_CASE("latency table JSON round trip keeps every field") {
   CHECK(u.backend == t.backend);
   CHECK(u.fixed_ms == doctest::Approx(t.fixed_ms));
   CHECK(u.fixed_spread == doctest::Approx(t.fixed_spread));
+  CHECK(u.quantile == doctest::Approx(t.quantile));
+  CHECK(u.fixed_calibration_ms == doctest::Approx(t.fixed_calibration_ms));
+  for (int k = 0; k < 4; ++k) CHECK(u.candidate_calibration_ms[k] == doctest::Approx(t.candidate_calibration_ms[k]));
   REQUIRE(u.layers.size() == t.layers.size());
   for (size_t i = 0; i < t.layers.size(); ++i) {
     const LayerCost &a = t.layers[i], &b = u.layers[i];
@@ -114,6 +121,14 @@ TEST_CASE("latency table JSON round trip keeps every field") {
   }
   // The text itself is a fixed point.
   CHECK(latency_table_to_json(u) == latency_table_to_json(t));
+  // A malformed calibration field is refused, naming the table and the field.
+  std::string text = latency_table_to_json(t);
+  const size_t at = text.find("\"candidate_calibration_ms\"");
+  REQUIRE(at != std::string::npos);
+  std::string bad = text.substr(0, at) + "\"candidate_calibration_ms\": [1, 2], \"x_ignored\"" +
+                    text.substr(at + std::string("\"candidate_calibration_ms\"").size());
+  CHECK_THROWS_WITH(parse_latency_table(bad, "bad_table.json"),
+                    doctest::Contains("'bad_table.json': \"candidate_calibration_ms\""));
 }
 
 TEST_CASE("additive prediction of a decoded architecture is the fixed cost plus its entries") {
@@ -156,6 +171,11 @@ TEST_CASE("profiler on a tiny space: positive, monotone entries, metadata, sampl
   CHECK(!t.cpu.empty());
   CHECK(!t.isa.empty());
   CHECK(t.fixed_ms > 0);
+  CHECK(t.quantile == 0.5);
+  CHECK(t.fixed_ms - t.fixed_calibration_ms > 0);  // the stem, fixed layers and head themselves
+  // One context round (5 networks) is too few for the per-candidate calibration: only the constant.
+  for (double c : t.candidate_calibration_ms) CHECK(c == 0.0);
+  CHECK(std::isfinite(t.fixed_calibration_ms));
   REQUIRE(t.layers.size() == 4);
   check_table_matches(t, s);
   double k3 = 0, k5 = 0, e3 = 0, e6 = 0;
@@ -204,6 +224,12 @@ TEST_CASE("profiler on a tiny space: positive, monotone entries, metadata, sampl
   CHECK(m.median_ms > 0);
   CHECK(m.p10_ms <= m.median_ms);
   CHECK(m.median_ms <= m.p90_ms);
+  CHECK(m.ms == m.median_ms);  // the default statistic is the median
+  mo.quantile = 0.2;
+  LatencyMeasurement low = measure_arch_latency(a, mo);
+  CHECK(low.p10_ms <= low.ms);
+  CHECK(low.ms <= low.median_ms);
+  mo.quantile = 0.5;
   // The additive model is built to match the whole network; allow for a noisy machine.
   double pred = predict_runtime(t, a);
   CHECK(pred > 0.5 * m.median_ms);
@@ -227,6 +253,32 @@ TEST_CASE("profiler on a tiny space: positive, monotone entries, metadata, sampl
   mo.training_step = true;
   CHECK(measure_arch_latency(a, mo).median_ms > 0);
   std::remove(space_path.c_str());
+
+  // Three rounds (15 networks): every candidate gets a finite per-layer term, and no calibration
+  // leaves both kinds at 0.
+  {
+    ProfileOptions o3 = quick_options();
+    o3.context_rounds = 3;
+    o3.reps = 8;
+    LatencyTable c3 = profile_space_full(s, o3).table;
+    for (double c : c3.candidate_calibration_ms) CHECK(std::isfinite(c));
+    CHECK(c3.fixed_ms > 0);
+    o3.calibrate = false;
+    o3.context_rounds = 1;
+    LatencyTable raw = profile_space_full(s, o3).table;
+    CHECK(raw.fixed_calibration_ms == 0.0);
+    for (double c : raw.candidate_calibration_ms) CHECK(c == 0.0);
+  }
+
+  // A quantile outside (0, 1) is refused, naming the option.
+  for (double q : {0.0, 1.0, -0.5}) {
+    ProfileOptions bad = quick_options();
+    bad.quantile = q;
+    CHECK_THROWS_WITH(profile_space_full(s, bad), doctest::Contains("quantile"));
+    mo.quantile = q;
+    CHECK_THROWS_WITH(measure_arch_latency(a, mo), doctest::Contains("quantile"));
+  }
+  mo.quantile = 0.5;
 
   o.backend = "onednn";
   CHECK_THROWS(profile_space_full(s, o));  // training step: inference only

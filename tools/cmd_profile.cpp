@@ -29,6 +29,7 @@ int cmd_profile(int argc, char** argv) {
   a.flag("train-step", "time a training step (forward + backward) instead of inference");
   a.option("backend", "spnas", "inference backend: spnas, or onednn (when built with oneDNN; inference without SE)");
   a.option("clock", "wall", "wall, or cpu (process CPU time / threads: for a machine too loaded for clean wall-clock runs)");
+  a.option("quantile", "0.5", "statistic of each entry's repetitions (0.5: median; 0.2 on a shared, noisy machine)");
   a.flag("se", "also measure the SE branch of every searchable layer");
   a.option("reps", "50", "at least this many repetitions per network");
   a.option("min-seconds", "0.2", "and at least this long per network");
@@ -46,6 +47,7 @@ int cmd_profile(int argc, char** argv) {
   o.training_step = a.on("train-step");
   o.backend = a.str("backend");
   o.clock = a.str("clock");
+  o.quantile = a.num("quantile");
   o.search_se = a.on("se");
   o.reps = int(a.integer("reps"));
   o.min_seconds = a.num("min-seconds");
@@ -74,6 +76,7 @@ int cmd_latency(int argc, char** argv) {
   a.option("reps", "50", "at least this many repetitions");
   a.option("backend", "spnas", "spnas, or onednn (inference)");
   a.option("clock", "wall", "wall or cpu (as for profile)");
+  a.option("quantile", "0.5", "statistic reported as latency_ms (as for profile; use the table's)");
   a.option("lut", "", "also print the table's prediction");
   a.option("fixed-ms", "-1", "fixed cost for a CSV table");
   a.flag("json", "print JSON");
@@ -87,8 +90,10 @@ int cmd_latency(int argc, char** argv) {
   o.reps = int(a.integer("reps"));
   o.backend = a.str("backend");
   o.clock = a.str("clock");
+  o.quantile = a.num("quantile");
   LatencyMeasurement m = measure_arch_latency(arch, o);
   nlohmann::json j = {{"arch", arch_summary(arch)}, {"batch", o.batch}, {"threads", o.threads},
+                      {"latency_ms", m.ms}, {"quantile", o.quantile},
                       {"median_ms", m.median_ms}, {"p10_ms", m.p10_ms}, {"p90_ms", m.p90_ms}, {"count", m.count}};
   if (!a.str("lut").empty()) j["predicted_ms"] = predict_runtime(load_latency_table(a.str("lut"), a.num("fixed-ms")), arch);
   if (a.on("json")) {
@@ -96,6 +101,7 @@ int cmd_latency(int argc, char** argv) {
   } else {
     std::printf("%s\nlatency: median %.3f ms (p10 %.3f, p90 %.3f, %d runs), batch %d, %d thread(s)\n",
                 arch_summary(arch).c_str(), m.median_ms, m.p10_ms, m.p90_ms, m.count, o.batch, o.threads);
+    if (o.quantile != 0.5) std::printf("latency at quantile %.2f: %.3f ms\n", o.quantile, m.ms);
     if (j.contains("predicted_ms")) std::printf("table prediction: %.3f ms\n", j["predicted_ms"].get<double>());
   }
   return 0;
