@@ -172,7 +172,7 @@ struct Corr {
 // Software prefetch of the next rows pays when a tile walks a wide row with a large pixel stride
 // (measured: 2-2.5x on 32x32 and 16x16 maps with C >= 96); on narrow rows (W <= 8) or few channels
 // the hardware prefetchers already follow the walk and the extra instructions cost 5-20 %.
-inline bool prefetch_rows(int64_t OW, int64_t C) { return OW > 8 && C >= 64; }
+inline bool prefetch_rows(int64_t IW, int64_t C) { return IW > 8 && C >= 64; }
 
 // Whether a correlation may stream its output: not when it accumulates into it, and only when every
 // full vector it stores is aligned (stream stores need the vector's alignment).
@@ -307,7 +307,7 @@ void corr_rows(const Corr& p, int64_t r_begin, int64_t r_end) {
       const int64_t ow_b = clamp64(floor_div(p.IW - KWc + p.pl, S) + 1, ow_a, p.OW);
       // The rows the next output row adds (in the next image after the last row), if they exist.
       const int64_t g_next = n * p.IH + ih0 + p.KH;
-      const float* next = prefetch_rows(p.OW, p.C) && g_next >= 0 && g_next + Sc <= p.N * p.IH
+      const float* next = prefetch_rows(p.IW, p.C) && g_next >= 0 && g_next + Sc <= p.N * p.IH
                               ? p.x + g_next * p.IW * p.C
                               : nullptr;
       int64_t ow = 0;
@@ -552,7 +552,7 @@ void bww_rows(const DwConvDesc& d, const float* x, const float* dy, float* part,
       const int64_t ow_a = clamp64(ceil_div(d.pad_l, S), 0, d.OW);
       const int64_t ow_b = clamp64(floor_div(d.W - Kc + d.pad_l, S) + 1, ow_a, d.OW);
       const int64_t g_next = n * d.H + ih0 + d.K;
-      const bool pf = prefetch_rows(d.OW, d.C);
+      const bool pf = prefetch_rows(d.W, d.C);
       BwwNext next{pf && g_next >= 0 && g_next + Sc <= d.N * d.H ? x + g_next * d.W * d.C : nullptr,
                    pf && r + 1 < d.N * d.OH ? dyr + d.OW * d.C : nullptr};
       int64_t ow = 0;
