@@ -139,8 +139,8 @@ TEST_CASE("depthwise: every ISA x direction x stride x kernel size against the r
 
 TEST_CASE("depthwise: streamed outputs and prefetched rows (large shapes) against the reference") {
   // Outputs of at least kDwStreamBytes take non-temporal stores, and rows wider than 8 pixels with
-  // C >= 64 prefetch the next rows: the small shapes above never reach either path. N = 17 at
-  // 32x32x128 is 8.9 MB of forward output; stride 2 streams only the backward-data output.
+  // C >= 64 prefetch the next rows: the small shapes above never reach either path. N = 3 at
+  // 32x32x128 is 1.5 MB of forward output; stride 2 streams only the backward-data output.
   const int64_t N = kDwStreamBytes / (32 * 32 * 128 * 4) + 1;
   set_num_threads(2);
   uint32_t seed = 900;
