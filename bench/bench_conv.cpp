@@ -98,22 +98,43 @@ struct Timing {
 };
 
 // Median of repeated runs after warm-up: at least min_reps, until `budget` seconds, at most 200.
-Timing time_it(const std::function<void()>& fn, double budget, int min_reps = 5) {
-  fn();
-  fn();
-  std::vector<double> ms;
-  double start = now_s();
-  while (int(ms.size()) < min_reps || (now_s() - start < budget && ms.size() < 200)) {
-    double t0 = now_s();
-    fn();
-    ms.push_back((now_s() - t0) * 1e3);
-  }
-  std::sort(ms.begin(), ms.end());
-  return {ms[ms.size() / 2], ms[0], int(ms.size())};
-}
-
 // Lets the idle spinning threads of the previous implementation's pool go to sleep.
 void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(10)); }
+
+// Times several implementations of one problem in interleaved blocks: `rounds` rounds, in each every
+// implementation gets a block of budget / rounds seconds (after settle() and one untimed warm-up
+// call), so a machine whose speed drifts during the run (other tenants; several per cent within
+// minutes here) moves every implementation alike and the ratios stay fair. Each gets at least
+// min_reps and at most 200 timed calls in all; the median and minimum are over all its blocks.
+// enter[i] / leave[i] (may be empty) run around each of implementation i's blocks, untimed.
+std::vector<Timing> time_interleaved(const std::vector<std::function<void()>>& fns,
+                                     const std::vector<std::function<void()>>& enter,
+                                     const std::vector<std::function<void()>>& leave, double budget, int rounds = 4,
+                                     int min_reps = 5) {
+  std::vector<std::vector<double>> ms(fns.size());
+  const int per_block_min = (min_reps + rounds - 1) / rounds, per_block_max = 200 / rounds;
+  for (int r = 0; r < rounds; ++r)
+    for (size_t i = 0; i < fns.size(); ++i) {
+      if (enter[i]) enter[i]();
+      settle();
+      fns[i]();
+      double start = now_s();
+      int n = 0;
+      while (n < per_block_min || (now_s() - start < budget / rounds && n < per_block_max)) {
+        double t0 = now_s();
+        fns[i]();
+        ms[i].push_back((now_s() - t0) * 1e3);
+        ++n;
+      }
+      if (leave[i]) leave[i]();
+    }
+  std::vector<Timing> out;
+  for (auto& v : ms) {
+    std::sort(v.begin(), v.end());
+    out.push_back({v[v.size() / 2], v[0], int(v.size())});
+  }
+  return out;
+}
 
 // 64-byte-aligned buffers, as engine Tensors are (a misaligned zmm load straddles two cache lines).
 template <class T>
@@ -454,7 +475,15 @@ int main(int argc, char** argv) {
         double ms = (now_s() - t0) * 1e3;
         add("ref", Timing{ms, ms, 1}, 0.0, "scalar, 1 thread");
       }
-      // Checks one implementation's result, then times it.
+      // Checks one implementation's result and enters it in the race; the entrants are timed together
+      // (time_interleaved) once all are checked.
+      struct Entrant {
+        std::string impl, info;
+        std::function<void()> fn;
+        double err;
+        std::function<void()> enter, leave;  // untimed, around each of its timed blocks
+      };
+      std::vector<Entrant> entrants;
       auto race = [&](const std::string& impl, const std::function<void()>& fn, const std::string& info,
                       const std::function<void()>& fetch = nullptr) {
         std::fill(res.begin(), res.end(), 1e30f);
@@ -466,8 +495,7 @@ int main(int argc, char** argv) {
                        impl.c_str(), dir.c_str(), s.text.c_str(), err);
           std::exit(1);
         }
-        settle();
-        add(impl, time_it(fn, opt.budget), err, info);
+        entrants.push_back({impl, info, fn, err, nullptr, nullptr});
       };
       if (s.depthwise) {
         const KernelTable& K = kernels();
@@ -496,6 +524,8 @@ int main(int argc, char** argv) {
         else
           race("sgemm", [&] { cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, x.data(), k, dy.data(), n, 0.0f, res.data(), n); }, "cblas_sgemm TN");
         openblas_set_num_threads(1);
+        entrants.back().enter = [&] { openblas_set_num_threads(opt.threads); };  // for its timed blocks too
+        entrants.back().leave = [] { openblas_set_num_threads(1); };
         for (const BenchVariant& v : bench_variants()) {
           if (dir == "fwd" && v.pw_forward) race(v.name, [&] { v.pw_forward(M, Cin, Cout, x.data(), w.data(), res.data()); }, "variant");
           if (dir == "bwd_d" && v.pw_backward_data)
@@ -505,11 +535,15 @@ int main(int argc, char** argv) {
         }
       }
 #ifdef SPNAS_HAVE_DNNL
-      {
-        OneDnnConv dc(s, d, dir, x.data(), w.data(), res.data(), dy.data());
-        race("onednn", [&] { dc.run(); }, dc.impl, [&] { dc.result_to_user(); });
-      }
+      OneDnnConv dc(s, d, dir, x.data(), w.data(), res.data(), dy.data());
+      race("onednn", [&] { dc.run(); }, dc.impl, [&] { dc.result_to_user(); });
 #endif
+      {
+        std::vector<std::function<void()>> fns, enter, leave;
+        for (const Entrant& e : entrants) fns.push_back(e.fn), enter.push_back(e.enter), leave.push_back(e.leave);
+        std::vector<Timing> t = time_interleaved(fns, enter, leave, opt.budget);
+        for (size_t i = 0; i < entrants.size(); ++i) add(entrants[i].impl, t[i], entrants[i].err, entrants[i].info);
+      }
       double dnnl_ms = 0;
       for (const Record& r : recs)
         if (r.impl == "onednn") dnnl_ms = r.ms_median;
