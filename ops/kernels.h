@@ -24,12 +24,13 @@ struct DwConvDesc {
 };
 DwConvDesc dwconv_desc(int64_t N, int64_t H, int64_t W, int64_t C, int K, int S);
 
-// The SIMD depthwise kernels write outputs of at least this many bytes with non-temporal stores
-// (when C is a multiple of the vector width and the output is vector-aligned, and not accumulating).
+// The SIMD depthwise and batch-norm kernels write outputs of at least this many bytes with
+// non-temporal stores (when C is a multiple of the vector width and the output is vector-aligned,
+// and not accumulating).
 // 1 MiB: on 8x8 and 4x4 maps (2-8 MB outputs) streaming took the forward from 0.74-0.92x of oneDNN
 // to 1.1-1.2x, and bench_train's median step was no slower (387-404 vs 405-431 ms in an A/B);
 // batch-1 outputs stay below it, so inference keeps its outputs in cache for the next layer.
-constexpr int64_t kDwStreamBytes = int64_t(1) << 20;
+constexpr int64_t kStreamBytes = int64_t(1) << 20;
 
 // Batch-norm apply + activation over M = N*H*W rows of C channels: y = act(x * scale[c] + shift[c]).
 // Backward (training mode) of y = act(gamma * (x - mean) * invstd + beta):

@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
@@ -25,12 +26,29 @@ std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float h
   return v;
 }
 
+// 64-byte-aligned buffers, as engine tensors are: outputs must be aligned for the kernels'
+// non-temporal-store path to run (std::vector's large blocks sit 16 bytes past a page boundary).
+template <class T>
+struct Aligned64 {
+  using value_type = T;
+  Aligned64() = default;
+  template <class U>
+  Aligned64(const Aligned64<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)); }
+  void deallocate(T* p, size_t) { std::free(p); }
+  bool operator==(const Aligned64&) const { return true; }
+  bool operator!=(const Aligned64&) const { return false; }
+};
+using AVec = std::vector<float, Aligned64<float>>;
+AVec aligned(const std::vector<float>& v) { return AVec(v.begin(), v.end()); }
+
 // Largest |a - b| / (1 + |b| + scale), reported with the index of the worst element.
 struct Diff {
   double worst = 0;
   size_t at = 0;
 };
-Diff compare(const std::vector<float>& a, const std::vector<float>& b, double scale) {
+template <class A, class B>
+Diff compare(const A& a, const B& b, double scale) {
   Diff d;
   for (size_t i = 0; i < a.size(); ++i) {
     double e = std::fabs(double(a[i]) - b[i]) / (1.0 + std::fabs(b[i]) + scale);
@@ -66,7 +84,8 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
   INFO(kt.name, " ", shape_name(d));
 
   // forward
-  std::vector<float> y_ref(out), y(out, 7.0f);
+  std::vector<float> y_ref(out);
+  AVec y(out, 7.0f);
   dwconv_forward_ref(d, x.data(), w.data(), y_ref.data());
   kt.dwconv_forward(d, x.data(), w.data(), y.data());
   Diff f = compare(y, y_ref, taps);
@@ -76,7 +95,8 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
   // fused forward, each activation, against the unfused reference pair
   const auto scale = random_vec(d.C, seed + 3, 0.5f, 4.0f), shift = random_vec(d.C, seed + 4, -1.0f, 3.0f);
   for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
-    std::vector<float> z_ref(out), z(out, 7.0f);
+    std::vector<float> z_ref(out);
+    AVec z(out, 7.0f);
     dwconv_bn_act_forward_ref(d, x.data(), w.data(), scale.data(), shift.data(), act, z_ref.data());
     kt.dwconv_bn_act_forward(d, x.data(), w.data(), scale.data(), shift.data(), act, z.data());
     Diff fz = compare(z, z_ref, 4 * taps);
@@ -87,7 +107,8 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
   // backward data, overwrite and accumulate
   for (bool acc : {false, true}) {
     const auto init = random_vec(in, seed + 5);
-    std::vector<float> dx_ref = init, dx = acc ? init : std::vector<float>(in, 7.0f);
+    std::vector<float> dx_ref = init;
+    AVec dx = acc ? aligned(init) : AVec(in, 7.0f);
     dwconv_backward_data_ref(d, dy.data(), w.data(), dx_ref.data(), acc);
     kt.dwconv_backward_data(d, dy.data(), w.data(), dx.data(), acc);
     Diff b = compare(dx, dx_ref, taps);
@@ -98,7 +119,8 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
   // backward weights, overwrite and accumulate
   for (bool acc : {false, true}) {
     const auto init = random_vec(wn, seed + 6);
-    std::vector<float> dw_ref = init, dw = acc ? init : std::vector<float>(wn, 7.0f);
+    std::vector<float> dw_ref = init;
+    AVec dw = acc ? aligned(init) : AVec(wn, 7.0f);
     dwconv_backward_weights_ref(d, x.data(), dy.data(), dw_ref.data(), acc);
     kt.dwconv_backward_weights(d, x.data(), dy.data(), dw.data(), acc);
     // The reference sums m = N*OH*OW terms serially in float: its own rounding grows ~linearly in m,
@@ -138,10 +160,10 @@ TEST_CASE("depthwise: every ISA x direction x stride x kernel size against the r
 }
 
 TEST_CASE("depthwise: streamed outputs and prefetched rows (large shapes) against the reference") {
-  // Outputs of at least kDwStreamBytes take non-temporal stores, and rows wider than 8 pixels with
+  // Outputs of at least kStreamBytes take non-temporal stores, and rows wider than 8 pixels with
   // C >= 64 prefetch the next rows: the small shapes above never reach either path. N = 3 at
   // 32x32x128 is 1.5 MB of forward output; stride 2 streams only the backward-data output.
-  const int64_t N = kDwStreamBytes / (32 * 32 * 128 * 4) + 1;
+  const int64_t N = kStreamBytes / (32 * 32 * 128 * 4) + 1;
   set_num_threads(2);
   uint32_t seed = 900;
   for (const std::string& isa : fast_isas())
@@ -161,7 +183,9 @@ TEST_CASE("batch norm kernels against the reference") {
   uint32_t seed = 500;
   for (const std::string& isa : fast_isas()) {
     const KernelTable& kt = *kernels_for(isa);
-    for (S s : {S{2, 1}, S{37, 21}, S{1000, 35}, S{64 * 9, 16}, S{130, 160}, S{5, 1280}, S{3001, 7}})
+    // The last two are large enough (>= kStreamBytes) for the non-temporal-store path.
+    for (S s : {S{2, 1}, S{37, 21}, S{1000, 35}, S{64 * 9, 16}, S{130, 160}, S{5, 1280}, S{3001, 7},
+                S{kStreamBytes / (4 * 64), 64}, S{kStreamBytes / (4 * 96) + 3, 96}})
       for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
         INFO(isa, " M", s.M, " C", s.C, " act ", int(act));
         BnDesc d{s.M, s.C, act};
@@ -182,7 +206,8 @@ TEST_CASE("batch norm kernels against the reference") {
           scale[c] = gamma[c] * invstd[c];
           shift[c] = beta[c] - mean_ref[c] * scale[c];
         }
-        std::vector<float> y_ref(n), y(n, 7.0f);
+        std::vector<float> y_ref(n);
+        AVec y(n, 7.0f);
         bn_act_forward_ref(d, x.data(), scale.data(), shift.data(), y_ref.data());
         kt.bn_act_forward(d, x.data(), scale.data(), shift.data(), y.data());
         CHECK(compare(y, y_ref, 10).worst < 1e-6);  // fma vs multiply-add rounding on |x*scale| ~ 10
@@ -200,7 +225,8 @@ TEST_CASE("batch norm kernels against the reference") {
           for (bool acc : {false, true}) {
             INFO("training ", training, " accumulate ", acc);
             const auto init = random_vec(n, seed++);
-            std::vector<float> dx_ref = init, dx = acc ? init : std::vector<float>(n, 7.0f);
+            std::vector<float> dx_ref = init;
+            AVec dx = acc ? aligned(init) : AVec(n, 7.0f);
             bn_act_backward_data_ref(d, x.data(), scale.data(), shift.data(), dy.data(), mean_ref.data(), invstd.data(),
                                      gamma.data(), dg_ref.data(), db_ref.data(), training, dx_ref.data(), acc);
             kt.bn_act_backward_data(d, x.data(), scale.data(), shift.data(), dy.data(), mean_ref.data(), invstd.data(), gamma.data(),
