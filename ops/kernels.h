@@ -31,6 +31,11 @@ DwConvDesc dwconv_desc(int64_t N, int64_t H, int64_t W, int64_t C, int K, int S)
 // to 1.1-1.2x, and bench_train's median step was no slower (387-404 vs 405-431 ms in an A/B);
 // batch-1 outputs stay below it, so inference keeps its outputs in cache for the next layer.
 constexpr int64_t kStreamBytes = int64_t(1) << 20;
+// Batch norm's apply and backward-data passes stream from this size: only tensors that cannot stay in
+// the shared L3 for the next op (measured on 64x32x32x144 = 37.7 MB, 2 threads: forward 2.37 -> 1.96
+// ms, backward-data 3.6-4.0 -> 3.1-3.3 ms). Smaller ones keep normal stores: a 2-16 MB output may
+// still be in L3 when the next op reads it, and the demo-width networks showed no gain at 1 MiB.
+constexpr int64_t kBnStreamBytes = int64_t(16) << 20;
 
 // Batch-norm apply + activation over M = N*H*W rows of C channels: y = act(x * scale[c] + shift[c]).
 // Backward (training mode) of y = act(gamma * (x - mean) * invstd + beta):

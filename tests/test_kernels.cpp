@@ -183,9 +183,9 @@ TEST_CASE("batch norm kernels against the reference") {
   uint32_t seed = 500;
   for (const std::string& isa : fast_isas()) {
     const KernelTable& kt = *kernels_for(isa);
-    // The last two are large enough (>= kStreamBytes) for the non-temporal-store path.
+    // The last two are large enough (>= kBnStreamBytes) for the non-temporal-store path.
     for (S s : {S{2, 1}, S{37, 21}, S{1000, 35}, S{64 * 9, 16}, S{130, 160}, S{5, 1280}, S{3001, 7},
-                S{kStreamBytes / (4 * 64), 64}, S{kStreamBytes / (4 * 96) + 3, 96}})
+                S{kBnStreamBytes / (4 * 64), 64}, S{kBnStreamBytes / (4 * 96) + 3, 96}})
       for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
         INFO(isa, " M", s.M, " C", s.C, " act ", int(act));
         BnDesc d{s.M, s.C, act};

@@ -788,11 +788,11 @@ void rows_parallel(int64_t Mrows, int64_t C, const F& f) {
 }
 
 // Whether an elementwise pass over M x C writes its output with non-temporal stores: large enough
-// (kStreamBytes) that it goes to DRAM anyway, and every full vector aligned. Saves the read of each
+// (kBnStreamBytes) that it goes to DRAM anyway, and every full vector aligned. Saves the read of each
 // output line before it is written (a quarter to a third of such a pass's traffic).
 inline bool stream_rows(const float* out, int64_t Mrows, int64_t C) {
   return reinterpret_cast<uintptr_t>(out) % (L * sizeof(float)) == 0 && C % L == 0 &&
-         int64_t(sizeof(float)) * Mrows * C >= kStreamBytes;
+         int64_t(sizeof(float)) * Mrows * C >= kBnStreamBytes;
 }
 
 template <bool Mk>
