@@ -32,6 +32,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/variants/variant.h"
+#include "engine/aligned_vector.h"
 #include "engine/threads.h"
 #include "ops/kernels.h"
 
@@ -97,7 +98,6 @@ struct Timing {
   int reps = 0;
 };
 
-// Median of repeated runs after warm-up: at least min_reps, until `budget` seconds, at most 200.
 // Lets the idle spinning threads of the previous implementation's pool go to sleep.
 void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(10)); }
 
@@ -136,19 +136,8 @@ std::vector<Timing> time_interleaved(const std::vector<std::function<void()>>& f
   return out;
 }
 
-// 64-byte-aligned buffers, as engine Tensors are (a misaligned zmm load straddles two cache lines).
-template <class T>
-struct Aligned64 {
-  using value_type = T;
-  Aligned64() = default;
-  template <class U>
-  Aligned64(const Aligned64<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)); }
-  void deallocate(T* p, size_t) { std::free(p); }
-  bool operator==(const Aligned64&) const { return true; }
-  bool operator!=(const Aligned64&) const { return false; }
-};
-using Buf = std::vector<float, Aligned64<float>>;
+// 64-byte-aligned buffers, as engine Tensors are.
+using Buf = AlignedVector;
 
 Buf random_vec(size_t n, uint32_t seed) {
   std::mt19937 g(seed);

@@ -1,8 +1,8 @@
 #include "nas/profile.h"
+#include "nas/predictor.h"
 #include "nas/run_util.h"
 
 #include <algorithm>
-#include <array>
 #include <chrono>
 #include <cmath>
 #include <fstream>
@@ -71,11 +71,6 @@ Tensor he_normal(Rng& rng, const Shape& shape, int64_t fan_out) {
 // number of threads ("cpu": on a machine shared with other jobs it leaves out the time the process
 // was not running; on an idle machine the two agree). Set for the duration of a measurement.
 bool g_cpu_clock = false;
-
-void check_quantile(double q) {
-  if (!(q > 0 && q < 1))
-    throw std::runtime_error("latency quantile must be in (0, 1) (0.5: the median), got " + fmt(q, 3));
-}
 int g_cpu_threads = 1;
 
 double stamp_now() {
@@ -450,25 +445,10 @@ struct RoundRobinStats {
 // Runs run_one(i) for every item round-robin: `warmup` rounds untimed, then rounds until every item
 // has at least `reps` undisturbed runs and `min_seconds` of their measured time (or the limits).
 // commit(i, keep) is called after every timed run: keep is false for a preempted run.
-// One end-to-end run of a decoded network, as `latency` measures it: inference (NoGrad, frozen batch
-// norm) or a training step (forward + cross-entropy + backward). Returns the milliseconds.
-double run_child(ChildNet& net, const Var& images, const std::vector<int>& labels, bool training_step, Rng& rng) {
-  if (!training_step) {
-    NoGrad ng;
-    ForwardOptions fo;
-    fo.training = false;
-    double t0 = stamp_now();
-    Var logits = net.forward(images, fo);
-    return span(t0, stamp_now());
-  }
-  net.params().zero_grad();
-  ForwardOptions fo;
-  fo.training = true;
-  fo.rng = &rng;
-  double t0 = stamp_now();
-  Var loss = softmax_cross_entropy(net.forward(images, fo), labels, 0.1f);
-  backward(loss);
-  return span(t0, stamp_now());
+// The statistic of a measurement's repetitions (ProfileOptions / MeasureOptions::quantile).
+void check_quantile(double q) {
+  if (!(q > 0 && q < 1))
+    throw std::runtime_error("latency quantile must be in (0, 1) (0.5: the median), got " + fmt(q, 3));
 }
 
 RoundRobinStats round_robin(int items, int warmup, int reps, double min_seconds, int max_reps, double max_seconds,
@@ -716,7 +696,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
     say("warning: " + res.warnings.back());
   }
 
-  auto med = [&](int n, int p) { return quantile(times[n][p], opt.quantile); };
+  auto med = [&](int n, int p) { return quantile(times[n][p], opt.quantile); };  // the entry statistic
   auto spread_of = [&](int n, int p) {
     double m = quantile(times[n][p], 0.5);
     return m > 0 ? (quantile(times[n][p], 0.9) - quantile(times[n][p], 0.1)) / m : 0.0;
@@ -735,7 +715,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   t.backend = opt.backend;
   t.quantile = opt.quantile;
 
-  // Fixed part: stem, fixed layers, head; per network the median of their per-run sum.
+  // Fixed part: stem, fixed layers, head; per network the statistic (opt.quantile) of their per-run sum.
   // The stem, the fixed layers and the head of network n (piece indices).
   auto fixed_pieces = [&](size_t n) {
     std::vector<int> f = {0, nets[n]->num_pieces() - 1};
@@ -810,7 +790,8 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   // every layer's entry for it. The totals come from the same runs: no extra measurement, and no
   // drift between the two. Few networks (context_rounds < 3): only the constant.
   if (opt.calibrate) {
-    std::vector<std::array<double, 5>> rows;
+    // Columns (weighted_lstsq's layout): [constant, k3-e3, k3-e6, k5-e3, k5-e6] layer counts.
+    std::vector<std::vector<double>> X(5);
     std::vector<double> resid;
     for (size_t n = 0; n < nets.size(); ++n) {
       if (plans[n].se) continue;
@@ -818,39 +799,31 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
       std::vector<double> total(runs, 0.0);
       for (size_t p = 0; p < times[n].size(); ++p)
         for (size_t r = 0; r < runs; ++r) total[r] += times[n][p][r];
-      std::array<double, 5> row = {1, 0, 0, 0, 0};
+      double row[5] = {1, 0, 0, 0, 0};
       double pred = t.fixed_ms;
       for (int l = 0; l < L; ++l) {
         const Choice ch = plans[n].choice[size_t(l)];
         if (ch == Choice::Skip) continue;
-        row[size_t(1 + int(ch))] += 1;
+        row[1 + int(ch)] += 1;
         pred += t.layers[size_t(l)].cost(ch);
       }
-      rows.push_back(row);
+      for (int j = 0; j < 5; ++j) X[size_t(j)].push_back(row[j]);
       resid.push_back(quantile(total, opt.quantile) - pred);
     }
-    const int nu = rows.size() >= 10 ? 5 : 1;
-    double ata[5][6] = {};
-    for (size_t i = 0; i < rows.size(); ++i)
-      for (int j = 0; j < nu; ++j) {
-        for (int k = 0; k < nu; ++k) ata[j][k] += rows[i][size_t(j)] * rows[i][size_t(k)];
-        ata[j][5] += rows[i][size_t(j)] * resid[i];
-      }
-    for (int j = 1; j < nu; ++j) ata[j][j] += 1.0;  // ridge: one layer's worth of shrinkage towards 0
-    // Gauss-Jordan elimination with partial pivoting on the nu x nu system.
-    for (int c = 0; c < nu; ++c) {
-      int piv = c;
-      for (int r = c + 1; r < nu; ++r)
-        if (std::fabs(ata[r][c]) > std::fabs(ata[piv][c])) piv = r;
-      for (int k = 0; k < 6; ++k) std::swap(ata[c][k], ata[piv][k]);
-      for (int r = 0; r < nu; ++r) {
-        if (r == c || ata[c][c] == 0) continue;
-        const double f = ata[r][c] / ata[c][c];
-        for (int k = c; k < 6; ++k) ata[r][k] -= f * ata[c][k];
+    const bool per_candidate = resid.size() >= 10;
+    std::vector<int> cols = {0};
+    if (per_candidate) {
+      cols = {0, 1, 2, 3, 4};
+      // Ridge, as one pseudo-row per candidate term (its count 1, residual 0): one layer's worth
+      // of shrinkage towards 0.
+      for (int j = 1; j < 5; ++j) {
+        for (int k = 0; k < 5; ++k) X[size_t(k)].push_back(k == j ? 1.0 : 0.0);
+        resid.push_back(0.0);
       }
     }
+    const std::vector<double> fit = weighted_lstsq(X, cols, resid, std::vector<double>(resid.size(), 1.0));
     double coef[5] = {};
-    for (int j = 0; j < nu; ++j) coef[j] = ata[j][j] != 0 ? ata[j][5] / ata[j][j] : 0.0;
+    for (size_t j = 0; j < cols.size(); ++j) coef[cols[j]] = fit[j];
     t.fixed_calibration_ms = coef[0];
     t.fixed_ms += coef[0];
     for (int k = 0; k < 4; ++k) t.candidate_calibration_ms[k] = coef[1 + k];
@@ -958,7 +931,27 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
       int(archs.size()), opt.warmup, opt.reps, opt.min_seconds, opt.max_reps, opt.max_seconds, opt.drop_preempted && opt.clock == "wall",
       [&](int i) {
         if (!other.empty()) return last[i] = other[i]->run(images[i], labels[i], false, rng, piece_ms.data());
-        return last[i] = run_child(*nets[i], images[i], labels[i], opt.training_step, rng);
+        ChildNet& net = *nets[i];
+        double ms;
+        if (!opt.training_step) {
+          NoGrad ng;
+          ForwardOptions fo;
+          fo.training = false;
+          double t0 = stamp_now();
+          Var logits = net.forward(images[i], fo);
+          ms = span(t0, stamp_now());
+        } else {
+          net.params().zero_grad();
+          ForwardOptions fo;
+          fo.training = true;
+          fo.rng = &rng;
+          double t0 = stamp_now();
+          Var loss = softmax_cross_entropy(net.forward(images[i], fo), labels[i], 0.1f);
+          backward(loss);
+          ms = span(t0, stamp_now());
+        }
+        last[i] = ms;
+        return ms;
       },
       [&](int i, bool keep) {
         all_times[i].push_back(last[i]);

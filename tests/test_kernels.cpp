@@ -6,11 +6,11 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "engine/aligned_vector.h"
 #include "engine/threads.h"
 #include "ops/kernels.h"
 
@@ -26,20 +26,9 @@ std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float h
   return v;
 }
 
-// 64-byte-aligned buffers, as engine tensors are: outputs must be aligned for the kernels'
-// non-temporal-store path to run (std::vector's large blocks sit 16 bytes past a page boundary).
-template <class T>
-struct Aligned64 {
-  using value_type = T;
-  Aligned64() = default;
-  template <class U>
-  Aligned64(const Aligned64<U>&) {}
-  T* allocate(size_t n) { return static_cast<T*>(std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64)); }
-  void deallocate(T* p, size_t) { std::free(p); }
-  bool operator==(const Aligned64&) const { return true; }
-  bool operator!=(const Aligned64&) const { return false; }
-};
-using AVec = std::vector<float, Aligned64<float>>;
+// Outputs in 64-byte-aligned buffers, as engine tensors are, so that the kernels' non-temporal-store
+// paths run.
+using AVec = AlignedVector;
 AVec aligned(const std::vector<float>& v) { return AVec(v.begin(), v.end()); }
 
 // Largest |a - b| / (1 + |b| + scale), reported with the index of the worst element.

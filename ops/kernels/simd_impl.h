@@ -164,18 +164,29 @@ struct Corr {
   bool nt;  // full vectors go out with non-temporal stores (see stream_output)
 };
 
-// Outputs of at least kStreamBytes (ops/kernels.h) go to memory with non-temporal stores: they cannot
-// stay in cache for the next op anyway, and a normal store would first read every output line from
-// DRAM (write-allocate), a third of the traffic. Smaller outputs keep normal stores, so their consumer
-// finds them in cache. Measured with the prefetch below: 3x3 forward on 32x32x144 maps 7 -> 17 GB/s.
-
 // Software prefetch of the next rows pays when a tile walks a wide row with a large pixel stride
 // (measured: 2-2.5x on 32x32 and 16x16 maps with C >= 96); on narrow rows (W <= 8) or few channels
 // the hardware prefetchers already follow the walk and the extra instructions cost 5-20 %.
 inline bool prefetch_rows(int64_t IW, int64_t C) { return IW > 8 && C >= 64; }
 
-// Whether a correlation may stream its output: not when it accumulates into it, and only when every
-// full vector it stores is aligned (stream stores need the vector's alignment).
+// Asks L2 for the input pixels [iw0, iw0 + n) (clipped to the row) of the `rows` consecutive rows at
+// `next` (row width IW, C channels; nullptr: none), channels [c0, c0 + 16): one line each. Without it
+// the core waits on DRAM for every new row: the hardware prefetchers do not follow a tile's
+// pixel-strided walk through a wide row.
+inline void prefetch_pixels(const float* next, int rows, int64_t IW, int64_t C, int64_t iw0, int64_t n, int64_t c0) {
+  if (!next) return;
+  const int64_t lo = max64(iw0, 0), hi = min64(iw0 + n, IW);
+  for (int s = 0; s < rows; ++s)
+    for (int64_t iw = lo; iw < hi; ++iw)
+      _mm_prefetch(reinterpret_cast<const char*>(next + (s * IW + iw) * C + c0), _MM_HINT_T1);
+}
+
+// Outputs of at least kStreamBytes (ops/kernels.h) go to memory with non-temporal stores: they cannot
+// stay in cache for the next op anyway, and a normal store would first read every output line from
+// DRAM (write-allocate), a third of the traffic. Smaller outputs keep normal stores, so their consumer
+// finds them in cache. Measured with the prefetch above: 3x3 forward on 32x32x144 maps 7 -> 17 GB/s.
+// A correlation streams only when it does not accumulate into its output and every full vector it
+// stores is aligned (stream stores need the vector's alignment).
 inline bool stream_output(const Corr& p) {
   const uintptr_t base = reinterpret_cast<uintptr_t>(p.y + p.y_off);
   return p.mode != Epi::Add && base % (L * sizeof(float)) == 0 && p.C % L == 0 && p.y_pix % L == 0 &&
@@ -230,18 +241,7 @@ inline void corr_tile(const Corr& p, const float* xim, const float* wc, float* y
 
 // All channel blocks of one tile (full blocks, then the masked tail): the tile sweeps each input
 // row's pixels contiguously, which the prefetchers follow far better than one channel block at a time.
-// Asks L2 for the input pixels [iw0, iw0 + Tn * Sc) of the Sc rows at `next` (the rows the next output
-// row reads first; nullptr: none), channels [c0, c0 + L). Without it the core waits on DRAM for every
-// new row: the hardware prefetchers do not follow a tile's pixel-strided walk through a wide row.
-template <int Sc, int Tn>
-inline void prefetch_next_rows(const Corr& p, const float* next, int64_t iw0, int64_t c0) {
-  if (!next) return;
-  const int64_t lo = max64(iw0, 0), hi = min64(iw0 + Tn * Sc, p.IW);
-  for (int s = 0; s < Sc; ++s)
-    for (int64_t iw = lo; iw < hi; ++iw)
-      _mm_prefetch(reinterpret_cast<const char*>(next + (s * p.IW + iw) * p.C + c0), _MM_HINT_T1);
-}
-
+// `next`: the Sc rows the next output row adds (nullptr: none, or not worth it), prefetched per block.
 template <int KWc, int Sc, int Tn, bool Chk>
 inline void corr_tile_all_c(const Corr& p, const float* xim, float* yrow, int64_t ih0, int kh_lo, int kh_hi,
                             int64_t ow, const float* next) {
@@ -250,7 +250,7 @@ inline void corr_tile_all_c(const Corr& p, const float* xim, float* yrow, int64_
   const int64_t iw0 = ow * Sc - p.pl;
   for (int64_t c0 = 0; c0 < cfull; c0 += L) {
     corr_tile<KWc, Sc, Tn, Chk, false>(p, xim + c0, p.w + c0, yrow + c0, ih0, kh_lo, kh_hi, ow, c0, full);
-    if (c0 % 16 == 0) prefetch_next_rows<Sc, Tn>(p, next, iw0, c0);  // one per 64-byte line
+    if (c0 % 16 == 0) prefetch_pixels(next, Sc, p.IW, p.C, iw0, Tn * Sc, c0);  // one per 64-byte line
   }
   if (cfull < p.C)
     corr_tile<KWc, Sc, Tn, Chk, true>(p, xim + cfull, p.w + cfull, yrow + cfull, ih0, kh_lo, kh_hi, ow, cfull,
@@ -496,13 +496,8 @@ inline void bww_tile_all_c(const DwConvDesc& d, const float* xim, const float* d
   for (int64_t c0 = 0; c0 < cfull; c0 += L) {
     bww_tile_block<Kc, Sc, Tn, Chk, false>(d, xim + c0, dyr + c0, part + c0, ih0, kh_lo, kh_hi, ow, V::mask(L));
     if (c0 % 16 == 0) {  // one prefetch per 64-byte line
-      if (next.x)
-        for (int s = 0; s < Sc; ++s)
-          for (int64_t iw = max64(iw0, 0); iw < min64(iw0 + Tn * Sc, d.W); ++iw)
-            _mm_prefetch(reinterpret_cast<const char*>(next.x + (s * d.W + iw) * d.C + c0), _MM_HINT_T1);
-      if (next.dy)
-        for (int t = 0; t < Tn; ++t)
-          _mm_prefetch(reinterpret_cast<const char*>(next.dy + (ow + t) * d.C + c0), _MM_HINT_T1);
+      prefetch_pixels(next.x, Sc, d.W, d.C, iw0, Tn * Sc, c0);
+      prefetch_pixels(next.dy, 1, d.OW, d.C, ow, Tn, c0);
     }
   }
   if (cfull < d.C)
