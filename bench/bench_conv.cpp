@@ -31,6 +31,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "bench/machine.h"
 #include "bench/variants/variant.h"
 #include "engine/aligned_vector.h"
 #include "engine/threads.h"
@@ -155,42 +156,6 @@ double max_err(const float* a, const float* b, size_t n, double scale) {
     if (!(e <= w)) w = std::isnan(e) ? 1e30 : e;
   }
   return w;
-}
-
-// Streaming bandwidth with the engine's pool: copy (read + write bytes) and read-only, best of 10.
-struct Bandwidth {
-  double copy_gbs = 0, read_gbs = 0;
-};
-Bandwidth measure_bandwidth() {
-  const size_t n = size_t(64) << 20;  // 256 MiB per buffer
-  float* a = static_cast<float*>(std::aligned_alloc(64, n * 4));
-  float* b = static_cast<float*>(std::aligned_alloc(64, n * 4));
-  parallel_for(int64_t(n), [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) a[i] = float(i & 7), b[i] = 0;
-  });
-  Bandwidth bw;
-  std::vector<double> sums(64, 0.0);
-  for (int rep = 0; rep < 10; ++rep) {
-    double t0 = now_s();
-    parallel_for(int64_t(n), [&](int64_t s, int64_t e) { std::memcpy(b + s, a + s, size_t(e - s) * 4); });
-    double t1 = now_s();
-    parallel_run([&](int tid, int nt) {
-      int64_t s, e;
-      split_range(int64_t(n), tid, nt, &s, &e);
-      float acc[16] = {0};
-      for (int64_t i = s; i + 16 <= e; i += 16)
-        for (int j = 0; j < 16; ++j) acc[j] += a[i + j];
-      double t = 0;
-      for (float v : acc) t += v;
-      sums[size_t(tid) % 64] += t;
-    });
-    double t2 = now_s();
-    bw.copy_gbs = std::max(bw.copy_gbs, 2.0 * n * 4 / (t1 - t0) / 1e9);
-    bw.read_gbs = std::max(bw.read_gbs, 1.0 * n * 4 / (t2 - t1) / 1e9);
-  }
-  std::free(a);
-  std::free(b);
-  return bw;
 }
 
 // ---- records ----
@@ -397,9 +362,12 @@ int main(int argc, char** argv) {
 #ifndef SPNAS_HAVE_DNNL
   std::printf("bench_conv: built without oneDNN: no oneDNN column\n");
 #endif
-  const Bandwidth bw = measure_bandwidth();
-  std::printf("memory bandwidth (%d threads): copy %.1f GB/s (read + write bytes), read %.1f GB/s; %% below is of copy\n\n",
+  const bench::Bandwidth bw = bench::measure_bandwidth();
+  const double peak = bench::measure_fma_peak_gflops();
+  std::printf("memory bandwidth (%d threads): copy %.1f GB/s (read + write bytes), read %.1f GB/s; %%bw below is of copy\n",
               opt.threads, bw.copy_gbs, bw.read_gbs);
+  std::printf("compute peak (%d threads, %s FMAs on registers): %.1f GFLOP/s; %%peak below is of it\n\n", opt.threads,
+              kernels().name, peak);
 
   std::vector<Shape> shapes;
   for (const auto& f : opt.shape_files) {
@@ -415,8 +383,8 @@ int main(int argc, char** argv) {
   }
 
   std::vector<Record> records;
-  std::printf("%-4s %-6s %-26s %-10s %9s %8s %8s %6s %7s %9s  %s\n", "op", "dir", "shape", "impl", "ms", "GB/s",
-              "GFLOP/s", "%bw", "vs_dnnl", "max_err", "info");
+  std::printf("%-4s %-6s %-26s %-10s %9s %8s %8s %6s %6s %7s %9s  %s\n", "op", "dir", "shape", "impl", "ms", "GB/s",
+              "GFLOP/s", "%bw", "%peak", "vs_dnnl", "max_err", "info");
   uint32_t seed = 1;
   for (const Shape& s : shapes) {
     const DwConvDesc d = dwconv_desc(s.mb, s.ih, s.iw, s.ic, s.kh, s.sh);
@@ -500,10 +468,12 @@ int main(int argc, char** argv) {
         }
       } else {
         const int m = int(M), k = int(Cin), n = int(Cout);
-        if (dir == "fwd") race("ours", [&] { pointwise_forward(M, Cin, Cout, x.data(), w.data(), res.data()); }, "row-split sgemm");
+        const std::string how = pointwise_uses_own_gemm() ? std::string("register-blocked GEMM, ") + kernels().name
+                                                          : "row-split OpenBLAS sgemm";
+        if (dir == "fwd") race("ours", [&] { pointwise_forward(M, Cin, Cout, x.data(), w.data(), res.data()); }, how);
         else if (dir == "bwd_d")
-          race("ours", [&] { pointwise_backward_data(M, Cin, Cout, dy.data(), w.data(), res.data(), false); }, "row-split sgemm");
-        else race("ours", [&] { pointwise_backward_weights(M, Cin, Cout, x.data(), dy.data(), res.data(), false); }, "row-split sgemm");
+          race("ours", [&] { pointwise_backward_data(M, Cin, Cout, dy.data(), w.data(), res.data(), false); }, how);
+        else race("ours", [&] { pointwise_backward_weights(M, Cin, Cout, x.data(), dy.data(), res.data(), false); }, how);
         // The bare OpenBLAS sgemm of the same product, OpenBLAS using the threads itself.
         openblas_set_num_threads(opt.threads);
         if (dir == "fwd")
@@ -538,9 +508,10 @@ int main(int argc, char** argv) {
         if (r.impl == "onednn") dnnl_ms = r.ms_median;
       for (Record& r : recs) {
         r.vs_onednn = dnnl_ms > 0 ? dnnl_ms / r.ms_median : 0;  // > 1: faster than oneDNN
-        std::printf("%-4s %-6s %-26s %-10s %9.3f %8.1f %8.1f %5.0f%% %6.2fx %9.2g  %s\n", r.op.c_str(),
+        std::printf("%-4s %-6s %-26s %-10s %9.3f %8.1f %8.1f %5.0f%% %5.0f%% %6.2fx %9.2g  %s\n", r.op.c_str(),
                     r.direction.c_str(), r.shape.c_str(), r.impl.c_str(), r.ms_median, r.gbs, r.gflops,
-                    100.0 * r.gbs / bw.copy_gbs, r.vs_onednn, r.max_err, r.impl_info.c_str());
+                    100.0 * r.gbs / bw.copy_gbs, peak > 0 ? 100.0 * r.gflops / peak : 0.0, r.vs_onednn, r.max_err,
+                    r.impl_info.c_str());
         records.push_back(r);
       }
       std::fflush(stdout);
@@ -580,7 +551,8 @@ int main(int argc, char** argv) {
                    {"gbs", r.gbs}, {"gflops", r.gflops}, {"pct_bandwidth", 100.0 * r.gbs / bw.copy_gbs},
                    {"vs_onednn", r.vs_onednn}, {"max_err", r.max_err}, {"checked", r.checked},
                    {"threads", opt.threads}, {"kernels", kernels().name}, {"openblas_core", openblas_get_corename()},
-                   {"bandwidth_copy_gbs", bw.copy_gbs}, {"bandwidth_read_gbs", bw.read_gbs}});
+                   {"bandwidth_copy_gbs", bw.copy_gbs}, {"bandwidth_read_gbs", bw.read_gbs},
+                   {"fma_peak_gflops", peak}, {"pct_peak", peak > 0 ? 100.0 * r.gflops / peak : 0.0}});
     std::ofstream out(opt.json);
     out << j.dump(1) << "\n";
     std::printf("wrote %s (%zu records)\n", opt.json.c_str(), records.size());

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/machine.h"
 #include "engine/alloc.h"
 #include "engine/optim.h"
 #include "engine/threads.h"
@@ -108,9 +109,22 @@ int main(int argc, char** argv) {
   std::printf("%-28s %10.1f %12.1f\n", "fixed all-5x5-6 network", mc, batch * 1e3 / mc);
   std::printf("ratio supernet / fixed: %.3f (target <= 1.15)\n", ms / mc);
   std::printf("peak pooled memory: %.0f MiB\n", pool_stats().peak_bytes_in_use / 1048576.0);
+  // The supernet's work against the machine's limit: an 8-epoch search on 50,000 images (the
+  // CIFAR-10 training set) cannot take less than its FLOPs at the FMA peak.
+  const double flop_step = bench::training_flops_per_image(super.macs()) * batch;
+  const double peak = bench::measure_fma_peak_gflops();
+  const double achieved = flop_step / (ms / 1e3) / 1e9;
+  const double search_steps = 8.0 * (50000 / batch);
+  std::printf("supernet compute: %.1f GFLOP per step (3 x 2 x %.1f M forward multiply-adds x %d images); %.1f GFLOP/s "
+              "achieved = %.0f %% of the FMA peak measured now (%.1f GFLOP/s)\n",
+              flop_step / 1e9, super.macs() / 1e6, batch, achieved, peak > 0 ? 100.0 * achieved / peak : 0.0, peak);
+  std::printf("8 epochs of 50,000 images (%.0f steps): %.1f min at this step time; >= %.1f min at 100 %% of the peak\n",
+              search_steps, search_steps * ms / 6e4, peak > 0 ? search_steps * flop_step / (peak * 1e9) / 60 : 0.0);
   if (!json_path.empty()) {
     nlohmann::json j = {{"space", space.name}, {"width", width}, {"batch", batch}, {"threads", threads},
-                        {"supernet_ms_median", ms}, {"fixed_ms_median", mc}, {"ratio", ms / mc}};
+                        {"supernet_ms_median", ms}, {"fixed_ms_median", mc}, {"ratio", ms / mc},
+                        {"supernet_gflop_per_step", flop_step / 1e9}, {"fma_peak_gflops", peak},
+                        {"search_8_epochs_min_at_peak", peak > 0 ? search_steps * flop_step / (peak * 1e9) / 60 : 0.0}};
     std::ofstream(json_path) << j.dump(2) << "\n";
   }
   return 0;

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/machine.h"
 #include "engine/optim.h"
 #include "engine/params.h"
 #include "engine/rng.h"
@@ -59,6 +60,12 @@ struct Model {
   std::vector<Var> weights;
   size_t bn_i = 0, w_i = 0;
   bool building = true;
+  int64_t macs = 0;  // multiply-adds per image of the forward pass, counted while building
+
+  // Adds the multiply-adds of an op whose output `out` ([N, H, W, C]) costs `per_pixel` each.
+  void count(const Var& out, int64_t per_pixel) {
+    if (building) macs += out->value.dim(1) * out->value.dim(2) * per_pixel;
+  }
 
   // Parameters are created on the first forward pass and reused in order afterwards.
   Var W(const Shape& shape, int64_t fan_in) {
@@ -86,14 +93,18 @@ struct Model {
     // As nas/model.cpp's mbconv_forward: the post-activation tensors are released after their
     // consumer and recomputed in backward (release_value).
     if (e != 1) {
-      Var a = bn_act(pwconv(h, W({cin, cin * e}, cin)), Act::ReLU6);
+      Var z = pwconv(h, W({cin, cin * e}, cin));
+      count(z, cin * ch);
+      Var a = bn_act(z, Act::ReLU6);
       h = dwconv2d(a, W({k, k, ch}, int64_t(k) * k), stride);
       release_value(a);
     } else {
       h = dwconv2d(h, W({k, k, ch}, int64_t(k) * k), stride);
     }
+    count(h, int64_t(k) * k * ch);
     Var b = bn_act(h, Act::ReLU6);
     Var p = pwconv(b, W({ch, cout}, ch));
+    count(p, ch * cout);
     release_value(b);
     h = bn_act(p, Act::None);
     if (stride == 1 && cin == cout) h = add(h, x);
@@ -102,13 +113,18 @@ struct Model {
 
   Var forward(const Var& x, const std::vector<int>& labels) {
     bn_i = w_i = 0;
-    Var h = bn_act(conv2d_same(x, W({3, 3, 3, 32}, 27), 1), Act::ReLU6);
+    Var stem = conv2d_same(x, W({3, 3, 3, 32}, 27), 1);
+    count(stem, 27 * 32);
+    Var h = bn_act(stem, Act::ReLU6);
     const int stages[7][4] = {{1, 16, 1, 1}, {6, 24, 2, 1}, {6, 32, 3, 2}, {6, 64, 4, 2},
                               {6, 96, 3, 1}, {6, 160, 3, 2}, {6, 320, 1, 1}};
     for (auto& s : stages)
       for (int r = 0; r < s[2]; ++r) h = mbconv(h, s[1], s[0], r == 0 ? s[3] : 1);
-    h = bn_act(pwconv(h, W({320, 1280}, 320)), Act::ReLU6);
+    Var head = pwconv(h, W({320, 1280}, 320));
+    count(head, 320 * 1280);
+    h = bn_act(head, Act::ReLU6);
     h = global_avgpool(h);
+    if (building) macs += 1280 * 10;
     if (building) {
       weights.push_back(weight({1280, 10}, 1280));
       weights.push_back(ps.add("fc.b", Tensor::zeros({10}), false, "bias"));
@@ -171,6 +187,14 @@ int run_one(int k, int threads, int batch, int steps, int warmup, const std::str
               "peak RSS %.0f MiB, loss %.3f -> %.3f, %lld parameters\n",
               k, threads, batch, kernels().name, batch / med, med * 1e3, best * 1e3, steps, peak_mib, loss_first,
               loss_last, (long long)m.ps.count());
+  // The work against the machine's limit, measured now, after the timed steps.
+  const double flop_img = bench::training_flops_per_image(m.macs);
+  const double peak = bench::measure_fma_peak_gflops();
+  const double achieved = flop_img * batch / med / 1e9;
+  std::printf("compute: %.3f GFLOP per image (3 x 2 x %.1f M forward multiply-adds); %.1f GFLOP/s achieved = %.0f %% "
+              "of the FMA peak measured now (%.1f GFLOP/s); at 100 %% of that peak: %.0f images/s\n",
+              flop_img / 1e9, m.macs / 1e6, achieved, peak > 0 ? 100.0 * achieved / peak : 0.0, peak,
+              peak > 0 ? peak * 1e9 / flop_img : 0.0);
   if (g_profile) {
     std::printf("%s", op_profile_report(steps).c_str());
     std::printf("optimizer step + zero_grad: %.3f ms per step (not in the table)\n", optim_s * 1e3 / steps);
@@ -181,7 +205,9 @@ int run_one(int k, int threads, int batch, int steps, int warmup, const std::str
     std::ofstream out(json, std::ios::app);
     out << "{\"k\": " << k << ", \"threads\": " << threads << ", \"batch\": " << batch << ", \"kernels\": \""
         << kernels().name << "\", \"images_per_s\": " << batch / med << ", \"step_ms_median\": " << med * 1e3
-        << ", \"step_ms_best\": " << best * 1e3 << ", \"peak_rss_mib\": " << peak_mib << "}\n";
+        << ", \"step_ms_best\": " << best * 1e3 << ", \"peak_rss_mib\": " << peak_mib
+        << ", \"gflop_per_image\": " << flop_img / 1e9 << ", \"gflops_achieved\": " << achieved
+        << ", \"fma_peak_gflops\": " << peak << "}\n";
   }
   return 0;
 }
