@@ -1,6 +1,8 @@
 // Superkernel overhead: a supernet training step (forward with indicators + runtime model +
 // backward + optimizer) against a step of the fixed all-5x5-6 network of the same space, same
-// batch, same threads, timed alternately in one run. Target: supernet <= 1.15x.
+// batch, same threads, timed alternately in one run. Target: supernet <= 1.15x. It also prints the
+// supernet step's FLOPs against the machine's FMA peak (bench/machine.h) and the shortest 8-epoch
+// search that peak allows.
 //
 //   bench_search_step [--space cifar10] [--width 1] [--batch 64] [--threads 2] [--steps 20]
 //                     [--json FILE]

@@ -9,6 +9,9 @@
 // --profile prints the engine's op profile (time per op and output shape, forward/backward/
 // recompute) over the timed steps.
 //
+// After the timed steps it measures the machine's FMA peak (bench/machine.h) and prints the step's
+// FLOPs per image, the GFLOP/s achieved, its share of the peak and the images/s the peak would allow.
+//
 // Without --k it runs k = 3 and k = 5 each in a fresh process, so each gets its own peak RSS.
 #include <spawn.h>
 #include <sys/resource.h>
