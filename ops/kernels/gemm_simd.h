@@ -42,9 +42,13 @@ struct NnEpilogue {
 
 template <int RB, int NV, bool TAIL>
 inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-                    M m, bool acc, const NnEpilogue& ep) {
+                    M m, bool acc, const NnEpilogue& ep, const float* pf) {
   R c[RB][NV];
   static_for<RB>([&](auto i) { static_for<NV>([&](auto j) { c[i][j] = V::zero(); }); });
+  // The next tile's rows of A, every line, into L2 before this tile starts (see nn_column).
+  if (pf)
+    for (int64_t i = 0; i < RB; ++i)
+      for (int64_t k = 0; k < K; k += 16) _mm_prefetch(reinterpret_cast<const char*>(pf + i * lda + k), _MM_HINT_T1);
   for (int64_t k = 0; k < K; ++k) {
     const float* b = B + k * ldb;
     R bv[NV];
@@ -72,20 +76,26 @@ inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int6
 }
 
 // All rows of one N tile of width NV vectors: full RB-row tiles, then the leftover rows one by one.
+// pf_rows > 0 (the first N tile, which reads A from memory): each tile first asks L2 for the next
+// tile's rows of A, while they exist within pf_rows rows of A. The hardware prefetchers do not keep
+// up with RB rows walked in parallel: K = 144 -> N = 24 over 32,768 rows (A from DRAM) took 5.4-5.7 ms
+// single-threaded without it, 3.3-3.9 ms with it; other cifar shapes within +-2 %.
 template <int NV, bool TAIL>
 inline void nn_column(int64_t rows, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
-                      int64_t ldc, M m, bool acc, const NnEpilogue& ep) {
+                      int64_t ldc, M m, bool acc, const NnEpilogue& ep, int64_t pf_rows) {
   constexpr int RB = kGemmRB[NV];
   int64_t r = 0;
-  for (; r + RB <= rows; r += RB) nn_tile<RB, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep);
-  for (; r < rows; ++r) nn_tile<1, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep);
+  for (; r + RB <= rows; r += RB)
+    nn_tile<RB, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep,
+                          r + 2 * RB <= pf_rows ? A + (r + RB) * lda : nullptr);
+  for (; r < rows; ++r) nn_tile<1, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep, nullptr);
 }
 
 template <int NV>
 inline void nn_column_any(bool tail, int64_t rows, int64_t K, const float* A, int64_t lda, const float* B,
-                          int64_t ldb, float* C, int64_t ldc, M m, bool acc, const NnEpilogue& ep) {
-  if (tail) nn_column<NV, true>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep);
-  else nn_column<NV, false>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep);
+                          int64_t ldb, float* C, int64_t ldc, M m, bool acc, const NnEpilogue& ep, int64_t pf_rows) {
+  if (tail) nn_column<NV, true>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep, pf_rows);
+  else nn_column<NV, false>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep, pf_rows);
 }
 
 void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, float* C,
@@ -104,12 +114,13 @@ void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
       float* Ct = Cb + v0 * L;
       NnEpilogue ep;
       if (scale) ep = {scale + v0 * L, shift + v0 * L, act};
+      const int64_t pf_rows = v0 == 0 ? rows - r0 : 0;  // A from memory; into the next row block too
       switch (nv) {
-        case 1: nn_column_any<1>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep); break;
-        case 2: nn_column_any<2>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep); break;
+        case 1: nn_column_any<1>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep, pf_rows); break;
+        case 2: nn_column_any<2>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep, pf_rows); break;
 #if defined(SPNAS_SIMD_AVX512)
-        case 3: nn_column_any<3>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep); break;
-        case 4: nn_column_any<4>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep); break;
+        case 3: nn_column_any<3>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep, pf_rows); break;
+        case 4: nn_column_any<4>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep, pf_rows); break;
 #endif
         default: break;
       }
