@@ -48,8 +48,7 @@ using namespace spnas;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+using bench::seconds_now;
 
 // ---- shapes ----
 struct Shape {
@@ -119,12 +118,12 @@ std::vector<Timing> time_interleaved(const std::vector<std::function<void()>>& f
       if (enter[i]) enter[i]();
       settle();
       fns[i]();
-      double start = now_s();
+      double start = seconds_now();
       int n = 0;
-      while (n < per_block_min || (now_s() - start < budget / rounds && n < per_block_max)) {
-        double t0 = now_s();
+      while (n < per_block_min || (seconds_now() - start < budget / rounds && n < per_block_max)) {
+        double t0 = seconds_now();
         fns[i]();
-        ms[i].push_back((now_s() - t0) * 1e3);
+        ms[i].push_back((seconds_now() - t0) * 1e3);
         ++n;
       }
       if (leave[i]) leave[i]();
@@ -421,7 +420,7 @@ int main(int argc, char** argv) {
         recs.push_back(r);
       };
       {
-        double t0 = now_s();
+        double t0 = seconds_now();
         if (s.depthwise) {
           if (dir == "fwd") dwconv_forward_ref(d, x.data(), w.data(), ref.data());
           else if (dir == "bwd_d") dwconv_backward_data_ref(d, dy.data(), w.data(), ref.data(), false);
@@ -429,7 +428,7 @@ int main(int argc, char** argv) {
         } else {
           pw_ref(dir, M, Cin, Cout, x.data(), w.data(), dy.data(), ref.data());
         }
-        double ms = (now_s() - t0) * 1e3;
+        double ms = (seconds_now() - t0) * 1e3;
         add("ref", Timing{ms, ms, 1}, 0.0, "scalar, 1 thread");
       }
       // Checks one implementation's result and enters it in the race; the entrants are timed together

@@ -127,8 +127,8 @@ struct Model {
     count(head, 320 * 1280);
     h = bn_act(head, Act::ReLU6);
     h = global_avgpool(h);
-    if (building) macs += 1280 * 10;
     if (building) {
+      macs += 1280 * 10;
       weights.push_back(weight({1280, 10}, 1280));
       weights.push_back(ps.add("fc.b", Tensor::zeros({10}), false, "bias"));
     }
