@@ -59,6 +59,9 @@ struct DwShape {
 const DwShape kDwShapes[] = {
     {1, 1, 1, 5},  {1, 1, 1, 16}, {2, 7, 5, 19}, {1, 9, 11, 33}, {3, 6, 4, 17},  {1, 8, 8, 16},
     {2, 13, 3, 40}, {1, 2, 9, 7},  {1, 3, 3, 24}, {2, 16, 16, 9}, {1, 32, 32, 8}, {1, 12, 20, 72},
+    // A 4-wide map with channel blocks and a tail, and rows whose last tile is 4 wide (12, 24 / 2):
+    // the tiles whose border is resolved at compile time (ops/kernels/simd_impl.h, corr_tile_all_c_border).
+    {1, 4, 4, 40},  {1, 5, 12, 24}, {1, 3, 24, 16},
 };
 
 std::string shape_name(const DwConvDesc& d) {
