@@ -628,23 +628,24 @@ void bww_rows(const DwConvDesc& d, const float* x, const float* dy, float* part,
   }
 }
 
-// Weight gradient for K = 3, the nine taps of one channel block in registers across a band of output
-// rows of one image: the partial sums move once per band instead of once per tile and kernel row,
-// and a tile's dy vectors feed all three kernel rows. The band (its input and dy rows) is sized to
+// Weight gradient for K = 3 and 5, the K x K taps of one channel block in registers across a band of
+// output rows of one image: the partial sums move once per band instead of once per tile and kernel
+// row, and a tile's dy vectors feed all K kernel rows. The band (its input and dy rows) is sized to
 // stay in L2 while the channel blocks take turns over it, and each row prefetches the next block's
-// lines of its rows. Full tiles skip their outside columns at compile time (bww3_tile_fixed); the
+// lines of its rows. Full tiles skip their outside columns at compile time (bwwb_tile_fixed); the
 // last, partial tile of a row loads outside columns and rows as zeros through the load mask.
-constexpr int64_t kBww3BandBytes = int64_t(256) << 10;
+constexpr int64_t kBwwBandBytes = int64_t(256) << 10;
 
-struct Bww3Row {
-  const float* x[3];  // input rows ih0 + kh (any valid row where outside the image)
-  M m[3];             // the channel mask, or none where the row is outside the image
-  bool valid[3];      // row inside the image
-  bool inside;        // all three rows inside
+template <int K>
+struct BwwRow {
+  const float* x[K];  // input rows ih0 + kh (any valid row where outside the image)
+  M m[K];             // the channel mask, or none where the row is outside the image
+  bool valid[K];      // row inside the image
+  bool inside;        // all K rows inside
 };
 
-template <int Sc, int Tn, bool Border, bool Mk>
-__attribute__((always_inline)) inline void bww3_tile(R (&acc)[3][3], const Bww3Row& row,
+template <int K, int Sc, int Tn, bool Border, bool Mk>
+__attribute__((always_inline)) inline void bwwb_tile(R (&acc)[K][K], const BwwRow<K>& row,
                                                      const float* dyr, int64_t ow, int64_t n_out, int64_t pl,
                                                      int64_t W, int64_t C, M m) {
   const int64_t iw0 = ow * Sc - pl;
@@ -654,9 +655,9 @@ __attribute__((always_inline)) inline void bww3_tile(R (&acc)[3][3], const Bww3R
     if constexpr (Border) dv[t] = V::loadm(dyr + (t < n_out ? ow + t : 0) * C, t < n_out ? m : none);
     else dv[t] = ld<Mk>(dyr + (ow + t) * C, m);
   });
-  static_for<3>([&](auto kh) SPNAS_INLINE {
+  static_for<K>([&](auto kh) SPNAS_INLINE {
     constexpr int h = decltype(kh)::value;
-    static_for<(Tn - 1) * Sc + 3>([&](auto j) SPNAS_INLINE {
+    static_for<(Tn - 1) * Sc + K>([&](auto j) SPNAS_INLINE {
       constexpr int jj = decltype(j)::value;
       R xv;
       if constexpr (Border) {
@@ -668,7 +669,7 @@ __attribute__((always_inline)) inline void bww3_tile(R (&acc)[3][3], const Bww3R
       asm("" : "+v"(xv));  // one load per column (see corr_tile)
       static_for<Tn>([&](auto t) SPNAS_INLINE {
         constexpr int tt = decltype(t)::value, kw = jj - tt * Sc;
-        if constexpr (kw >= 0 && kw < 3) acc[h][kw] = V::fma(xv, dv[t], acc[h][kw]);
+        if constexpr (kw >= 0 && kw < K) acc[h][kw] = V::fma(xv, dv[t], acc[h][kw]);
       });
     });
   });
@@ -676,42 +677,42 @@ __attribute__((always_inline)) inline void bww3_tile(R (&acc)[3][3], const Bww3R
 
 // A full tile whose outside columns (j < LS, j >= RC) are known at compile time; kernel rows outside the
 // image (top and bottom output rows) skipped by a test per row when RowChk.
-template <int Sc, int Tn, int LS, int RC, bool RowChk, bool Mk>
-__attribute__((always_inline)) inline void bww3_tile_fixed(R (&acc)[3][3], const Bww3Row& row,
+template <int K, int Sc, int Tn, int LS, int RC, bool RowChk, bool Mk>
+__attribute__((always_inline)) inline void bwwb_tile_fixed(R (&acc)[K][K], const BwwRow<K>& row,
                                                            const float* dyr, int64_t ow, int64_t pl, int64_t C, M m) {
   const int64_t iw0 = ow * Sc - pl;
   R dv[Tn];
   static_for<Tn>([&](auto t) SPNAS_INLINE { dv[t] = ld<Mk>(dyr + (ow + t) * C, m); });
-  static_for<3>([&](auto kh) SPNAS_INLINE {
+  static_for<K>([&](auto kh) SPNAS_INLINE {
     constexpr int h = decltype(kh)::value;
     if constexpr (RowChk) {
       if (!row.valid[h]) return;
     }
-    static_for<(Tn - 1) * Sc + 3>([&](auto j) SPNAS_INLINE {
+    static_for<(Tn - 1) * Sc + K>([&](auto j) SPNAS_INLINE {
       constexpr int jj = decltype(j)::value;
       if constexpr (jj >= LS && jj < RC) {
         R xv = ld<Mk>(row.x[h] + (iw0 + jj) * C, m);
         asm("" : "+v"(xv));
         static_for<Tn>([&](auto t) SPNAS_INLINE {
           constexpr int tt = decltype(t)::value, kw = jj - tt * Sc;
-          if constexpr (kw >= 0 && kw < 3) acc[h][kw] = V::fma(xv, dv[t], acc[h][kw]);
+          if constexpr (kw >= 0 && kw < K) acc[h][kw] = V::fma(xv, dv[t], acc[h][kw]);
         });
       }
     });
   });
 }
 
-template <int Sc, int Tn, bool RowChk, bool Mk>
-__attribute__((always_inline)) inline bool bww3_tile_border(R (&acc)[3][3], const Bww3Row& row,
+template <int K, int Sc, int Tn, bool RowChk, bool Mk>
+__attribute__((always_inline)) inline bool bwwb_tile_border(R (&acc)[K][K], const BwwRow<K>& row,
                                                             const float* dyr, int64_t ow, int64_t pl, int64_t W,
                                                             int64_t C, M m) {
-  constexpr int NC = (Tn - 1) * Sc + 3;
+  constexpr int NC = (Tn - 1) * Sc + K;
   const int64_t iw0 = ow * Sc - pl;
   const int64_t ls = max64(0, -iw0), rcut = NC - min64(NC, W - iw0);
   if (ls > 2 || rcut > 2 || ls >= NC - rcut) return false;
   switch (ls * 3 + rcut) {
 #define SPNAS_BORDER(l, r) \
-  case l * 3 + r: bww3_tile_fixed<Sc, Tn, l, NC - r, RowChk, Mk>(acc, row, dyr, ow, pl, C, m); return true;
+  case l * 3 + r: bwwb_tile_fixed<K, Sc, Tn, l, NC - r, RowChk, Mk>(acc, row, dyr, ow, pl, C, m); return true;
     SPNAS_BORDER(0, 0) SPNAS_BORDER(0, 1) SPNAS_BORDER(0, 2)
     SPNAS_BORDER(1, 0) SPNAS_BORDER(1, 1) SPNAS_BORDER(1, 2)
     SPNAS_BORDER(2, 0) SPNAS_BORDER(2, 1) SPNAS_BORDER(2, 2)
@@ -721,24 +722,24 @@ __attribute__((always_inline)) inline bool bww3_tile_border(R (&acc)[3][3], cons
 }
 
 // Output rows [oh0, oh1) of image n, channels [c0, c0 + L) (masked by m): part[kh, kw, c] += the band's sums.
-template <int Sc, int Tn, bool Mk>
-__attribute__((flatten)) void bww3_band(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t n, int64_t oh0, int64_t oh1,
+template <int K, int Sc, int Tn, bool Mk>
+__attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t n, int64_t oh0, int64_t oh1,
                int64_t c0, M m) {
   const int64_t C = d.C, W = d.W, OW = d.OW;
   const float* xim = x + n * d.H * W * C + c0;
-  R acc[3][3];
-  static_for<3>([&](auto kh) SPNAS_INLINE {
-    static_for<3>([&](auto kw) SPNAS_INLINE { acc[kh][kw] = ld<Mk>(part + (kh * 3 + kw) * C + c0, m); });
+  R acc[K][K];
+  static_for<K>([&](auto kh) SPNAS_INLINE {
+    static_for<K>([&](auto kw) SPNAS_INLINE { acc[kh][kw] = ld<Mk>(part + (kh * K + kw) * C + c0, m); });
   });
   // Tiles [ow_a, ow_b) have every column inside the image.
   const int64_t ow_a = clamp64(ceil_div(d.pad_l, Sc), 0, OW);
-  const int64_t ow_b = clamp64(floor_div(W - 3 + d.pad_l, Sc) + 1, ow_a, OW);
+  const int64_t ow_b = clamp64(floor_div(W - K + d.pad_l, Sc) + 1, ow_a, OW);
   const bool prefetch = prefetch_rows(W, C);
   for (int64_t oh = oh0; oh < oh1; ++oh) {
     const int64_t ih0 = oh * Sc - d.pad_t;
-    Bww3Row row;
-    row.inside = ih0 >= 0 && ih0 + 3 <= d.H;
-    for (int kh = 0; kh < 3; ++kh) {
+    BwwRow<K> row;
+    row.inside = ih0 >= 0 && ih0 + K <= d.H;
+    for (int kh = 0; kh < K; ++kh) {
       const bool in = uint64_t(ih0 + kh) < uint64_t(d.H);
       row.x[kh] = xim + (in ? ih0 + kh : 0) * W * C;
       row.m[kh] = in ? m : V::mask(0);
@@ -751,7 +752,7 @@ __attribute__((flatten)) void bww3_band(const DwConvDesc& d, const float* x, con
       // a stride the hardware prefetchers do not follow.
       const int64_t nx = c0 + L;
       for (int64_t ow = 0; ow < OW; ++ow) _mm_prefetch(reinterpret_cast<const char*>(dyr + L + ow * C), _MM_HINT_T1);
-      for (int64_t ih = (oh == oh0 ? ih0 : ih0 + 3 - Sc); ih < ih0 + 3; ++ih)
+      for (int64_t ih = (oh == oh0 ? ih0 : ih0 + K - Sc); ih < ih0 + K; ++ih)
         if (uint64_t(ih) < uint64_t(d.H))
           for (int64_t iw = 0; iw < W; ++iw)
             _mm_prefetch(reinterpret_cast<const char*>(x + ((n * d.H + ih) * W + iw) * C + nx), _MM_HINT_T1);
@@ -760,52 +761,61 @@ __attribute__((flatten)) void bww3_band(const DwConvDesc& d, const float* x, con
       if (ow + Tn <= OW) {
         if (row.inside) {
           if (ow >= ow_a && ow + Tn <= ow_b) {
-            bww3_tile<Sc, Tn, false, Mk>(acc, row, dyr, ow, Tn, d.pad_l, W, C, m);
+            bwwb_tile<K, Sc, Tn, false, Mk>(acc, row, dyr, ow, Tn, d.pad_l, W, C, m);
             continue;
           }
-          if (bww3_tile_border<Sc, Tn, false, Mk>(acc, row, dyr, ow, d.pad_l, W, C, m)) continue;
-        } else if (bww3_tile_border<Sc, Tn, true, Mk>(acc, row, dyr, ow, d.pad_l, W, C, m)) {
+          if (bwwb_tile_border<K, Sc, Tn, false, Mk>(acc, row, dyr, ow, d.pad_l, W, C, m)) continue;
+        } else if (bwwb_tile_border<K, Sc, Tn, true, Mk>(acc, row, dyr, ow, d.pad_l, W, C, m)) {
           continue;
         }
       }
-      bww3_tile<Sc, Tn, true, Mk>(acc, row, dyr, ow, min64(Tn, OW - ow), d.pad_l, W, C, m);
+      bwwb_tile<K, Sc, Tn, true, Mk>(acc, row, dyr, ow, min64(Tn, OW - ow), d.pad_l, W, C, m);
     }
   }
-  static_for<3>([&](auto kh) SPNAS_INLINE {
-    static_for<3>([&](auto kw) SPNAS_INLINE { st<Mk>(part + (kh * 3 + kw) * C + c0, acc[kh][kw], m); });
+  static_for<K>([&](auto kh) SPNAS_INLINE {
+    static_for<K>([&](auto kw) SPNAS_INLINE { st<Mk>(part + (kh * K + kw) * C + c0, acc[kh][kw], m); });
   });
 }
 
 // Rows [b, e) of N*OH in bands of one image, every channel block over each band. Tiles of WTILE
 // outputs, or of 4 on rows of at most 4 (a wider tile would be half zeros there).
-template <int Sc>
-void bww3_rows(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t b, int64_t e) {
+template <int K, int Sc>
+void bwwb_rows(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t b, int64_t e) {
   const int64_t C = d.C;
   const int64_t row_bytes = int64_t(sizeof(float)) * (Sc * d.W + d.OW) * C;  // per output row: new x rows + dy
-  const int64_t band = max64(1, kBww3BandBytes / max64(1, row_bytes));
+  const int64_t band = max64(1, kBwwBandBytes / max64(1, row_bytes));
   for (int64_t r0 = b; r0 < e;) {
     const int64_t n = r0 / d.OH, oh0 = r0 % d.OH;
     const int64_t oh1 = min64(d.OH, oh0 + min64(band, e - r0));
     for (int64_t c0 = 0; c0 < C; c0 += L) {
       const M m = V::mask(int(min64(L, C - c0)));
       const bool tail = c0 + L > C;  // masked loads only where needed (AVX2's are slow)
-      if (d.OW <= 4) tail ? bww3_band<Sc, 4, true>(d, x, dy, part, n, oh0, oh1, c0, m)
-                          : bww3_band<Sc, 4, false>(d, x, dy, part, n, oh0, oh1, c0, m);
-      else tail ? bww3_band<Sc, V::WTILE, true>(d, x, dy, part, n, oh0, oh1, c0, m)
-                : bww3_band<Sc, V::WTILE, false>(d, x, dy, part, n, oh0, oh1, c0, m);
+      if (d.OW <= 4 || K == 5) tail ? bwwb_band<K, Sc, 4, true>(d, x, dy, part, n, oh0, oh1, c0, m)
+                                    : bwwb_band<K, Sc, 4, false>(d, x, dy, part, n, oh0, oh1, c0, m);
+      else tail ? bwwb_band<K, Sc, V::WTILE, true>(d, x, dy, part, n, oh0, oh1, c0, m)
+                : bwwb_band<K, Sc, V::WTILE, false>(d, x, dy, part, n, oh0, oh1, c0, m);
     }
     r0 += oh1 - oh0;
   }
+}
+
+// 5x5 only where its 25 accumulators fit in the registers (AVX-512).
+template <int Sc>
+void bwwb5_rows(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t b, int64_t e) {
+  if constexpr (V::L == 16) bwwb_rows<5, Sc>(d, x, dy, part, b, e);
 }
 
 void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const float* dy, float* dw, bool accumulate) {
   const int64_t KKC = int64_t(d.K) * d.K * d.C;
   const int pool = num_threads();
   float* parts = g_scratch_part.get(size_t(pool) * KKC);
-  // 3x3: the band kernel where it beat the tile kernel (2 threads, batch 64, the two timed interleaved):
-  // stride 1 on 32x32 and 16x16 maps 1.36-2.1x, 4x4 1.07-1.13x, C = 32 1.48x. On 8x8 maps it was no
-  // faster and at stride 2 (C > 32) 0.76-0.95x, so those keep the tile kernel.
+  // The band kernel where it beat the tile kernel (2 threads, batch 64, the two timed interleaved).
+  // 3x3: stride 1 on 32x32 and 16x16 maps 1.36-2.1x, 4x4 1.07-1.13x, C = 32 1.48x; on 8x8 maps no
+  // faster, and at stride 2 (C > 32) 0.76-0.95x, so those keep the tile kernel. 5x5 (AVX-512 only: 25
+  // accumulators + 4 dy + 1 input of the 32 registers): 1.2-1.9x on every cifar shape but stride 2 on
+  // 32x32 maps (0.88-1.05x).
   const bool bww3 = (d.S == 1 && (d.W <= 4 || d.W >= 16)) || d.C <= 32;
+  const bool bww5 = V::L == 16 && !(d.S == 2 && d.W >= 32);
   int used = 1;
   parallel_run([&](int tid, int nt) {
     if (tid == 0) used = nt;
@@ -814,8 +824,10 @@ void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const flo
     int64_t b, e;
     split_range(d.N * d.OH, tid, nt, &b, &e);
     const int k = d.K, s = d.S;
-    if (k == 3 && bww3 && s == 1) bww3_rows<1>(d, x, dy, part, b, e);
-    else if (k == 3 && bww3 && s == 2) bww3_rows<2>(d, x, dy, part, b, e);
+    if (k == 3 && bww3 && s == 1) bwwb_rows<3, 1>(d, x, dy, part, b, e);
+    else if (k == 3 && bww3 && s == 2) bwwb_rows<3, 2>(d, x, dy, part, b, e);
+    else if (k == 5 && bww5 && s == 1) bwwb5_rows<1>(d, x, dy, part, b, e);
+    else if (k == 5 && bww5 && s == 2) bwwb5_rows<2>(d, x, dy, part, b, e);
     else if (k == 3 && s == 1) bww_rows<3, 1>(d, x, dy, part, b, e);
     else if (k == 5 && s == 1) bww_rows<5, 1>(d, x, dy, part, b, e);
     else if (k == 3 && s == 2) bww_rows<3, 2>(d, x, dy, part, b, e);
