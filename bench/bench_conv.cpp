@@ -365,8 +365,9 @@ int main(int argc, char** argv) {
   const double peak = bench::measure_fma_peak_gflops();
   std::printf("memory bandwidth (%d threads): copy %.1f GB/s (read + write bytes), read %.1f GB/s; %%bw below is of copy\n",
               opt.threads, bw.copy_gbs, bw.read_gbs);
-  std::printf("compute peak (%d threads, %s FMAs on registers): %.1f GFLOP/s; %%peak below is of it\n\n", opt.threads,
+  std::printf("compute peak (%d threads, %s FMAs on registers): %.1f GFLOP/s; %%peak below is of it\n", opt.threads,
               kernels().name, peak);
+  std::printf("cpu: %s\n\n", bench::cpu_description().c_str());
 
   std::vector<Shape> shapes;
   for (const auto& f : opt.shape_files) {
