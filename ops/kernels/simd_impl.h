@@ -234,7 +234,7 @@ __attribute__((always_inline)) inline void tile_epilogue(const Corr& p, float* d
 // output of the tile it overlaps. Columns j < LS and j >= RC fall outside the image and are skipped
 // at compile time (the common borders, picked by corr_tile_all_c_border); Chk: the border is not
 // one of those, and every column is tested at run time instead.
-template <int KWc, int Sc, int Tn, int LS, int RC, bool Chk, bool Mk>
+template <int KWc, int Sc, bool Pin, int Tn, int LS, int RC, bool Chk, bool Mk>
 __attribute__((always_inline)) inline void corr_tile(const Corr& p, const float* xim, const float* wc, float* yrow,
                                                      int64_t ih0, int kh_lo, int kh_hi, int64_t ow, int64_t c0, M m) {
   const int64_t C = p.C, IW = p.IW;
@@ -255,10 +255,11 @@ __attribute__((always_inline)) inline void corr_tile(const Corr& p, const float*
         R xv = ld<Mk>(xr + jj * C, m);
         // Left to itself GCC turns the tile weight-stationary: it folds this load into each of the
         // (up to KWc) FMAs that use the column, one load per FMA instead of one per column. The empty
-        // asm pins the column in a register. Stride 1, single-threaded, in cache: 3x3 1.29-1.44x
-        // (54 -> 74-76 % of the FMA peak), 5x5 unchanged; stride 2 on 32x32 maps lost up to 1.5x
-        // under 2 threads, so stride 2 keeps the compiler's choice.
-        if constexpr (Sc == 1) asm("" : "+v"(xv));
+        // asm pins the column in a register (Pin). Stride 1, single-threaded, in cache: 3x3 1.29-1.44x
+        // (54 -> 74-76 % of the FMA peak), 5x5 unchanged. At stride 2 it pays on inputs at most 16
+        // wide (1.04-1.19x, 2 threads, batch 64) but lost up to 1.5x on 32x32 inputs, which keep the
+        // compiler's choice (corr_range).
+        if constexpr (Pin) asm("" : "+v"(xv));
         static_for<Tn>([&](auto t) {
           constexpr int kw = jj - decltype(t)::value * Sc;
           if constexpr (kw >= 0 && kw < KWc) acc[t] = V::fma(xv, wv[kw], acc[t]);
@@ -272,18 +273,18 @@ __attribute__((always_inline)) inline void corr_tile(const Corr& p, const float*
 // All channel blocks of one tile (full blocks, then the masked tail): the tile sweeps each input
 // row's pixels contiguously, which the prefetchers follow far better than one channel block at a time.
 // `next`: the Sc rows the next output row adds (nullptr: none, or not worth it), prefetched per block.
-template <int KWc, int Sc, int Tn, int LS, int RC, bool Chk>
+template <int KWc, int Sc, bool Pin, int Tn, int LS, int RC, bool Chk>
 void corr_tile_all_c(const Corr& p, const float* xim, float* yrow, int64_t ih0, int kh_lo, int kh_hi, int64_t ow,
                      const float* next) {
   const int64_t cfull = p.C - p.C % L;
   const M full = V::mask(L);
   const int64_t iw0 = ow * Sc - p.pl;
   for (int64_t c0 = 0; c0 < cfull; c0 += L) {
-    corr_tile<KWc, Sc, Tn, LS, RC, Chk, false>(p, xim + c0, p.w + c0, yrow + c0, ih0, kh_lo, kh_hi, ow, c0, full);
+    corr_tile<KWc, Sc, Pin, Tn, LS, RC, Chk, false>(p, xim + c0, p.w + c0, yrow + c0, ih0, kh_lo, kh_hi, ow, c0, full);
     if (c0 % 16 == 0) prefetch_pixels(next, Sc, p.IW, p.C, iw0, Tn * Sc, c0);  // one per 64-byte line
   }
   if (cfull < p.C)
-    corr_tile<KWc, Sc, Tn, LS, RC, Chk, true>(p, xim + cfull, p.w + cfull, yrow + cfull, ih0, kh_lo, kh_hi, ow,
+    corr_tile<KWc, Sc, Pin, Tn, LS, RC, Chk, true>(p, xim + cfull, p.w + cfull, yrow + cfull, ih0, kh_lo, kh_hi, ow,
                                               cfull, V::mask(int(p.C - cfull)));
 }
 
@@ -291,7 +292,7 @@ void corr_tile_all_c(const Corr& p, const float* xim, float* yrow, int64_t ih0, 
 // columns on each side (every tile of "same"-padded k <= 5 maps at least Tn wide), else checked per
 // column. Measured single-threaded, in cache, against the per-column test on every border tile:
 // 3x3 on 8x8 / 4x4 maps 1.27-1.35x, 5x5 on 8x8 1.29x (with tile_epilogue).
-template <int KWc, int Sc, int Tn>
+template <int KWc, int Sc, bool Pin, int Tn>
 void corr_tile_all_c_border(const Corr& p, const float* xim, float* yrow, int64_t ih0, int kh_lo, int kh_hi,
                             int64_t ow, const float* next) {
   constexpr int NC = (Tn - 1) * Sc + KWc;  // input columns of the tile
@@ -301,28 +302,28 @@ void corr_tile_all_c_border(const Corr& p, const float* xim, float* yrow, int64_
   if (ls <= 2 && rcut <= 2 && ls < NC - rcut) {
     switch (ls * 3 + rcut) {
 #define SPNAS_BORDER(l, r) \
-  case l * 3 + r: return corr_tile_all_c<KWc, Sc, Tn, l, NC - r, false>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
+  case l * 3 + r: return corr_tile_all_c<KWc, Sc, Pin, Tn, l, NC - r, false>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
       SPNAS_BORDER(0, 0) SPNAS_BORDER(0, 1) SPNAS_BORDER(0, 2)
       SPNAS_BORDER(1, 0) SPNAS_BORDER(1, 1) SPNAS_BORDER(1, 2)
       SPNAS_BORDER(2, 0) SPNAS_BORDER(2, 1) SPNAS_BORDER(2, 2)
 #undef SPNAS_BORDER
     }
   }
-  corr_tile_all_c<KWc, Sc, Tn, 0, NC, true>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
+  corr_tile_all_c<KWc, Sc, Pin, Tn, 0, NC, true>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
 }
 
 // The last, partial tile of a row (n < T outputs): n = 4 (4x4 maps) with a compile-time border, other
 // widths checked per column.
-template <int KWc, int Sc, int Tn>
+template <int KWc, int Sc, bool Pin, int Tn>
 inline void corr_tail(int n, const Corr& p, const float* xim, float* yrow, int64_t ih0, int kh_lo, int kh_hi,
                       int64_t ow, const float* next) {
   if constexpr (Tn > 0) {
     constexpr int NC = (Tn - 1) * Sc + KWc;
     if (n == Tn) {
-      if constexpr (Tn == 4) corr_tile_all_c_border<KWc, Sc, Tn>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
-      else corr_tile_all_c<KWc, Sc, Tn, 0, NC, true>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
+      if constexpr (Tn == 4) corr_tile_all_c_border<KWc, Sc, Pin, Tn>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
+      else corr_tile_all_c<KWc, Sc, Pin, Tn, 0, NC, true>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
     } else {
-      corr_tail<KWc, Sc, Tn - 1>(n, p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
+      corr_tail<KWc, Sc, Pin, Tn - 1>(n, p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
     }
   }
 }
@@ -349,7 +350,7 @@ void corr_row_generic(const Corr& p, const float* xim, const float* wc, float* y
 
 // Output rows [r_begin, r_end) of N*OH, all channels. KWc / Sc: compile-time kernel width and stride,
 // or 0 for the run-time values.
-template <int KWc, int Sc>
+template <int KWc, int Sc, bool Pin = (Sc == 1)>
 void corr_rows(const Corr& p, int64_t r_begin, int64_t r_end) {
   constexpr int T = V::TILE;
   for (int64_t r = r_begin; r < r_end; ++r) {
@@ -373,11 +374,11 @@ void corr_rows(const Corr& p, int64_t r_begin, int64_t r_end) {
       int64_t ow = 0;
       for (; ow + T <= p.OW; ow += T) {
         if (ow >= ow_a && ow + T <= ow_b)
-          corr_tile_all_c<KWc, Sc, T, 0, (T - 1) * Sc + KWc, false>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
+          corr_tile_all_c<KWc, Sc, Pin, T, 0, (T - 1) * Sc + KWc, false>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
         else
-          corr_tile_all_c_border<KWc, Sc, T>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
+          corr_tile_all_c_border<KWc, Sc, Pin, T>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
       }
-      if (ow < p.OW) corr_tail<KWc, Sc, T - 1>(int(p.OW - ow), p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
+      if (ow < p.OW) corr_tail<KWc, Sc, Pin, T - 1>(int(p.OW - ow), p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
     } else {
       const int64_t cfull = p.C - p.C % L;
       for (int64_t c0 = 0; c0 < cfull; c0 += L)
@@ -392,10 +393,11 @@ void corr_rows(const Corr& p, int64_t r_begin, int64_t r_end) {
 // Rows [b, e) of N*OH, dispatched to the unrolled instantiations that exist.
 void corr_range(const Corr& p, int64_t b, int64_t e) {
   const int k = p.KW, s = p.S;
+  const bool pin2 = p.IW <= 16;  // see corr_tile
   if (k == 3 && s == 1) corr_rows<3, 1>(p, b, e);
   else if (k == 5 && s == 1) corr_rows<5, 1>(p, b, e);
-  else if (k == 3 && s == 2) corr_rows<3, 2>(p, b, e);
-  else if (k == 5 && s == 2) corr_rows<5, 2>(p, b, e);
+  else if (k == 3 && s == 2) pin2 ? corr_rows<3, 2, true>(p, b, e) : corr_rows<3, 2, false>(p, b, e);
+  else if (k == 5 && s == 2) pin2 ? corr_rows<5, 2, true>(p, b, e) : corr_rows<5, 2, false>(p, b, e);
   else if (k == 1 && s == 1) corr_rows<1, 1>(p, b, e);
   else if (k == 2 && s == 1) corr_rows<2, 1>(p, b, e);
   else corr_rows<0, 0>(p, b, e);
