@@ -723,12 +723,12 @@ __attribute__((always_inline)) inline bool bwwb_tile_border(R (&acc)[K][K], cons
   return false;
 }
 
-// Output rows [oh0, oh1) of image n, channels [c0, c0 + L) (masked by m): part[kh, kw, c] += the band's sums.
+// Output rows [r0, r1) of N*OH (a band may span images), channels [c0, c0 + L) (masked by m):
+// part[kh, kw, c] += the band's sums.
 template <int K, int Sc, int Tn, bool Mk>
-__attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t n, int64_t oh0, int64_t oh1,
-               int64_t c0, M m) {
+__attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t r0,
+                                        int64_t r1, int64_t c0, M m) {
   const int64_t C = d.C, W = d.W, OW = d.OW;
-  const float* xim = x + n * d.H * W * C + c0;
   R acc[K][K];
   static_for<K>([&](auto kh) SPNAS_INLINE {
     static_for<K>([&](auto kw) SPNAS_INLINE { acc[kh][kw] = ld<Mk>(part + (kh * K + kw) * C + c0, m); });
@@ -737,7 +737,9 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
   const int64_t ow_a = clamp64(ceil_div(d.pad_l, Sc), 0, OW);
   const int64_t ow_b = clamp64(floor_div(W - K + d.pad_l, Sc) + 1, ow_a, OW);
   const bool prefetch = prefetch_rows(W, C);
-  for (int64_t oh = oh0; oh < oh1; ++oh) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t n = r / d.OH, oh = r % d.OH;
+    const float* xim = x + n * d.H * W * C + c0;
     const int64_t ih0 = oh * Sc - d.pad_t;
     BwwRow<K> row;
     row.inside = ih0 >= 0 && ih0 + K <= d.H;
@@ -747,14 +749,14 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
       row.m[kh] = in ? m : V::mask(0);
       row.valid[kh] = in;
     }
-    const float* dyr = dy + (n * d.OH + oh) * OW * C + c0;
+    const float* dyr = dy + r * OW * C + c0;
     if (prefetch && c0 + L < C) {
       // The next channel block's lines of what this row reads (its dy row, and the input rows it adds
       // to the band) into L2 while this block computes: a block's pass touches one line per pixel,
       // a stride the hardware prefetchers do not follow.
       const int64_t nx = c0 + L;
       for (int64_t ow = 0; ow < OW; ++ow) _mm_prefetch(reinterpret_cast<const char*>(dyr + L + ow * C), _MM_HINT_T1);
-      for (int64_t ih = (oh == oh0 ? ih0 : ih0 + K - Sc); ih < ih0 + K; ++ih)
+      for (int64_t ih = (r == r0 || oh == 0 ? ih0 : ih0 + K - Sc); ih < ih0 + K; ++ih)
         if (uint64_t(ih) < uint64_t(d.H))
           for (int64_t iw = 0; iw < W; ++iw)
             _mm_prefetch(reinterpret_cast<const char*>(x + ((n * d.H + ih) * W + iw) * C + nx), _MM_HINT_T1);
@@ -785,19 +787,22 @@ template <int K, int Sc>
 void bwwb_rows(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t b, int64_t e) {
   const int64_t C = d.C;
   const int64_t row_bytes = int64_t(sizeof(float)) * (Sc * d.W + d.OW) * C;  // per output row: new x rows + dy
-  const int64_t band = max64(1, kBwwBandBytes / max64(1, row_bytes));
+  // Maps at most 8 wide: one band over all the thread's rows, so a channel block's pass is a single
+  // constant-stride stream through every image, which the hardware prefetchers follow (2 threads,
+  // batch 64, against bands of one image: 1.12-1.37x on the 8x8 and 4x4 shapes but C = 576, which
+  // moved 0.92-1.1x). Wider maps: bands sized for L2 (a whole-range band was 0.46-0.76x there).
+  const int64_t band = d.W <= 8 ? e - b : max64(1, kBwwBandBytes / max64(1, row_bytes));
   for (int64_t r0 = b; r0 < e;) {
-    const int64_t n = r0 / d.OH, oh0 = r0 % d.OH;
-    const int64_t oh1 = min64(d.OH, oh0 + min64(band, e - r0));
+    const int64_t r1 = min64(e, r0 + band);
     for (int64_t c0 = 0; c0 < C; c0 += L) {
       const M m = V::mask(int(min64(L, C - c0)));
       const bool tail = c0 + L > C;  // masked loads only where needed (AVX2's are slow)
-      if (d.OW <= 4 || K == 5) tail ? bwwb_band<K, Sc, 4, true>(d, x, dy, part, n, oh0, oh1, c0, m)
-                                    : bwwb_band<K, Sc, 4, false>(d, x, dy, part, n, oh0, oh1, c0, m);
-      else tail ? bwwb_band<K, Sc, V::WTILE, true>(d, x, dy, part, n, oh0, oh1, c0, m)
-                : bwwb_band<K, Sc, V::WTILE, false>(d, x, dy, part, n, oh0, oh1, c0, m);
+      if (d.OW <= 4 || K == 5) tail ? bwwb_band<K, Sc, 4, true>(d, x, dy, part, r0, r1, c0, m)
+                                    : bwwb_band<K, Sc, 4, false>(d, x, dy, part, r0, r1, c0, m);
+      else tail ? bwwb_band<K, Sc, V::WTILE, true>(d, x, dy, part, r0, r1, c0, m)
+                : bwwb_band<K, Sc, V::WTILE, false>(d, x, dy, part, r0, r1, c0, m);
     }
-    r0 += oh1 - oh0;
+    r0 = r1;
   }
 }
 
@@ -812,11 +817,11 @@ void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const flo
   const int pool = num_threads();
   float* parts = g_scratch_part.get(size_t(pool) * KKC);
   // The band kernel where it beat the tile kernel (2 threads, batch 64, the two timed interleaved).
-  // 3x3: stride 1 on 32x32 and 16x16 maps 1.36-2.1x, 4x4 1.07-1.13x, C = 32 1.48x; on 8x8 maps no
-  // faster, and at stride 2 (C > 32) 0.76-0.95x, so those keep the tile kernel. 5x5 (AVX-512 only: 25
-  // accumulators + 4 dy + 1 input of the 32 registers): 1.2-1.9x on every cifar shape but stride 2 on
-  // 32x32 maps (0.88-1.05x).
-  const bool bww3 = (d.S == 1 && (d.W <= 4 || d.W >= 16)) || d.C <= 32;
+  // 3x3: stride 1 on 32x32 and 16x16 maps 1.36-2.1x, C = 32 1.48x, maps at most 8 wide (one band per
+  // thread) 1.12-1.25x but C = 576 (0.92-0.99x); at stride 2 on wider inputs (C > 32) 0.76-0.95x, so
+  // those keep the tile kernel. 5x5 (AVX-512 only: 25 accumulators + 4 dy + 1 input of the 32
+  // registers): 1.2-1.9x on every cifar shape but stride 2 on 32x32 maps (0.88-1.05x).
+  const bool bww3 = d.W <= 8 || (d.S == 1 && d.W >= 16) || d.C <= 32;
   const bool bww5 = V::L == 16 && !(d.S == 2 && d.W >= 32);
   int used = 1;
   parallel_run([&](int tid, int nt) {
