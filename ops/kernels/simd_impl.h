@@ -737,8 +737,7 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
   const int64_t ow_a = clamp64(ceil_div(d.pad_l, Sc), 0, OW);
   const int64_t ow_b = clamp64(floor_div(W - K + d.pad_l, Sc) + 1, ow_a, OW);
   const bool prefetch = prefetch_rows(W, C);
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / d.OH, oh = r % d.OH;
+  for (int64_t r = r0, n = r0 / d.OH, oh = r0 % d.OH; r < r1; ++r, oh = oh + 1 == d.OH ? 0 : oh + 1, n += oh == 0) {
     const float* xim = x + n * d.H * W * C + c0;
     const int64_t ih0 = oh * Sc - d.pad_t;
     BwwRow<K> row;
