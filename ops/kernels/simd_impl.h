@@ -724,6 +724,58 @@ __attribute__((always_inline)) inline bool bwwb_tile_border(R (&acc)[K][K], cons
   return false;
 }
 
+// RG consecutive output rows of one image, one tile of Tn outputs each (rows exactly Tn wide): the
+// K + (RG - 1) Sc input rows they read are loaded once for all of them, and the per-row loop work is
+// shared. Input rows outside the image are skipped by a test per row. AVX-512, K = 3 (9 accumulators
+// + RG x Tn = 16 dy + 1 input).
+template <int K, int Sc, int Tn, int RG, int LS, int RC, bool Mk>
+__attribute__((always_inline)) inline void bwwb_tile_rows(R (&acc)[K][K], const float* const* xr, const bool* valid,
+                                                          const float* dyr, int64_t OW, int64_t pl, int64_t C, M m) {
+  const int64_t iw0 = -pl;
+  R dv[RG][Tn];
+  static_for<RG>([&](auto g) SPNAS_INLINE {
+    static_for<Tn>([&](auto t) SPNAS_INLINE { dv[g][t] = ld<Mk>(dyr + (g * OW + t) * C, m); });
+  });
+  static_for<K + (RG - 1) * Sc>([&](auto ir) SPNAS_INLINE {
+    constexpr int i = decltype(ir)::value;
+    if (!valid[i]) return;
+    static_for<(Tn - 1) * Sc + K>([&](auto j) SPNAS_INLINE {
+      constexpr int jj = decltype(j)::value;
+      if constexpr (jj >= LS && jj < RC) {
+        R xv = ld<Mk>(xr[i] + (iw0 + jj) * C, m);
+        asm("" : "+v"(xv));
+        static_for<RG>([&](auto g) SPNAS_INLINE {
+          constexpr int kh = i - decltype(g)::value * Sc;
+          if constexpr (kh >= 0 && kh < K) {
+            static_for<Tn>([&](auto t) SPNAS_INLINE {
+              constexpr int kw = jj - decltype(t)::value * Sc;
+              if constexpr (kw >= 0 && kw < K) acc[kh][kw] = V::fma(xv, dv[g][t], acc[kh][kw]);
+            });
+          }
+        });
+      }
+    });
+  });
+}
+
+template <int K, int Sc, int Tn, int RG, bool Mk>
+__attribute__((always_inline)) inline bool bwwb_rows_border(R (&acc)[K][K], const float* const* xr, const bool* valid,
+                                                            const float* dyr, int64_t OW, int64_t pl, int64_t W,
+                                                            int64_t C, M m) {
+  constexpr int NC = (Tn - 1) * Sc + K;
+  const int64_t ls = max64(0, pl), rcut = NC - min64(NC, W + pl);
+  if (ls > 2 || rcut > 2 || ls >= NC - rcut) return false;
+  switch (ls * 3 + rcut) {
+#define SPNAS_BORDER(l, r) \
+  case l * 3 + r: bwwb_tile_rows<K, Sc, Tn, RG, l, NC - r, Mk>(acc, xr, valid, dyr, OW, pl, C, m); return true;
+    SPNAS_BORDER(0, 0) SPNAS_BORDER(0, 1) SPNAS_BORDER(0, 2)
+    SPNAS_BORDER(1, 0) SPNAS_BORDER(1, 1) SPNAS_BORDER(1, 2)
+    SPNAS_BORDER(2, 0) SPNAS_BORDER(2, 1) SPNAS_BORDER(2, 2)
+#undef SPNAS_BORDER
+  }
+  return false;
+}
+
 // Output rows [r0, r1) of N*OH (a band may span images), channels [c0, c0 + L) (masked by m):
 // part[kh, kw, c] += the band's sums.
 template <int K, int Sc, int Tn, bool Mk>
@@ -741,6 +793,22 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
   for (int64_t r = r0, n = r0 / d.OH, oh = r0 % d.OH; r < r1; ++r, oh = oh + 1 == d.OH ? 0 : oh + 1, n += oh == 0) {
     const float* xim = x + n * d.H * W * C + c0;
     const int64_t ih0 = oh * Sc - d.pad_t;
+    if constexpr (K == 3 && V::L == 16) {
+      // Rows exactly one tile wide (8x8 maps, 4x4 and 8x8 at stride 2): RG rows at once.
+      constexpr int RG = Tn == 4 ? 4 : 2, NR = K + (RG - 1) * Sc;
+      if (OW == Tn && !prefetch && r + RG <= r1 && oh + RG <= d.OH) {
+        const float* xr[NR];
+        bool valid[NR];
+        for (int i = 0; i < NR; ++i) {
+          valid[i] = uint64_t(ih0 + i) < uint64_t(d.H);
+          xr[i] = xim + (valid[i] ? ih0 + i : 0) * W * C;
+        }
+        if (bwwb_rows_border<K, Sc, Tn, RG, Mk>(acc, xr, valid, dy + r * OW * C + c0, OW, d.pad_l, W, C, m)) {
+          r += RG - 1, oh += RG - 1;  // the loop steps the last row (oh + RG <= OH: same image)
+          continue;
+        }
+      }
+    }
     BwwRow<K> row;
     row.inside = ih0 >= 0 && ih0 + K <= d.H;
     for (int kh = 0; kh < K; ++kh) {
