@@ -214,6 +214,27 @@ inline void epilogue(const Corr& p, float* dst, R acc, int64_t c, M m) {
   st<Mk>(dst, acc, m);
 }
 
+// A tile reading NC input columns from input column iw0 of a row W wide: when the columns outside the
+// image are at most two on each side (every tile of a "same"-padded k <= 5 map at least a tile wide),
+// calls f(LS, RC) with the inside columns [LS, RC) as std::integral_constant, so the tile skips the
+// outside ones at compile time; otherwise returns false without calling f.
+template <int NC, class F>
+__attribute__((always_inline)) inline bool with_tile_border(int64_t iw0, int64_t W, F&& f) {
+  static_assert(NC >= 4, "the border cases cut at most 2 + 2 of at least 4 input columns");
+  const int64_t ls = max64(0, -iw0), rcut = NC - min64(NC, W - iw0);
+  if (ls > 2 || rcut > 2 || ls >= NC - rcut) return false;
+  using std::integral_constant;
+  switch (ls * 3 + rcut) {
+#define SPNAS_BORDER(l, r) \
+  case l * 3 + r: f(integral_constant<int, l>{}, integral_constant<int, NC - r>{}); return true;
+    SPNAS_BORDER(0, 0) SPNAS_BORDER(0, 1) SPNAS_BORDER(0, 2)
+    SPNAS_BORDER(1, 0) SPNAS_BORDER(1, 1) SPNAS_BORDER(1, 2)
+    SPNAS_BORDER(2, 0) SPNAS_BORDER(2, 1) SPNAS_BORDER(2, 2)
+#undef SPNAS_BORDER
+  }
+  return false;
+}
+
 // The stores of one tile. The common case (plain store, full vectors) is decided once per tile
 // rather than once per output: on small maps the per-output mode tests cost as much as the FMAs.
 template <int Tn, bool Mk>
@@ -288,28 +309,18 @@ void corr_tile_all_c(const Corr& p, const float* xim, float* yrow, int64_t ih0, 
                                               cfull, V::mask(int(p.C - cfull)));
 }
 
-// A tile of Tn outputs at column ow with its border resolved at compile time when it cuts at most two
-// columns on each side (every tile of "same"-padded k <= 5 maps at least Tn wide), else checked per
-// column. Measured single-threaded, in cache, against the per-column test on every border tile:
+// A tile of Tn outputs at column ow with its border resolved at compile time (with_tile_border), else
+// checked per column. Measured single-threaded, in cache, against the per-column test on every border tile:
 // 3x3 on 8x8 / 4x4 maps 1.27-1.35x, 5x5 on 8x8 1.29x (with tile_epilogue).
 template <int KWc, int Sc, bool Pin, int Tn>
 void corr_tile_all_c_border(const Corr& p, const float* xim, float* yrow, int64_t ih0, int kh_lo, int kh_hi,
                             int64_t ow, const float* next) {
   constexpr int NC = (Tn - 1) * Sc + KWc;  // input columns of the tile
-  static_assert(NC >= 4, "the border cases below cut at most 2 + 2 of at least 4 input columns");
-  const int64_t iw0 = ow * Sc - p.pl;
-  const int64_t ls = max64(0, -iw0), rcut = NC - min64(NC, p.IW - iw0);
-  if (ls <= 2 && rcut <= 2 && ls < NC - rcut) {
-    switch (ls * 3 + rcut) {
-#define SPNAS_BORDER(l, r) \
-  case l * 3 + r: return corr_tile_all_c<KWc, Sc, Pin, Tn, l, NC - r, false>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
-      SPNAS_BORDER(0, 0) SPNAS_BORDER(0, 1) SPNAS_BORDER(0, 2)
-      SPNAS_BORDER(1, 0) SPNAS_BORDER(1, 1) SPNAS_BORDER(1, 2)
-      SPNAS_BORDER(2, 0) SPNAS_BORDER(2, 1) SPNAS_BORDER(2, 2)
-#undef SPNAS_BORDER
-    }
-  }
-  corr_tile_all_c<KWc, Sc, Pin, Tn, 0, NC, true>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
+  if (!with_tile_border<NC>(ow * Sc - p.pl, p.IW, [&](auto ls, auto rc) {
+        corr_tile_all_c<KWc, Sc, Pin, Tn, decltype(ls)::value, decltype(rc)::value, false>(p, xim, yrow, ih0, kh_lo,
+                                                                                          kh_hi, ow, next);
+      }))
+    corr_tile_all_c<KWc, Sc, Pin, Tn, 0, NC, true>(p, xim, yrow, ih0, kh_lo, kh_hi, ow, next);
 }
 
 // The last, partial tile of a row (n < T outputs): n = 4 (4x4 maps) with a compile-time border, other
@@ -635,7 +646,7 @@ void bww_rows(const DwConvDesc& d, const float* x, const float* dy, float* part,
 // kernel row, and a tile's dy vectors feed all K kernel rows. The band (its input and dy rows) is
 // sized to stay in L2 while the channel blocks take turns over it, and each row prefetches the next
 // block's lines of its rows; on maps at most 8 wide a band is all of a thread's rows (bwwb_rows).
-// Full tiles skip their outside columns at compile time (bwwb_tile_fixed); the last, partial tile of
+// Full tiles skip their outside columns at compile time (bwwb_tile_rows); the last, partial tile of
 // a row loads outside columns and rows as zeros through the load mask (bwwb_tile<Border>).
 constexpr int64_t kBwwBandBytes = int64_t(256) << 10;
 
@@ -678,67 +689,25 @@ __attribute__((always_inline)) inline void bwwb_tile(R (&acc)[K][K], const BwwRo
   });
 }
 
-// A full tile whose outside columns (j < LS, j >= RC) are known at compile time; kernel rows outside the
-// image (top and bottom output rows) skipped by a test per row when RowChk.
-template <int K, int Sc, int Tn, int LS, int RC, bool RowChk, bool Mk>
-__attribute__((always_inline)) inline void bwwb_tile_fixed(R (&acc)[K][K], const BwwRow<K>& row,
-                                                           const float* dyr, int64_t ow, int64_t pl, int64_t C, M m) {
-  const int64_t iw0 = ow * Sc - pl;
-  R dv[Tn];
-  static_for<Tn>([&](auto t) SPNAS_INLINE { dv[t] = ld<Mk>(dyr + (ow + t) * C, m); });
-  static_for<K>([&](auto kh) SPNAS_INLINE {
-    constexpr int h = decltype(kh)::value;
-    if constexpr (RowChk) {
-      if (!row.valid[h]) return;
-    }
-    static_for<(Tn - 1) * Sc + K>([&](auto j) SPNAS_INLINE {
-      constexpr int jj = decltype(j)::value;
-      if constexpr (jj >= LS && jj < RC) {
-        R xv = ld<Mk>(row.x[h] + (iw0 + jj) * C, m);
-        asm("" : "+v"(xv));
-        static_for<Tn>([&](auto t) SPNAS_INLINE {
-          constexpr int tt = decltype(t)::value, kw = jj - tt * Sc;
-          if constexpr (kw >= 0 && kw < K) acc[h][kw] = V::fma(xv, dv[t], acc[h][kw]);
-        });
-      }
-    });
-  });
-}
-
-template <int K, int Sc, int Tn, bool RowChk, bool Mk>
-__attribute__((always_inline)) inline bool bwwb_tile_border(R (&acc)[K][K], const BwwRow<K>& row,
-                                                            const float* dyr, int64_t ow, int64_t pl, int64_t W,
-                                                            int64_t C, M m) {
-  constexpr int NC = (Tn - 1) * Sc + K;
-  const int64_t iw0 = ow * Sc - pl;
-  const int64_t ls = max64(0, -iw0), rcut = NC - min64(NC, W - iw0);
-  if (ls > 2 || rcut > 2 || ls >= NC - rcut) return false;
-  switch (ls * 3 + rcut) {
-#define SPNAS_BORDER(l, r) \
-  case l * 3 + r: bwwb_tile_fixed<K, Sc, Tn, l, NC - r, RowChk, Mk>(acc, row, dyr, ow, pl, C, m); return true;
-    SPNAS_BORDER(0, 0) SPNAS_BORDER(0, 1) SPNAS_BORDER(0, 2)
-    SPNAS_BORDER(1, 0) SPNAS_BORDER(1, 1) SPNAS_BORDER(1, 2)
-    SPNAS_BORDER(2, 0) SPNAS_BORDER(2, 1) SPNAS_BORDER(2, 2)
-#undef SPNAS_BORDER
-  }
-  return false;
-}
-
-// RG consecutive output rows of one image, one tile of Tn outputs each (rows exactly Tn wide): the
-// K + (RG - 1) Sc input rows they read are loaded once for all of them, and the per-row loop work is
-// shared. Input rows outside the image are skipped by a test per row. AVX-512, K = 3 (9 accumulators
-// + RG x Tn = 16 dy + 1 input).
-template <int K, int Sc, int Tn, int RG, int LS, int RC, bool Mk>
+// RG consecutive output rows of one image (RG = 1: one row), one full tile of Tn outputs at column ow
+// in each. Input columns j < LS and j >= RC fall outside the image and are skipped at compile time
+// (with_tile_border); input rows outside it (valid[i] false) by a test per row when RowChk. With RG > 1
+// the K + (RG - 1) Sc input rows are loaded once for all RG rows and the per-row loop work is shared:
+// AVX-512, K = 3, rows exactly one tile wide (9 accumulators + RG x Tn = 16 dy + 1 input).
+template <int K, int Sc, int Tn, int RG, int LS, int RC, bool RowChk, bool Mk>
 __attribute__((always_inline)) inline void bwwb_tile_rows(R (&acc)[K][K], const float* const* xr, const bool* valid,
-                                                          const float* dyr, int64_t OW, int64_t pl, int64_t C, M m) {
-  const int64_t iw0 = -pl;
+                                                          const float* dyr, int64_t dy_row, int64_t ow, int64_t pl,
+                                                          int64_t C, M m) {
+  const int64_t iw0 = ow * Sc - pl;
   R dv[RG][Tn];
   static_for<RG>([&](auto g) SPNAS_INLINE {
-    static_for<Tn>([&](auto t) SPNAS_INLINE { dv[g][t] = ld<Mk>(dyr + (g * OW + t) * C, m); });
+    static_for<Tn>([&](auto t) SPNAS_INLINE { dv[g][t] = ld<Mk>(dyr + g * dy_row + (ow + t) * C, m); });
   });
   static_for<K + (RG - 1) * Sc>([&](auto ir) SPNAS_INLINE {
     constexpr int i = decltype(ir)::value;
-    if (!valid[i]) return;
+    if constexpr (RowChk) {
+      if (!valid[i]) return;
+    }
     static_for<(Tn - 1) * Sc + K>([&](auto j) SPNAS_INLINE {
       constexpr int jj = decltype(j)::value;
       if constexpr (jj >= LS && jj < RC) {
@@ -758,22 +727,15 @@ __attribute__((always_inline)) inline void bwwb_tile_rows(R (&acc)[K][K], const 
   });
 }
 
-template <int K, int Sc, int Tn, int RG, bool Mk>
-__attribute__((always_inline)) inline bool bwwb_rows_border(R (&acc)[K][K], const float* const* xr, const bool* valid,
-                                                            const float* dyr, int64_t OW, int64_t pl, int64_t W,
-                                                            int64_t C, M m) {
-  constexpr int NC = (Tn - 1) * Sc + K;
-  const int64_t ls = max64(0, pl), rcut = NC - min64(NC, W + pl);
-  if (ls > 2 || rcut > 2 || ls >= NC - rcut) return false;
-  switch (ls * 3 + rcut) {
-#define SPNAS_BORDER(l, r) \
-  case l * 3 + r: bwwb_tile_rows<K, Sc, Tn, RG, l, NC - r, Mk>(acc, xr, valid, dyr, OW, pl, C, m); return true;
-    SPNAS_BORDER(0, 0) SPNAS_BORDER(0, 1) SPNAS_BORDER(0, 2)
-    SPNAS_BORDER(1, 0) SPNAS_BORDER(1, 1) SPNAS_BORDER(1, 2)
-    SPNAS_BORDER(2, 0) SPNAS_BORDER(2, 1) SPNAS_BORDER(2, 2)
-#undef SPNAS_BORDER
-  }
-  return false;
+// bwwb_tile_rows with its border at compile time; false if the border is not one of the compiled cases.
+template <int K, int Sc, int Tn, int RG, bool RowChk, bool Mk>
+__attribute__((always_inline)) inline bool bwwb_tile_rows_border(R (&acc)[K][K], const float* const* xr,
+                                                                 const bool* valid, const float* dyr, int64_t dy_row,
+                                                                 int64_t ow, int64_t pl, int64_t W, int64_t C, M m) {
+  return with_tile_border<(Tn - 1) * Sc + K>(ow * Sc - pl, W, [&](auto ls, auto rc) SPNAS_INLINE {
+    bwwb_tile_rows<K, Sc, Tn, RG, decltype(ls)::value, decltype(rc)::value, RowChk, Mk>(acc, xr, valid, dyr, dy_row,
+                                                                                      ow, pl, C, m);
+  });
 }
 
 // Output rows [r0, r1) of N*OH (a band may span images), channels [c0, c0 + L) (masked by m):
@@ -803,7 +765,8 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
           valid[i] = uint64_t(ih0 + i) < uint64_t(d.H);
           xr[i] = xim + (valid[i] ? ih0 + i : 0) * W * C;
         }
-        if (bwwb_rows_border<K, Sc, Tn, RG, Mk>(acc, xr, valid, dy + r * OW * C + c0, OW, d.pad_l, W, C, m)) {
+        if (bwwb_tile_rows_border<K, Sc, Tn, RG, true, Mk>(acc, xr, valid, dy + r * OW * C + c0, OW * C, 0, d.pad_l,
+                                                            W, C, m)) {
           r += RG - 1, oh += RG - 1;  // the loop steps the last row (oh + RG <= OH: same image)
           continue;
         }
@@ -836,8 +799,9 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
             bwwb_tile<K, Sc, Tn, false, Mk>(acc, row, dyr, ow, Tn, d.pad_l, W, C, m);
             continue;
           }
-          if (bwwb_tile_border<K, Sc, Tn, false, Mk>(acc, row, dyr, ow, d.pad_l, W, C, m)) continue;
-        } else if (bwwb_tile_border<K, Sc, Tn, true, Mk>(acc, row, dyr, ow, d.pad_l, W, C, m)) {
+          if (bwwb_tile_rows_border<K, Sc, Tn, 1, false, Mk>(acc, row.x, row.valid, dyr, 0, ow, d.pad_l, W, C, m))
+            continue;
+        } else if (bwwb_tile_rows_border<K, Sc, Tn, 1, true, Mk>(acc, row.x, row.valid, dyr, 0, ow, d.pad_l, W, C, m)) {
           continue;
         }
       }
@@ -849,8 +813,8 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
   });
 }
 
-// Rows [b, e) of N*OH in bands of one image, every channel block over each band. Tiles of WTILE
-// outputs, or of 4 on rows of at most 4 (a wider tile would be half zeros there).
+// Rows [b, e) of N*OH in bands, every channel block over each band. Tiles of WTILE outputs, or of 4 on
+// rows of at most 4 (a wider tile would be half zeros there) and for 5x5 (25 accumulators).
 template <int K, int Sc>
 void bwwb_rows(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t b, int64_t e) {
   const int64_t C = d.C;
