@@ -215,18 +215,25 @@ inline void epilogue(const Corr& p, float* dst, R acc, int64_t c, M m) {
 }
 
 // A tile reading NC input columns from input column iw0 of a row W wide: when the columns outside the
-// image are at most two on each side (every tile of a "same"-padded k <= 5 map at least a tile wide),
-// calls f(LS, RC) with the inside columns [LS, RC) as std::integral_constant, so the tile skips the
-// outside ones at compile time; otherwise returns false without calling f.
-template <int NC, class F>
+// image are at most MaxCut (<= 2) on each side, calls f(LS, RC) with the inside columns [LS, RC) as
+// std::integral_constant, so the tile skips the outside ones at compile time; otherwise returns false
+// without calling f. A "same"-padded kernel k wide pads at most k / 2 on either side, so MaxCut = k / 2
+// covers every full tile of a map at least a tile wide: 4 cases for k = 3, 9 for k = 5 (compiling all
+// nine for k = 3 too cost more compile time than anything else in the kernel files).
+template <int NC, int MaxCut, class F>
 __attribute__((always_inline)) inline bool with_tile_border(int64_t iw0, int64_t W, F&& f) {
   static_assert(NC >= 4, "the border cases cut at most 2 + 2 of at least 4 input columns");
   const int64_t ls = max64(0, -iw0), rcut = NC - min64(NC, W - iw0);
   if (ls > 2 || rcut > 2 || ls >= NC - rcut) return false;
   using std::integral_constant;
   switch (ls * 3 + rcut) {
-#define SPNAS_BORDER(l, r) \
-  case l * 3 + r: f(integral_constant<int, l>{}, integral_constant<int, NC - r>{}); return true;
+#define SPNAS_BORDER(l, r)                                              \
+  case l * 3 + r:                                                       \
+    if constexpr (l <= MaxCut && r <= MaxCut) {                         \
+      f(integral_constant<int, l>{}, integral_constant<int, NC - r>{}); \
+      return true;                                                      \
+    }                                                                   \
+    return false;
     SPNAS_BORDER(0, 0) SPNAS_BORDER(0, 1) SPNAS_BORDER(0, 2)
     SPNAS_BORDER(1, 0) SPNAS_BORDER(1, 1) SPNAS_BORDER(1, 2)
     SPNAS_BORDER(2, 0) SPNAS_BORDER(2, 1) SPNAS_BORDER(2, 2)
@@ -316,7 +323,7 @@ template <int KWc, int Sc, bool Pin, int Tn>
 void corr_tile_all_c_border(const Corr& p, const float* xim, float* yrow, int64_t ih0, int kh_lo, int kh_hi,
                             int64_t ow, const float* next) {
   constexpr int NC = (Tn - 1) * Sc + KWc;  // input columns of the tile
-  if (!with_tile_border<NC>(ow * Sc - p.pl, p.IW, [&](auto ls, auto rc) {
+  if (!with_tile_border<NC, KWc / 2>(ow * Sc - p.pl, p.IW, [&](auto ls, auto rc) {
         corr_tile_all_c<KWc, Sc, Pin, Tn, decltype(ls)::value, decltype(rc)::value, false>(p, xim, yrow, ih0, kh_lo,
                                                                                           kh_hi, ow, next);
       }))
@@ -732,7 +739,7 @@ template <int K, int Sc, int Tn, int RG, bool RowChk, bool Mk>
 __attribute__((always_inline)) inline bool bwwb_tile_rows_border(R (&acc)[K][K], const float* const* xr,
                                                                  const bool* valid, const float* dyr, int64_t dy_row,
                                                                  int64_t ow, int64_t pl, int64_t W, int64_t C, M m) {
-  return with_tile_border<(Tn - 1) * Sc + K>(ow * Sc - pl, W, [&](auto ls, auto rc) SPNAS_INLINE {
+  return with_tile_border<(Tn - 1) * Sc + K, K / 2>(ow * Sc - pl, W, [&](auto ls, auto rc) SPNAS_INLINE {
     bwwb_tile_rows<K, Sc, Tn, RG, decltype(ls)::value, decltype(rc)::value, RowChk, Mk>(acc, xr, valid, dyr, dy_row,
                                                                                       ow, pl, C, m);
   });
@@ -755,7 +762,7 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
   for (int64_t r = r0, n = r0 / d.OH, oh = r0 % d.OH; r < r1; ++r, oh = oh + 1 == d.OH ? 0 : oh + 1, n += oh == 0) {
     const float* xim = x + n * d.H * W * C + c0;
     const int64_t ih0 = oh * Sc - d.pad_t;
-    if constexpr (K == 3 && V::L == 16) {
+    if constexpr (K == 3 && V::L == 16 && !Mk) {
       // Rows exactly one tile wide (8x8 maps, 4x4 and 8x8 at stride 2): RG rows at once.
       constexpr int RG = Tn == 4 ? 4 : 2, NR = K + (RG - 1) * Sc;
       if (OW == Tn && !prefetch && r + RG <= r1 && oh + RG <= d.OH) {
@@ -794,15 +801,20 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
     }
     for (int64_t ow = 0; ow < OW; ow += Tn) {
       if (ow + Tn <= OW) {
-        if (row.inside) {
-          if (ow >= ow_a && ow + Tn <= ow_b) {
-            bwwb_tile<K, Sc, Tn, false, Mk>(acc, row, dyr, ow, Tn, d.pad_l, W, C, m);
+        if (row.inside && ow >= ow_a && ow + Tn <= ow_b) {
+          bwwb_tile<K, Sc, Tn, false, Mk>(acc, row, dyr, ow, Tn, d.pad_l, W, C, m);
+          continue;
+        }
+        // The compile-time borders for full channel blocks only: the masked tail block (one per pass
+        // where C % L != 0) takes the checked tile, which halves the largest part of the file's compile.
+        if constexpr (!Mk) {
+          if (row.inside) {
+            if (bwwb_tile_rows_border<K, Sc, Tn, 1, false, Mk>(acc, row.x, row.valid, dyr, 0, ow, d.pad_l, W, C, m))
+              continue;
+          } else if (bwwb_tile_rows_border<K, Sc, Tn, 1, true, Mk>(acc, row.x, row.valid, dyr, 0, ow, d.pad_l, W, C,
+                                                                    m)) {
             continue;
           }
-          if (bwwb_tile_rows_border<K, Sc, Tn, 1, false, Mk>(acc, row.x, row.valid, dyr, 0, ow, d.pad_l, W, C, m))
-            continue;
-        } else if (bwwb_tile_rows_border<K, Sc, Tn, 1, true, Mk>(acc, row.x, row.valid, dyr, 0, ow, d.pad_l, W, C, m)) {
-          continue;
         }
       }
       bwwb_tile<K, Sc, Tn, true, Mk>(acc, row, dyr, ow, min64(Tn, OW - ow), d.pad_l, W, C, m);
