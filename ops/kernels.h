@@ -24,13 +24,20 @@ struct DwConvDesc {
 };
 DwConvDesc dwconv_desc(int64_t N, int64_t H, int64_t W, int64_t C, int K, int S);
 
-// The SIMD depthwise and batch-norm kernels write outputs of at least this many bytes with
-// non-temporal stores (when C is a multiple of the vector width and the output is vector-aligned,
-// and not accumulating).
-// 1 MiB: on 8x8 and 4x4 maps (2-8 MB outputs) streaming took the forward from 0.74-0.92x of oneDNN
-// to 1.1-1.2x, and bench_train's median step was no slower (387-404 vs 405-431 ms in an A/B);
-// batch-1 outputs stay below it, so inference keeps its outputs in cache for the next layer.
-constexpr int64_t kStreamBytes = int64_t(1) << 20;
+// The SIMD depthwise kernels write their output with non-temporal stores when the op's input and
+// output together exceed this many bytes (three quarters of the L3, read from sysfs, 24 MiB if it
+// cannot be read), the output is vector-aligned, C is a multiple of the vector width, and the op does
+// not accumulate. Below it both can stay in the L3, so a normal store writes into cache and the next
+// op (or the next call) finds the output there; above it the output goes to DRAM anyway and a normal
+// store would first read every line (write-allocate). Measured against the former fixed 1 MiB output
+// threshold, interleaved in one process, 2 threads, batch 64 (L3 32 MiB): 3x3 on 64x32x32x32
+// 1.33-1.45x, 64x4x4x1152 1.2-1.37x, backward-data at stride 2 on 16x16 and 8x8 maps 1.2-2.05x;
+// stride-2 forwards with small outputs 0.87-0.95x; outputs of 32x32 maps with C >= 96 stream as
+// before. Batch-1 shapes stay below it.
+int64_t stream_min_bytes();
+// Overrides stream_min_bytes() (bytes > 0; 0 restores the L3-derived value): for tests, which reach
+// both store paths with small tensors on any machine.
+void set_stream_min_bytes(int64_t bytes);
 // Batch norm's apply and backward-data passes stream from this size: only tensors that cannot stay in
 // the shared L3 for the next op (measured on 64x32x32x144 = 37.7 MB, 2 threads: forward 2.37 -> 1.96
 // ms, backward-data 3.6-4.0 -> 3.1-3.3 ms). Smaller ones keep normal stores: a 2-16 MB output may

@@ -154,15 +154,22 @@ TEST_CASE("depthwise: every ISA x direction x stride x kernel size against the r
 }
 
 TEST_CASE("depthwise: streamed outputs and prefetched rows (large shapes) against the reference") {
-  // Outputs of at least kStreamBytes take non-temporal stores, and rows wider than 8 pixels with
-  // C >= 64 prefetch the next rows: the small shapes above never reach either path. N = 3 at
-  // 32x32x128 is 1.5 MB of forward output; stride 2 streams only the backward-data output.
-  const int64_t N = kStreamBytes / (32 * 32 * 128 * 4) + 1;
+  // Ops whose input and output exceed stream_min_bytes() take non-temporal stores, and rows wider
+  // than 8 pixels with C >= 64 prefetch the next rows: the small shapes above never reach either
+  // path. The threshold is lowered to 1 MiB here (it is 3/4 of the L3 by default): N = 3 at
+  // 32x32x128 is 1.5 MB of input and as much output at stride 1, 1.9 MB in all at stride 2. The
+  // same shapes with the threshold above them take normal stores.
+  const int64_t N = 3;
   set_num_threads(2);
   uint32_t seed = 900;
-  for (const std::string& isa : fast_isas())
-    for (int K : {3, 5})
-      for (int S : {1, 2}) check_dw_all(*kernels_for(isa), dwconv_desc(N, 32, 32, 128, K, S), seed++);
+  for (int64_t min_bytes : {int64_t(1) << 20, int64_t(1) << 30}) {
+    set_stream_min_bytes(min_bytes);
+    for (const std::string& isa : fast_isas())
+      for (int K : {3, 5})
+        for (int S : {1, 2}) check_dw_all(*kernels_for(isa), dwconv_desc(N, 32, 32, 128, K, S), seed++);
+  }
+  set_stream_min_bytes(0);
+  CHECK(stream_min_bytes() >= (int64_t(1) << 20));  // the L3-derived default (24 MiB if unreadable)
 }
 
 TEST_CASE("depthwise: the reference table's fused forward equals its unfused pair") {

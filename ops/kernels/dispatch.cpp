@@ -1,5 +1,7 @@
 // Run-time choice of the kernel table from the CPU's features.
+#include <atomic>
 #include <cstdlib>
+#include <fstream>
 #include <stdexcept>
 
 #include "ops/kernels.h"
@@ -45,6 +47,34 @@ std::string cpu_isa() {
 static bool isa_at_most(const std::string& isa, const std::string& cpu) {
   auto rank = [](const std::string& s) { return s == "avx512" ? 2 : s == "avx2" ? 1 : 0; };
   return rank(isa) <= rank(cpu);
+}
+
+namespace {
+std::atomic<int64_t> g_stream_min_override{0};
+}
+
+void set_stream_min_bytes(int64_t bytes) { g_stream_min_override.store(bytes > 0 ? bytes : 0); }
+
+int64_t stream_min_bytes() {
+  if (const int64_t o = g_stream_min_override.load(std::memory_order_relaxed)) return o;
+  static const int64_t bytes = [] {
+    // "32768K" for a 32 MiB L3 (the first cache of level 3 that CPU 0 sees).
+    int64_t l3 = 0;
+    for (int i = 0; i < 8 && l3 == 0; ++i) {
+      const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
+      std::ifstream level(dir + "level"), size(dir + "size");
+      int lv = 0;
+      std::string sz;
+      if (!(level >> lv) || lv != 3 || !(size >> sz) || sz.empty()) continue;
+      int64_t v = std::atoll(sz.c_str());
+      const char unit = sz.back();
+      if (unit == 'K') v <<= 10;
+      else if (unit == 'M') v <<= 20;
+      l3 = v;
+    }
+    return l3 > 0 ? l3 / 4 * 3 : int64_t(24) << 20;
+  }();
+  return bytes;
 }
 
 const KernelTable* kernels_for(const std::string& isa) {

@@ -185,16 +185,17 @@ inline void prefetch_pixels(const float* next, int rows, int64_t IW, int64_t C, 
       _mm_prefetch(reinterpret_cast<const char*>(next + (s * IW + iw) * C + c0), _MM_HINT_T1);
 }
 
-// Outputs of at least kStreamBytes (ops/kernels.h) go to memory with non-temporal stores: they cannot
-// stay in cache for the next op anyway, and a normal store would first read every output line from
-// DRAM (write-allocate), a third of the traffic. Smaller outputs keep normal stores, so their consumer
-// finds them in cache. Measured with the prefetch above: 3x3 forward on 32x32x144 maps 7 -> 17 GB/s.
+// Outputs that cannot stay in the L3 together with their input (stream_min_bytes, ops/kernels.h) go
+// to memory with non-temporal stores: a normal store would first read every output line from DRAM
+// (write-allocate), a third of the traffic. Smaller ones keep normal stores, so the next op finds them
+// in cache. Measured with the prefetch above: 3x3 forward on 32x32x144 maps 7 -> 17 GB/s.
 // A correlation streams only when it does not accumulate into its output and every full vector it
 // stores is aligned (stream stores need the vector's alignment).
 inline bool stream_output(const Corr& p) {
   const uintptr_t base = reinterpret_cast<uintptr_t>(p.y + p.y_off);
+  const int64_t bytes = int64_t(sizeof(float)) * p.N * (p.IH * p.IW * p.C + p.y_img);  // input + output
   return p.mode != Epi::Add && base % (L * sizeof(float)) == 0 && p.C % L == 0 && p.y_pix % L == 0 &&
-         p.y_row % L == 0 && p.y_img % L == 0 && int64_t(sizeof(float)) * p.N * p.y_img >= kStreamBytes;
+         p.y_row % L == 0 && p.y_img % L == 0 && bytes > stream_min_bytes();
 }
 
 template <bool Mk>
