@@ -32,8 +32,8 @@ DwConvDesc dwconv_desc(int64_t N, int64_t H, int64_t W, int64_t C, int K, int S)
 // store would first read every line (write-allocate). Measured against the former fixed 1 MiB output
 // threshold, interleaved in one process, 2 threads, batch 64 (L3 32 MiB): 3x3 on 64x32x32x32
 // 1.33-1.45x, 64x4x4x1152 1.2-1.37x, backward-data at stride 2 on 16x16 and 8x8 maps 1.2-2.05x;
-// stride-2 forwards with small outputs 0.87-0.95x; outputs of 32x32 maps with C >= 96 stream as
-// before. Batch-1 shapes stay below it.
+// outputs of 32x32 maps with C >= 96 stream as before. Stride-2 forwards also stream outputs of at
+// least 1 MiB (simd_impl.h: stream_output). Batch-1 shapes stay below both.
 int64_t stream_min_bytes();
 // Overrides stream_min_bytes() (bytes > 0; 0 restores the L3-derived value): for tests, which reach
 // both store paths with small tensors on any machine.
