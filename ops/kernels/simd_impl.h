@@ -659,8 +659,9 @@ void bww_rows(const DwConvDesc& d, const float* x, const float* dy, float* part,
 // kernel row, and a tile's dy vectors feed all K kernel rows. The band (its input and dy rows) is
 // sized to stay in L2 while the channel blocks take turns over it, and each row prefetches the next
 // block's lines of its rows; on maps at most 8 wide a band is all of a thread's rows (bwwb_rows).
-// Full tiles skip their outside columns at compile time (bwwb_tile_rows); the last, partial tile of
-// a row loads outside columns and rows as zeros through the load mask (bwwb_tile<Border>).
+// Full tiles of full channel blocks skip their outside columns at compile time (bwwb_tile_rows); the
+// last, partial tile of a row, and the border tiles of the masked channel-tail block, load outside
+// columns and rows as zeros through the load mask (bwwb_tile<Border>).
 constexpr int64_t kBwwBandBytes = int64_t(256) << 10;
 
 template <int K>
