@@ -834,43 +834,16 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
 
 #if defined(SPNAS_SIMD_AVX512)
 // The 3x3 stride-1 weight gradient on rows 8 wide (8x8 maps), two channel blocks per pass: each pixel
-// gives two adjacent lines per visit instead of one, and half as many passes walk the band. 18
-// accumulators + 2 x 4 dy + 1 input of the 32 registers, so tiles are 4 wide: outputs 0-3 read input
-// columns 0-4 (column -1 is padding), outputs 4-7 columns 3-7. Against one block per pass with its
-// 2-row groups (in one process): in cache 1.04-1.12x, 2 threads batch 64 1.07-1.14x warm in L3 and
-// 1.06-1.08x from DRAM.
-template <int LS, int RC>
-__attribute__((always_inline)) inline void bwwb2_tile(R (&acc)[2][3][3], const float* const* xr, const bool* valid,
-                                                     const float* dyr, int64_t ow, int64_t C) {
-  const int64_t iw0 = ow - 1;
-  R dv[2][4];
-  static_for<2>([&](auto b) SPNAS_INLINE {
-    static_for<4>([&](auto t) SPNAS_INLINE { dv[b][t] = V::load(dyr + (ow + t) * C + b * L); });
-  });
-  static_for<3>([&](auto ir) SPNAS_INLINE {
-    constexpr int i = decltype(ir)::value;
-    if (!valid[i]) return;
-    static_for<6>([&](auto j) SPNAS_INLINE {
-      constexpr int jj = decltype(j)::value;
-      if constexpr (jj >= LS && jj < RC) {
-        static_for<2>([&](auto b) SPNAS_INLINE {
-          constexpr int bb = decltype(b)::value;
-          R xv = V::load(xr[i] + (iw0 + jj) * C + bb * L);
-          asm("" : "+v"(xv));  // one load per column (see corr_tile)
-          static_for<4>([&](auto t) SPNAS_INLINE {
-            constexpr int kw = jj - decltype(t)::value;
-            if constexpr (kw >= 0 && kw < 3) acc[bb][i][kw] = V::fma(xv, dv[bb][t], acc[bb][i][kw]);
-          });
-        });
-      }
-    });
-  });
-}
-
+// gives two adjacent lines per visit instead of one, and half as many passes walk the band. Both
+// blocks' 18 accumulators stay in registers, so tiles are 4 wide (bwwb_tile_rows, one row, once per
+// block): outputs 0-3 read input columns 0-4 (column -1 is padding), outputs 4-7 columns 3-7. Against
+// one block per pass with its 2-row groups (in one process): in cache 1.04-1.12x, 2 threads batch 64
+// 1.07-1.14x warm in L3 and 1.06-1.08x from DRAM.
 // Output rows [r0, r1) of N*OH (d.W = d.OW = 8, K = 3, stride 1, pad_l = 1), channels [c0, c0 + 2L).
 __attribute__((flatten)) void bwwb2_band_w8(const DwConvDesc& d, const float* x, const float* dy, float* part,
                                             int64_t r0, int64_t r1, int64_t c0) {
   const int64_t C = d.C;
+  const M none = V::mask(0);  // unused: full blocks
   R acc[2][3][3];
   static_for<2>([&](auto b) SPNAS_INLINE {
     static_for<9>([&](auto k) SPNAS_INLINE {
@@ -880,15 +853,18 @@ __attribute__((flatten)) void bwwb2_band_w8(const DwConvDesc& d, const float* x,
   for (int64_t r = r0, n = r0 / d.OH, oh = r0 % d.OH; r < r1; ++r, oh = oh + 1 == d.OH ? 0 : oh + 1, n += oh == 0) {
     const float* xim = x + n * d.H * 8 * C + c0;
     const int64_t ih0 = oh - d.pad_t;
-    const float* xr[3];
+    const float* xr[2][3];
     bool valid[3];
     for (int i = 0; i < 3; ++i) {
       valid[i] = uint64_t(ih0 + i) < uint64_t(d.H);
-      xr[i] = xim + (valid[i] ? ih0 + i : 0) * 8 * C;
+      xr[0][i] = xim + (valid[i] ? ih0 + i : 0) * 8 * C;
+      xr[1][i] = xr[0][i] + L;
     }
     const float* dyr = dy + r * 8 * C + c0;
-    bwwb2_tile<1, 6>(acc, xr, valid, dyr, 0, C);
-    bwwb2_tile<0, 5>(acc, xr, valid, dyr, 4, C);
+    static_for<2>([&](auto b) SPNAS_INLINE {
+      bwwb_tile_rows<3, 1, 4, 1, 1, 6, true, false>(acc[b], xr[b], valid, dyr + b * L, 0, 0, 1, C, none);
+      bwwb_tile_rows<3, 1, 4, 1, 0, 5, true, false>(acc[b], xr[b], valid, dyr + b * L, 0, 4, 1, C, none);
+    });
   }
   static_for<2>([&](auto b) SPNAS_INLINE {
     static_for<9>([&](auto k) SPNAS_INLINE {
