@@ -63,8 +63,8 @@ const DwShape kDwShapes[] = {
     // A 4-wide map with channel blocks and a tail, and rows whose last tile is 4 wide (12, 24 / 2):
     // the tiles whose border is resolved at compile time (ops/kernels/simd_impl.h, corr_tile_all_c_border).
     {1, 4, 4, 40},  {1, 5, 12, 24}, {1, 3, 24, 16},
-    // Rows 8 wide with pairs of channel blocks, then a block and a tail (the 3x3 weight gradient's
-    // two-block pass, bwwb2_band_w8), on 8 and 5 rows.
+    // Rows 8 wide (stride 1 and 2) with pairs of channel blocks, then a block and a tail (the 3x3
+    // weight gradient's two-block pass, bwwb2_band; the 4x4 case is {1, 4, 4, 40} above), on 8 and 5 rows.
     {2, 8, 8, 72},  {1, 5, 8, 48},
 };
 

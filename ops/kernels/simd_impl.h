@@ -833,15 +833,23 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
 }
 
 #if defined(SPNAS_SIMD_AVX512)
-// The 3x3 stride-1 weight gradient on rows 8 wide (8x8 maps), two channel blocks per pass: each pixel
-// gives two adjacent lines per visit instead of one, and half as many passes walk the band. Both
-// blocks' 18 accumulators stay in registers, so tiles are 4 wide (bwwb_tile_rows, one row, once per
-// block): outputs 0-3 read input columns 0-4 (column -1 is padding), outputs 4-7 columns 3-7. Against
-// one block per pass with its 2-row groups (in one process): in cache 1.04-1.12x, 2 threads batch 64
-// 1.07-1.14x warm in L3 and 1.06-1.08x from DRAM.
-// Output rows [r0, r1) of N*OH (d.W = d.OW = 8, K = 3, stride 1, pad_l = 1), channels [c0, c0 + 2L).
-__attribute__((flatten)) void bwwb2_band_w8(const DwConvDesc& d, const float* x, const float* dy, float* part,
-                                            int64_t r0, int64_t r1, int64_t c0) {
+// The 3x3 weight gradient on narrow rows, two channel blocks per pass: each pixel gives two adjacent
+// lines per visit instead of one, and half as many passes walk the band. Both blocks' 18 accumulators
+// stay in registers, so tiles are 4 wide (bwwb_tile_rows, one row, once per block), with their borders
+// at compile time: Wc-wide inputs at stride Sc under "same" padding (pad_l 1 at stride 1, 0 at stride 2
+// on even widths). 8x8 maps (outputs 0-3 read input columns -1..4, outputs 4-7 columns 3..7), 4x4
+// maps, and 8x8 inputs at stride 2 (columns 0..8, 8 outside). Against one block per pass with its row
+// groups (in one process): 8x8 in cache 1.04-1.12x, 2 threads batch 64 1.07-1.14x warm in L3 and
+// 1.06-1.08x from DRAM.
+// Output rows [r0, r1) of N*OH (d.W = Wc, d.OW = Wc / Sc, K = 3), channels [c0, c0 + 2L).
+template <int Sc, int Wc>
+constexpr int bwwb2_pad_l = Sc == 1 ? 1 : 0;
+
+template <int Sc, int Wc>
+__attribute__((flatten)) void bwwb2_band(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t r0,
+                                         int64_t r1, int64_t c0) {
+  constexpr int OWc = Wc / Sc, PL = bwwb2_pad_l<Sc, Wc>, NCOL = 3 * Sc + 3;
+  static_assert(OWc % 4 == 0, "rows of whole 4-wide tiles");
   const int64_t C = d.C;
   const M none = V::mask(0);  // unused: full blocks
   R acc[2][3][3];
@@ -851,19 +859,22 @@ __attribute__((flatten)) void bwwb2_band_w8(const DwConvDesc& d, const float* x,
     });
   });
   for (int64_t r = r0, n = r0 / d.OH, oh = r0 % d.OH; r < r1; ++r, oh = oh + 1 == d.OH ? 0 : oh + 1, n += oh == 0) {
-    const float* xim = x + n * d.H * 8 * C + c0;
-    const int64_t ih0 = oh - d.pad_t;
+    const float* xim = x + n * d.H * Wc * C + c0;
+    const int64_t ih0 = oh * Sc - d.pad_t;
     const float* xr[2][3];
     bool valid[3];
     for (int i = 0; i < 3; ++i) {
       valid[i] = uint64_t(ih0 + i) < uint64_t(d.H);
-      xr[0][i] = xim + (valid[i] ? ih0 + i : 0) * 8 * C;
+      xr[0][i] = xim + (valid[i] ? ih0 + i : 0) * Wc * C;
       xr[1][i] = xr[0][i] + L;
     }
-    const float* dyr = dy + r * 8 * C + c0;
+    const float* dyr = dy + r * OWc * C + c0;
     static_for<2>([&](auto b) SPNAS_INLINE {
-      bwwb_tile_rows<3, 1, 4, 1, 1, 6, true, false>(acc[b], xr[b], valid, dyr + b * L, 0, 0, 1, C, none);
-      bwwb_tile_rows<3, 1, 4, 1, 0, 5, true, false>(acc[b], xr[b], valid, dyr + b * L, 0, 4, 1, C, none);
+      static_for<OWc / 4>([&](auto q) SPNAS_INLINE {
+        constexpr int ow = 4 * decltype(q)::value, iw0 = ow * Sc - PL;
+        constexpr int LS = iw0 < 0 ? -iw0 : 0, RC = Wc - iw0 < NCOL ? Wc - iw0 : NCOL;
+        bwwb_tile_rows<3, Sc, 4, 1, LS, RC, true, false>(acc[b], xr[b], valid, dyr + b * L, 0, ow, PL, C, none);
+      });
     });
   }
   static_for<2>([&](auto b) SPNAS_INLINE {
@@ -871,6 +882,25 @@ __attribute__((flatten)) void bwwb2_band_w8(const DwConvDesc& d, const float* x,
       V::store(part + decltype(k)::value * C + c0 + decltype(b)::value * L, acc[b][k / 3][k % 3]);
     });
   });
+}
+
+// Pairs of full channel blocks from channel 0 through bwwb2_band where the shape is one of its cases;
+// returns the first channel left for the one-block passes.
+template <int Sc>
+int64_t bwwb2_pairs(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t r0, int64_t r1) {
+  int64_t c = 0;
+  auto run = [&](auto wc) SPNAS_INLINE {
+    constexpr int Wc = decltype(wc)::value;
+    if (d.W == Wc && d.OW == Wc / Sc && d.pad_l == bwwb2_pad_l<Sc, Wc>)
+      for (; c + 2 * L <= d.C; c += 2 * L) bwwb2_band<Sc, Wc>(d, x, dy, part, r0, r1, c);
+  };
+  if constexpr (Sc == 1) {
+    run(std::integral_constant<int, 8>{});
+    run(std::integral_constant<int, 4>{});
+  } else {
+    run(std::integral_constant<int, 8>{});
+  }
+  return c;
 }
 #endif
 
@@ -889,10 +919,7 @@ void bwwb_rows(const DwConvDesc& d, const float* x, const float* dy, float* part
     const int64_t r1 = min64(e, r0 + band);
     int64_t cstart = 0;
 #if defined(SPNAS_SIMD_AVX512)
-    if constexpr (K == 3 && Sc == 1) {
-      if (d.W == 8 && d.OW == 8 && d.pad_l == 1)  // pairs of full blocks (bwwb2_band_w8), then the rest
-        for (; cstart + 2 * L <= C; cstart += 2 * L) bwwb2_band_w8(d, x, dy, part, r0, r1, cstart);
-    }
+    if constexpr (K == 3) cstart = bwwb2_pairs<Sc>(d, x, dy, part, r0, r1);  // then the rest, one block a pass
 #endif
     for (int64_t c0 = cstart; c0 < C; c0 += L) {
       const M m = V::mask(int(min64(L, C - c0)));
