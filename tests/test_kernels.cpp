@@ -66,6 +66,9 @@ const DwShape kDwShapes[] = {
     // Rows 8 wide (stride 1 and 2) with pairs of channel blocks, then a block and a tail (the 3x3
     // weight gradient's two-block pass, bwwb2_band; the 4x4 case is {1, 4, 4, 40} above), on 8 and 5 rows.
     {2, 8, 8, 72},  {1, 5, 8, 48},
+    // The 5x5 stride-2 forward in groups of four channel blocks (corr_rows_grouped): two groups and a
+    // tail on 7-wide rows, and with two threads one starts in the middle of an image.
+    {3, 8, 7, 136},
 };
 
 std::string shape_name(const DwConvDesc& d) {

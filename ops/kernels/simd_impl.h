@@ -255,12 +255,12 @@ __attribute__((always_inline)) inline void tile_epilogue(const Corr& p, float* d
   const int64_t ps = p.y_pix;
   if constexpr (!Mk) {
     if (p.mode == Epi::Store) {
-      if (p.nt) static_for<Tn>([&](auto t) { V::stream(d0 + t * ps, acc[t]); });
-      else static_for<Tn>([&](auto t) { V::store(d0 + t * ps, acc[t]); });
+      if (p.nt) static_for<Tn>([&](auto t) SPNAS_INLINE { V::stream(d0 + t * ps, acc[t]); });
+      else static_for<Tn>([&](auto t) SPNAS_INLINE { V::store(d0 + t * ps, acc[t]); });
       return;
     }
   }
-  static_for<Tn>([&](auto t) { epilogue<Mk>(p, d0 + t * ps, acc[t], c0, m); });
+  static_for<Tn>([&](auto t) SPNAS_INLINE { epilogue<Mk>(p, d0 + t * ps, acc[t], c0, m); });
 }
 
 // Tn consecutive outputs of one row starting at column ow, kernel width KWc and stride Sc known at
@@ -274,13 +274,13 @@ __attribute__((always_inline)) inline void corr_tile(const Corr& p, const float*
   const int64_t C = p.C, IW = p.IW;
   const int64_t iw0 = ow * Sc - p.pl;
   R acc[Tn];
-  static_for<Tn>([&](auto t) { acc[t] = V::zero(); });
+  static_for<Tn>([&](auto t) SPNAS_INLINE { acc[t] = V::zero(); });
   const float* xr = xim + ((ih0 + kh_lo) * IW + iw0) * C;
   const float* wr = wc + int64_t(kh_lo) * KWc * C;
   for (int kh = kh_lo; kh < kh_hi; ++kh, xr += IW * C, wr += KWc * C) {
     R wv[KWc];
-    static_for<KWc>([&](auto kw) { wv[kw] = ld<Mk>(wr + kw * C, m); });
-    static_for<(Tn - 1) * Sc + KWc>([&](auto j) {
+    static_for<KWc>([&](auto kw) SPNAS_INLINE { wv[kw] = ld<Mk>(wr + kw * C, m); });
+    static_for<(Tn - 1) * Sc + KWc>([&](auto j) SPNAS_INLINE {
       constexpr int jj = decltype(j)::value;
       if constexpr (jj >= LS && jj < RC) {
         if constexpr (Chk) {
@@ -294,7 +294,7 @@ __attribute__((always_inline)) inline void corr_tile(const Corr& p, const float*
         // wide (1.04-1.19x, 2 threads, batch 64) but lost up to 1.5x on 32x32 inputs, which keep the
         // compiler's choice (corr_range).
         if constexpr (Pin) asm("" : "+v"(xv));
-        static_for<Tn>([&](auto t) {
+        static_for<Tn>([&](auto t) SPNAS_INLINE {
           constexpr int kw = jj - decltype(t)::value * Sc;
           if constexpr (kw >= 0 && kw < KWc) acc[t] = V::fma(xv, wv[kw], acc[t]);
         });
@@ -372,11 +372,52 @@ void corr_row_generic(const Corr& p, const float* xim, const float* wc, float* y
   }
 }
 
+// Rows exactly one tile wide (OW == Tn), 5x5 at stride 2 on 8x8 inputs (AVX-512): groups of four
+// channel blocks go through all of an image's rows in the range, so a group's input lines stay in L1
+// across the output rows that share them (8x8 inputs: 8 rows x 8 pixels x 256 B = 16 KB). Tile by
+// tile over all channels (corr_rows), each output row streams its 5 input rows through L2 (92 KB at
+// C = 576) and the next row fetches 3 of them again. Of groups of 1, 2, 4, 8 and 16 blocks, 4 (four
+// adjacent lines per pixel) was best; 1 (a line per pixel, a stride the prefetchers do not follow)
+// was 0.87-1.05x.
+// 2 threads, batch 64, interleaved: 8x8x576 1.10-1.23x. Not used where it was no faster or mixed:
+// 3x3, stride 1, 16x16 inputs at stride 2 (0.82-1.2x), and AVX2 (0.7-1.06x).
+template <int KWc, int Sc, bool Pin, int Tn>
+void corr_rows_grouped(const Corr& p, int64_t b, int64_t e) {
+  constexpr int NC = (Tn - 1) * Sc + KWc;
+  constexpr int64_t G = 4 * L;  // channels per group
+  const int64_t cfull = p.C - p.C % L;
+  for (int64_t r = b; r < e;) {
+    const int64_t n = r / p.OH, oh_a = r % p.OH, oh_b = min64(p.OH, oh_a + (e - r));
+    const float* xim = p.x + n * p.IH * p.IW * p.C;
+    float* yim = p.y + p.y_off + n * p.y_img;
+    auto tile = [&](int64_t oh, int64_t c0, auto mk, M m) SPNAS_INLINE {
+      constexpr bool Mk = decltype(mk)::value;
+      const int64_t ih0 = oh * Sc - p.pt;
+      const int kh_lo = int(max64(0, -ih0)), kh_hi = int(min64(p.KH, p.IH - ih0));
+      float* yrow = yim + oh * p.y_row + c0;
+      if (!with_tile_border<NC, KWc / 2>(-p.pl, p.IW, [&](auto ls, auto rc) SPNAS_INLINE {
+            corr_tile<KWc, Sc, Pin, Tn, decltype(ls)::value, decltype(rc)::value, false, Mk>(
+                p, xim + c0, p.w + c0, yrow, ih0, kh_lo, kh_hi, 0, c0, m);
+          }))
+        corr_tile<KWc, Sc, Pin, Tn, 0, NC, true, Mk>(p, xim + c0, p.w + c0, yrow, ih0, kh_lo, kh_hi, 0, c0, m);
+    };
+    for (int64_t g0 = 0; g0 < cfull; g0 += G)
+      for (int64_t oh = oh_a; oh < oh_b; ++oh)
+        for (int64_t c0 = g0; c0 < min64(cfull, g0 + G); c0 += L) tile(oh, c0, std::false_type{}, V::mask(L));
+    if (cfull < p.C)
+      for (int64_t oh = oh_a; oh < oh_b; ++oh) tile(oh, cfull, std::true_type{}, V::mask(int(p.C - cfull)));
+    r += oh_b - oh_a;
+  }
+}
+
 // Output rows [r_begin, r_end) of N*OH, all channels. KWc / Sc: compile-time kernel width and stride,
 // or 0 for the run-time values.
 template <int KWc, int Sc, bool Pin = (Sc == 1)>
 void corr_rows(const Corr& p, int64_t r_begin, int64_t r_end) {
   constexpr int T = V::TILE;
+  if constexpr (KWc == 5 && Sc == 2 && V::L == 16) {
+    if (p.OW == 4) return corr_rows_grouped<KWc, Sc, Pin, 4>(p, r_begin, r_end);
+  }
   for (int64_t r = r_begin; r < r_end; ++r) {
     const int64_t n = r / p.OH, oh = r % p.OH;
     const int S = Sc ? Sc : p.S;
