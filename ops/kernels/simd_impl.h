@@ -880,8 +880,8 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
 // at compile time: Wc-wide inputs at stride Sc under "same" padding (pad_l 1 at stride 1, 0 at stride 2
 // on even widths). 8x8 maps (outputs 0-3 read input columns -1..4, outputs 4-7 columns 3..7), 4x4
 // maps, and 8x8 inputs at stride 2 (columns 0..8, 8 outside). Against one block per pass with its row
-// groups (in one process): 8x8 in cache 1.04-1.12x, 2 threads batch 64 1.07-1.14x warm in L3 and
-// 1.06-1.08x from DRAM.
+// groups, in bench_conv (2 threads, batch 64): mb64ic576ih8kh3sh1 0.42 -> 0.36 ms, mb64ic576ih8kh3sh2
+// 0.107-0.110 -> 0.087-0.092 ms, mb64ic1152ih4kh3sh1 0.114-0.116 -> 0.103-0.104 ms.
 // Output rows [r0, r1) of N*OH (d.W = Wc, d.OW = Wc / Sc, K = 3), channels [c0, c0 + 2L).
 template <int Sc, int Wc>
 constexpr int bwwb2_pad_l = Sc == 1 ? 1 : 0;
