@@ -166,6 +166,7 @@ struct Corr {
   const float* shift;
   Act act;
   bool nt;  // full vectors go out with non-temporal stores (see stream_output)
+  bool lt;  // AVX2: tiles of 4 outputs x 16 channels, whole lines to stream (see line_tiles)
 };
 
 // Software prefetch of the next rows pays when a tile walks a wide row with a large pixel stride
@@ -201,6 +202,18 @@ inline bool stream_output(const Corr& p) {
       p.IH * p.IW >= 3 * p.OH * p.OW && int64_t(sizeof(float)) * p.N * p.y_img >= (int64_t(1) << 20);
   return p.mode != Epi::Add && base % (L * sizeof(float)) == 0 && p.C % L == 0 && p.y_pix % L == 0 &&
          p.y_row % L == 0 && p.y_img % L == 0 && (bytes > stream_min_bytes() || reads_mostly);
+}
+
+// AVX2 streams outputs in half lines (8 channels) from tiles of 8 outputs x 8 channels: the other
+// half of each line follows only after the next channel block's whole tile. Tiles of 4 outputs x 2
+// blocks store whole lines instead, at one more load per FMA. Against the 8 x 8 tile in one process
+// (2 threads, batch 64, two runs): 32x32x144 stride 1 forward and backward-data 1.18-1.28x, stride 2
+// on 32x32 inputs forward 1.30-2.11x. Not used where it was level or slower: outputs within 24 MiB
+// (32x32x96 0.87-1.11x, 16x16x240 0.85-1.02x), stride 2 on narrower inputs, kernels under 3 wide
+// (the stride-2 backward-data phases), and outputs that are not streamed (C = 32 0.8x, 8x8 0.7-0.8x).
+inline bool line_tiles(const Corr& p) {
+  if (V::L != 8 || !p.nt || p.KW < 3) return false;
+  return p.S == 1 ? int64_t(sizeof(float)) * p.N * p.y_img > stream_min_bytes() : p.IW >= 32;
 }
 
 template <bool Mk>
@@ -268,40 +281,42 @@ __attribute__((always_inline)) inline void tile_epilogue(const Corr& p, float* d
 // output of the tile it overlaps. Columns j < LS and j >= RC fall outside the image and are skipped
 // at compile time (the common borders, picked by corr_tile_all_c_border); Chk: the border is not
 // one of those, and every column is tested at run time instead.
-template <int KWc, int Sc, bool Pin, int Tn, int LS, int RC, bool Chk, bool Mk>
+template <int KWc, int Sc, bool Pin, int Tn, int LS, int RC, bool Chk, bool Mk, int NB = 1>
 __attribute__((always_inline)) inline void corr_tile(const Corr& p, const float* xim, const float* wc, float* yrow,
                                                      int64_t ih0, int kh_lo, int kh_hi, int64_t ow, int64_t c0, M m) {
+  static_assert(NB == 1 || !Mk, "block pairs are full blocks");
   const int64_t C = p.C, IW = p.IW;
   const int64_t iw0 = ow * Sc - p.pl;
-  R acc[Tn];
-  static_for<Tn>([&](auto t) SPNAS_INLINE { acc[t] = V::zero(); });
+  R acc[NB][Tn];
+  static_for<NB>([&](auto b) SPNAS_INLINE { static_for<Tn>([&](auto t) SPNAS_INLINE { acc[b][t] = V::zero(); }); });
   const float* xr = xim + ((ih0 + kh_lo) * IW + iw0) * C;
   const float* wr = wc + int64_t(kh_lo) * KWc * C;
   for (int kh = kh_lo; kh < kh_hi; ++kh, xr += IW * C, wr += KWc * C) {
-    R wv[KWc];
-    static_for<KWc>([&](auto kw) SPNAS_INLINE { wv[kw] = ld<Mk>(wr + kw * C, m); });
+    R wv[NB][KWc];
+    static_for<NB>([&](auto b) SPNAS_INLINE {
+      static_for<KWc>([&](auto kw) SPNAS_INLINE { wv[b][kw] = ld<Mk>(wr + kw * C + decltype(b)::value * L, m); });
+    });
     static_for<(Tn - 1) * Sc + KWc>([&](auto j) SPNAS_INLINE {
       constexpr int jj = decltype(j)::value;
       if constexpr (jj >= LS && jj < RC) {
         if constexpr (Chk) {
           if (iw0 + jj < 0 || iw0 + jj >= IW) return;
         }
-        R xv = ld<Mk>(xr + jj * C, m);
-        // Left to itself GCC turns the tile weight-stationary: it folds this load into each of the
-        // (up to KWc) FMAs that use the column, one load per FMA instead of one per column. The empty
-        // asm pins the column in a register (Pin). Stride 1, single-threaded, in cache: 3x3 1.29-1.44x
-        // (54 -> 74-76 % of the FMA peak), 5x5 unchanged. At stride 2 it pays on inputs at most 16
-        // wide (1.04-1.19x, 2 threads, batch 64) but lost up to 1.5x on 32x32 inputs, which keep the
-        // compiler's choice (corr_range).
-        if constexpr (Pin) asm("" : "+v"(xv));
-        static_for<Tn>([&](auto t) SPNAS_INLINE {
-          constexpr int kw = jj - decltype(t)::value * Sc;
-          if constexpr (kw >= 0 && kw < KWc) acc[t] = V::fma(xv, wv[kw], acc[t]);
+        static_for<NB>([&](auto b) SPNAS_INLINE {
+          R xv = ld<Mk>(xr + jj * C + decltype(b)::value * L, m);
+          if constexpr (Pin) asm("" : "+v"(xv));
+          static_for<Tn>([&](auto t) SPNAS_INLINE {
+            constexpr int kw = jj - decltype(t)::value * Sc;
+            if constexpr (kw >= 0 && kw < KWc) acc[b][t] = V::fma(xv, wv[b][kw], acc[b][t]);
+          });
         });
       }
     });
   }
-  tile_epilogue<Tn, Mk>(p, yrow + ow * p.y_pix, acc, c0, m);
+  static_for<NB>([&](auto b) SPNAS_INLINE {
+    constexpr int bb = decltype(b)::value;
+    tile_epilogue<Tn, Mk>(p, yrow + ow * p.y_pix + bb * L, acc[bb], c0 + bb * L, m);
+  });
 }
 
 // All channel blocks of one tile (full blocks, then the masked tail): the tile sweeps each input
@@ -313,7 +328,16 @@ void corr_tile_all_c(const Corr& p, const float* xim, float* yrow, int64_t ih0, 
   const int64_t cfull = p.C - p.C % L;
   const M full = V::mask(L);
   const int64_t iw0 = ow * Sc - p.pl;
-  for (int64_t c0 = 0; c0 < cfull; c0 += L) {
+  int64_t c0 = 0;
+  if constexpr (Tn == 4 && V::L == 8) {
+    if (p.lt)  // AVX2: whole 64-byte lines (line_tiles)
+      for (; c0 + 2 * L <= cfull; c0 += 2 * L) {
+        corr_tile<KWc, Sc, Pin, Tn, LS, RC, Chk, false, 2>(p, xim + c0, p.w + c0, yrow + c0, ih0, kh_lo, kh_hi, ow,
+                                                           c0, full);
+        prefetch_pixels(next, Sc, p.IW, p.C, iw0, Tn * Sc, c0);
+      }
+  }
+  for (; c0 < cfull; c0 += L) {
     corr_tile<KWc, Sc, Pin, Tn, LS, RC, Chk, false>(p, xim + c0, p.w + c0, yrow + c0, ih0, kh_lo, kh_hi, ow, c0, full);
     if (c0 % 16 == 0) prefetch_pixels(next, Sc, p.IW, p.C, iw0, Tn * Sc, c0);  // one per 64-byte line
   }
@@ -410,14 +434,25 @@ void corr_rows_grouped(const Corr& p, int64_t b, int64_t e) {
   }
 }
 
+template <int KWc, int Sc, bool Pin, int T>
+void corr_rows_t(const Corr& p, int64_t r_begin, int64_t r_end);
+
 // Output rows [r_begin, r_end) of N*OH, all channels. KWc / Sc: compile-time kernel width and stride,
 // or 0 for the run-time values.
 template <int KWc, int Sc, bool Pin = (Sc == 1)>
 void corr_rows(const Corr& p, int64_t r_begin, int64_t r_end) {
-  constexpr int T = V::TILE;
   if constexpr (KWc == 5 && Sc == 2 && V::L == 16) {
     if (p.OW == 4) return corr_rows_grouped<KWc, Sc, Pin, 4>(p, r_begin, r_end);
   }
+  if constexpr (V::L == 8 && KWc >= 3) {
+    if (p.lt) return corr_rows_t<KWc, Sc, Pin, 4>(p, r_begin, r_end);  // whole lines (line_tiles)
+  }
+  corr_rows_t<KWc, Sc, Pin, V::TILE>(p, r_begin, r_end);
+}
+
+// Output rows [r_begin, r_end) of N*OH, all channels, in tiles of T outputs (corr_rows).
+template <int KWc, int Sc, bool Pin, int T>
+void corr_rows_t(const Corr& p, int64_t r_begin, int64_t r_end) {
   for (int64_t r = r_begin; r < r_end; ++r) {
     const int64_t n = r / p.OH, oh = r % p.OH;
     const int S = Sc ? Sc : p.S;
@@ -517,6 +552,7 @@ Corr forward_corr(const DwConvDesc& d, const float* x, const float* w, float* y)
   p.mode = Epi::Store;
   p.act = Act::None;
   p.nt = stream_output(p);
+  p.lt = line_tiles(p);
   return p;
 }
 
@@ -566,6 +602,7 @@ void dwconv_backward_data_simd(const DwConvDesc& d, const float* dy, const float
       p.mode = accumulate ? Epi::Add : Epi::Store;
       p.act = Act::None;
       p.nt = stream_output(p);
+      p.lt = line_tiles(p);
     }
   corr_parallel(ps, count, n_pw);
 }
