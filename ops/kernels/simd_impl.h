@@ -927,13 +927,13 @@ __attribute__((flatten)) void bwwb_band(const DwConvDesc& d, const float* x, con
 // groups, in bench_conv (2 threads, batch 64): mb64ic576ih8kh3sh1 0.42 -> 0.36 ms, mb64ic576ih8kh3sh2
 // 0.107-0.110 -> 0.087-0.092 ms, mb64ic1152ih4kh3sh1 0.114-0.116 -> 0.103-0.104 ms.
 // Output rows [r0, r1) of N*OH (d.W = Wc, d.OW = Wc / Sc, K = 3), channels [c0, c0 + 2L).
-template <int Sc, int Wc>
-constexpr int bwwb2_pad_l = Sc == 1 ? 1 : 0;
+template <int Sc>
+constexpr int bwwb2_pad_l = Sc == 1 ? 1 : 0;  // the "same" pad_l of 3x3 on the even widths below
 
 template <int Sc, int Wc>
 __attribute__((flatten)) void bwwb2_band(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t r0,
                                          int64_t r1, int64_t c0) {
-  constexpr int OWc = Wc / Sc, PL = bwwb2_pad_l<Sc, Wc>, NCOL = 3 * Sc + 3;
+  constexpr int OWc = Wc / Sc, PL = bwwb2_pad_l<Sc>, NCOL = 3 * Sc + 3;
   static_assert(OWc % 4 == 0, "rows of whole 4-wide tiles");
   const int64_t C = d.C;
   const M none = V::mask(0);  // unused: full blocks
@@ -976,15 +976,11 @@ int64_t bwwb2_pairs(const DwConvDesc& d, const float* x, const float* dy, float*
   int64_t c = 0;
   auto run = [&](auto wc) SPNAS_INLINE {
     constexpr int Wc = decltype(wc)::value;
-    if (d.W == Wc && d.OW == Wc / Sc && d.pad_l == bwwb2_pad_l<Sc, Wc>)
+    if (d.W == Wc && d.OW == Wc / Sc && d.pad_l == bwwb2_pad_l<Sc>)
       for (; c + 2 * L <= d.C; c += 2 * L) bwwb2_band<Sc, Wc>(d, x, dy, part, r0, r1, c);
   };
-  if constexpr (Sc == 1) {
-    run(std::integral_constant<int, 8>{});
-    run(std::integral_constant<int, 4>{});
-  } else {
-    run(std::integral_constant<int, 8>{});
-  }
+  run(std::integral_constant<int, 8>{});
+  if constexpr (Sc == 1) run(std::integral_constant<int, 4>{});
   return c;
 }
 #endif
@@ -1036,7 +1032,7 @@ void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const flo
   // AVX2, rows of at most 4 outputs (4x4 maps, 8x8 inputs at stride 2): the tile kernel, which walks
   // all channels of a tile (whole lines) instead of one 8-channel block (half lines) per pass:
   // 1.12x and 1.18-1.19x in one process, two runs.
-  const bool narrow_avx2 = V::L == 8 && d.OW <= 4 && d.C > 32;
+  const bool narrow_avx2 = V::L == 8 && d.OW <= 4;  // C <= 32 keeps the band (below)
   const bool bww3 = (d.W <= 8 && !narrow_avx2) || (d.S == 1 && d.W >= 16) || d.C <= 32;
   const bool bww5 = V::L == 16 && !(d.S == 2 && d.W >= 32);
   int used = 1;
