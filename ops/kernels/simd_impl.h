@@ -985,6 +985,133 @@ int64_t bwwb2_pairs(const DwConvDesc& d, const float* x, const float* dy, float*
 }
 #endif
 
+// The shapes the AVX2 image kernel (below) takes.
+inline bool bwwk_fits(const DwConvDesc& d) {
+  return V::L == 8 && d.K == 3 && d.S == 1 && d.pad_t == 1 && d.pad_l == 1 && d.OH == d.H && d.W == d.OW &&
+         (d.W == 8 || d.W == 4) && d.C >= 2 * L;
+}
+
+#if defined(SPNAS_SIMD_AVX2)
+// AVX2, the 3x3 weight gradient at stride 1 on maps 8 or 4 wide ("image kernel"). There the band
+// kernel's 8-channel passes read half lines (each pixel's line is visited twice, a whole band apart),
+// and two blocks' 18 accumulators do not fit in the 16 registers. So an image takes its channels in
+// pairs of blocks, the two blocks of a pair back to back: the first pass brings the pair's lines (x
+// and dy, 8 KB on 8x8) into L1 and the second finds them there. A pass walks each output row once
+// with all 9 taps of one block in registers: per input column the three input rows, per kernel column
+// one dy vector for all three (9 accumulators + 3 inputs + 1 dy; 9 FMAs per 6 loads). On 8x8 maps
+// the next image's x and dy are requested into L2 in address order, a share during each pair: the
+// passes themselves visit an image's memory one line in 30-36 (C = 480-576), an order DRAM serves
+// poorly. bench_conv, 2 threads, batch 64, against the band kernel in one process (four runs):
+// mb64ic480ih8kh3sh1 0.34-0.37 -> 0.26-0.28 ms, mb64ic576ih8kh3sh1 0.41-0.64 -> 0.32-0.44 ms,
+// mb64ic1152ih4kh3sh1 0.22-0.28 -> 0.14-0.17 ms (oneDNN's AVX2 kernel: 0.23, 0.29-0.44, 0.18 ms).
+// Pairs of blocks with two kernel rows per pass (12 accumulators, dy reloaded) were as fast; one
+// kernel row per pass (6 accumulators: the FMA latency binds) and pairs taken across all images
+// before the next pair (0.6-0.9x) slower; prefetching the next pair's lines 0.7-0.8x.
+
+// A load the compiler may not merge with an earlier one from the same address: the dy vector of
+// output ow is reloaded for each kernel column instead of being held in a register across columns.
+inline R load_again(const char* p) {
+  R v;
+  asm volatile("vmovups %1, %0" : "=x"(v) : "m"(*reinterpret_cast<const R*>(p)));
+  return v;
+}
+
+// One output row of one block: acc[h][kw] += x[ih0 + h][j] * dy[j + 1 - kw] over the row's input
+// columns j, for the input rows inside the image (In_h). Addresses are a walking pointer plus the
+// column stride cs (or ncs = -cs) or the row stride rs, so no per-column pointers pile up in the GPRs.
+template <int Wc, bool In0, bool In1, bool In2>
+__attribute__((always_inline)) inline void bwwk_row(R (&acc)[3][3], const char* xp, int64_t rs, const char* dp,
+                                                    int64_t cs, int64_t ncs) {
+  constexpr bool In[3] = {In0, In1, In2};
+  static_for<Wc>([&](auto j) SPNAS_INLINE {
+    constexpr int jj = decltype(j)::value;
+    R xv[3];
+    static_for<3>([&](auto h) SPNAS_INLINE {
+      constexpr int hh = decltype(h)::value;
+      if constexpr (In[hh]) {
+        xv[hh] = V::load(reinterpret_cast<const float*>(xp + hh * rs));
+        asm("" : "+v"(xv[hh]));  // one load per column (see corr_tile)
+      }
+    });
+    static_for<3>([&](auto kw) SPNAS_INLINE {
+      constexpr int k = decltype(kw)::value, ow = jj + 1 - k;  // pad_l = 1
+      if constexpr (ow >= 0 && ow < Wc) {
+        const R dv = k == 0 ? load_again(dp + cs) : k == 1 ? load_again(dp) : load_again(dp + ncs);
+        static_for<3>([&](auto h) SPNAS_INLINE {
+          constexpr int hh = decltype(h)::value;
+          if constexpr (In[hh]) acc[hh][k] = V::fma(xv[hh], dv, acc[hh][k]);
+        });
+      }
+    });
+    xp += cs;
+    dp += cs;
+    asm("" : "+r"(xp), "+r"(dp));  // keep them walking
+  });
+}
+
+// Output rows [oh0, oh1) of one image, channels [0, 2L) of xim / dyim / part (offset to the pair).
+template <int Wc>
+__attribute__((flatten)) void bwwk_image_pair(const DwConvDesc& d, const float* xim, const float* dyim, float* part,
+                                              int64_t oh0, int64_t oh1) {
+  const int64_t C = d.C, cs = C * int64_t(sizeof(float)), rs = Wc * cs;
+  for (int b = 0; b < 2; ++b) {
+    const char* xb = reinterpret_cast<const char*>(xim + b * L);
+    const char* db = reinterpret_cast<const char*>(dyim + b * L);
+    R acc[3][3];
+    static_for<9>([&](auto i) SPNAS_INLINE {
+      constexpr int ii = decltype(i)::value;
+      acc[ii / 3][ii % 3] = V::load(part + ii * C + b * L);
+    });
+    for (int64_t oh = oh0; oh < oh1; ++oh) {
+      const int64_t ih0 = oh - d.pad_t;
+      const int in = int(uint64_t(ih0) < uint64_t(d.H)) | int(uint64_t(ih0 + 1) < uint64_t(d.H)) << 1 |
+                     int(uint64_t(ih0 + 2) < uint64_t(d.H)) << 2;
+      const char* xr = xb + ih0 * rs;
+      const char* dr = db + oh * rs;
+      switch (in) {  // pad_t = 1, OH = H: the middle row is always inside
+        case 7: bwwk_row<Wc, true, true, true>(acc, xr, rs, dr, cs, -cs); break;
+        case 6: bwwk_row<Wc, false, true, true>(acc, xr, rs, dr, cs, -cs); break;   // top row
+        case 3: bwwk_row<Wc, true, true, false>(acc, xr, rs, dr, cs, -cs); break;   // bottom row
+        default: bwwk_row<Wc, false, true, false>(acc, xr, rs, dr, cs, -cs); break;  // H = 1
+      }
+    }
+    static_for<9>([&](auto i) SPNAS_INLINE {
+      constexpr int ii = decltype(i)::value;
+      V::store(part + ii * C + b * L, acc[ii / 3][ii % 3]);
+    });
+  }
+}
+
+// Rows [r0, r1) of N*OH, the pairs of full blocks through bwwk_image_pair image by image; returns the
+// first channel left for the one-block passes (0 where the shape is not one of its cases).
+inline int64_t bwwk_pairs(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t r0, int64_t r1) {
+  if (!bwwk_fits(d)) return 0;
+  const int64_t C = d.C, cend = C / (2 * L) * (2 * L), npairs = cend / (2 * L);
+  const int64_t img = d.H * d.W * C;                                         // floats per image, x and dy alike
+  const int64_t lines = (img * int64_t(sizeof(float)) + 63) / 64, share = ceil_div(lines, npairs);
+  for (int64_t r = r0; r < r1;) {
+    const int64_t n = r / d.OH, oh0 = r % d.OH, oh1 = min64(d.OH, oh0 + (r1 - r));
+    const float* xim = x + n * img;
+    const float* dyim = dy + n * img;
+    const bool next = d.W == 8 && r + (oh1 - oh0) < r1;  // the thread's next image
+    for (int64_t c0 = 0, q = 0; c0 < cend; c0 += 2 * L, ++q) {
+      if (next) {
+        const char* nx = reinterpret_cast<const char*>(xim + img);
+        const char* nd = reinterpret_cast<const char*>(dyim + img);
+        for (int64_t l = q * share; l < min64(lines, (q + 1) * share); ++l) {
+          _mm_prefetch(nx + l * 64, _MM_HINT_T1);
+          _mm_prefetch(nd + l * 64, _MM_HINT_T1);
+        }
+      }
+      if (d.W == 8) bwwk_image_pair<8>(d, xim + c0, dyim + c0, part + c0, oh0, oh1);
+      else bwwk_image_pair<4>(d, xim + c0, dyim + c0, part + c0, oh0, oh1);
+    }
+    r += oh1 - oh0;
+  }
+  return cend;
+}
+#endif
+
 // Rows [b, e) of N*OH in bands, every channel block over each band. Tiles of WTILE outputs, or of 4 on
 // rows of at most 4 (a wider tile would be half zeros there) and for 5x5 (25 accumulators).
 template <int K, int Sc>
@@ -1001,6 +1128,9 @@ void bwwb_rows(const DwConvDesc& d, const float* x, const float* dy, float* part
     int64_t cstart = 0;
 #if defined(SPNAS_SIMD_AVX512)
     if constexpr (K == 3) cstart = bwwb2_pairs<Sc>(d, x, dy, part, r0, r1);  // then the rest, one block a pass
+#endif
+#if defined(SPNAS_SIMD_AVX2)
+    if constexpr (K == 3 && Sc == 1) cstart = bwwk_pairs(d, x, dy, part, r0, r1);  // then the rest, one block a pass
 #endif
     for (int64_t c0 = cstart; c0 < C; c0 += L) {
       const M m = V::mask(int(min64(L, C - c0)));
@@ -1029,10 +1159,10 @@ void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const flo
   // thread) 1.12-1.25x but C = 576 (0.92-0.99x); at stride 2 on wider inputs (C > 32) 0.76-0.95x, so
   // those keep the tile kernel. 5x5 (AVX-512 only: 25 accumulators + 4 dy + 1 input of the 32
   // registers): 1.2-1.9x on every cifar shape but stride 2 on 32x32 maps (0.88-1.05x).
-  // AVX2, rows of at most 4 outputs (4x4 maps, 8x8 inputs at stride 2): the tile kernel, which walks
-  // all channels of a tile (whole lines) instead of one 8-channel block (half lines) per pass:
-  // 1.12x and 1.18-1.19x in one process, two runs.
-  const bool narrow_avx2 = V::L == 8 && d.OW <= 4;  // C <= 32 keeps the band (below)
+  // AVX2, rows of at most 4 outputs (8x8 inputs at stride 2): the tile kernel, which walks all
+  // channels of a tile (whole lines) instead of one 8-channel block (half lines) per pass: 1.18-1.19x
+  // in one process, two runs. 4x4 maps at stride 1 take the band rows' image kernel (bwwk_pairs).
+  const bool narrow_avx2 = V::L == 8 && d.OW <= 4 && !bwwk_fits(d);  // C <= 32 keeps the band (below)
   const bool bww3 = (d.W <= 8 && !narrow_avx2) || (d.S == 1 && d.W >= 16) || d.C <= 32;
   const bool bww5 = V::L == 16 && !(d.S == 2 && d.W >= 32);
   int used = 1;
