@@ -987,23 +987,28 @@ int64_t bwwb2_pairs(const DwConvDesc& d, const float* x, const float* dy, float*
 
 // The shapes the AVX2 image kernel (below) takes.
 inline bool bwwk_fits(const DwConvDesc& d) {
-  return V::L == 8 && d.K == 3 && d.S == 1 && d.pad_t == 1 && d.pad_l == 1 && d.OH == d.H && d.W == d.OW &&
-         (d.W == 8 || d.W == 4) && d.C >= 2 * L;
+  if (V::L != 8 || d.K != 3 || d.C < 2 * L) return false;
+  if (d.S == 1) return d.pad_t == 1 && d.pad_l == 1 && d.W == d.OW && (d.W == 8 || d.W == 4);
+  return d.S == 2 && (d.pad_t == 0 || d.pad_t == 1) && d.pad_l == 0 && d.W == 2 * d.OW && (d.W == 16 || d.W == 8);
 }
 
 #if defined(SPNAS_SIMD_AVX2)
-// AVX2, the 3x3 weight gradient at stride 1 on maps 8 or 4 wide ("image kernel"). There the band
+// AVX2, the 3x3 weight gradient at stride 1 on maps 8 or 4 wide and at stride 2 on inputs 16 or 8
+// wide ("image kernel"). There the band
 // kernel's 8-channel passes read half lines (each pixel's line is visited twice, a whole band apart),
 // and two blocks' 18 accumulators do not fit in the 16 registers. So an image takes its channels in
 // pairs of blocks, the two blocks of a pair back to back: the first pass brings the pair's lines (x
 // and dy, 8 KB on 8x8) into L1 and the second finds them there. A pass walks each output row once
 // with all 9 taps of one block in registers: per input column the three input rows, per kernel column
-// one dy vector for all three (9 accumulators + 3 inputs + 1 dy; 9 FMAs per 6 loads). On 8x8 maps
-// the next image's x and dy are requested into L2 in address order, a share during each pair: the
-// passes themselves visit an image's memory one line in 30-36 (C = 480-576), an order DRAM serves
-// poorly. bench_conv, 2 threads, batch 64, against the band kernel in one process (four runs):
-// mb64ic480ih8kh3sh1 0.34-0.37 -> 0.26-0.28 ms, mb64ic576ih8kh3sh1 0.41-0.64 -> 0.32-0.44 ms,
-// mb64ic1152ih4kh3sh1 0.22-0.28 -> 0.14-0.17 ms (oneDNN's AVX2 kernel: 0.23, 0.29-0.44, 0.18 ms).
+// one dy vector for all three (9 accumulators + 3 inputs + 1 dy; 9 FMAs per 6 loads at stride 1).
+// Except on 4x4 maps the next image's x and dy are requested into L2 in address order, a share
+// during each pair: the passes themselves visit an image's memory one line in 15-36 (C = 240-576),
+// an order DRAM serves poorly. bench_conv, 2 threads, batch 64, in one process (four runs at stride
+// 1, two at stride 2): against the band kernel mb64ic480ih8kh3sh1 0.34-0.37 -> 0.26-0.28 ms,
+// mb64ic576ih8kh3sh1 0.41-0.64 -> 0.32-0.44 ms, mb64ic1152ih4kh3sh1 0.22-0.28 -> 0.14-0.17 ms
+// (oneDNN's AVX2 kernel: 0.23, 0.29-0.44, 0.18 ms); against the tile kernel mb64ic240ih16kh3sh2
+// 0.47-0.55 -> 0.35-0.36 ms, mb64ic576ih8kh3sh2 0.25 -> 0.20 ms (oneDNN 0.36-0.43, 0.17-0.18 ms;
+// without the prefetch 0.67 and 0.23 ms).
 // Pairs of blocks with two kernel rows per pass (12 accumulators, dy reloaded) were as fast; one
 // kernel row per pass (6 accumulators: the FMA latency binds) and pairs taken across all images
 // before the next pair (0.6-0.9x) slower; prefetching the next pair's lines 0.7-0.8x.
@@ -1016,13 +1021,16 @@ inline R load_again(const char* p) {
   return v;
 }
 
-// One output row of one block: acc[h][kw] += x[ih0 + h][j] * dy[j + 1 - kw] over the row's input
-// columns j, for the input rows inside the image (In_h). Addresses are a walking pointer plus the
-// column stride cs (or ncs = -cs) or the row stride rs, so no per-column pointers pile up in the GPRs.
-template <int Wc, bool In0, bool In1, bool In2>
+// One output row of one block: acc[h][kw] += x[ih0 + h][j] * dy[ow] over the row's input columns j,
+// ow = (j + pad_l - kw) / Sc where that divides and is inside (pad_l = 1 at stride 1, 0 at stride 2),
+// for the input rows inside the image (In_h). Addresses are a walking pointer plus the column stride
+// cs (or ncs = -cs) or the row stride rs, so no per-column pointers pile up in the GPRs: xp walks the
+// input columns, dp the dy columns (dp at column j / Sc when at input column j).
+template <int Sc, int Wc, bool In0, bool In1, bool In2>
 __attribute__((always_inline)) inline void bwwk_row(R (&acc)[3][3], const char* xp, int64_t rs, const char* dp,
                                                     int64_t cs, int64_t ncs) {
   constexpr bool In[3] = {In0, In1, In2};
+  constexpr int PL = Sc == 1 ? 1 : 0, OWc = Wc / Sc;
   static_for<Wc>([&](auto j) SPNAS_INLINE {
     constexpr int jj = decltype(j)::value;
     R xv[3];
@@ -1034,9 +1042,10 @@ __attribute__((always_inline)) inline void bwwk_row(R (&acc)[3][3], const char* 
       }
     });
     static_for<3>([&](auto kw) SPNAS_INLINE {
-      constexpr int k = decltype(kw)::value, ow = jj + 1 - k;  // pad_l = 1
-      if constexpr (ow >= 0 && ow < Wc) {
-        const R dv = k == 0 ? load_again(dp + cs) : k == 1 ? load_again(dp) : load_again(dp + ncs);
+      constexpr int k = decltype(kw)::value, t = jj + PL - k, ow = t / Sc, off = ow - jj / Sc;
+      if constexpr (t >= 0 && t % Sc == 0 && ow < OWc) {
+        static_assert(off >= -1 && off <= 1, "dy within a column of the walking pointer");
+        const R dv = off == 1 ? load_again(dp + cs) : off == 0 ? load_again(dp) : load_again(dp + ncs);
         static_for<3>([&](auto h) SPNAS_INLINE {
           constexpr int hh = decltype(h)::value;
           if constexpr (In[hh]) acc[hh][k] = V::fma(xv[hh], dv, acc[hh][k]);
@@ -1044,16 +1053,16 @@ __attribute__((always_inline)) inline void bwwk_row(R (&acc)[3][3], const char* 
       }
     });
     xp += cs;
-    dp += cs;
+    if constexpr ((jj + 1) % Sc == 0) dp += cs;
     asm("" : "+r"(xp), "+r"(dp));  // keep them walking
   });
 }
 
 // Output rows [oh0, oh1) of one image, channels [0, 2L) of xim / dyim / part (offset to the pair).
-template <int Wc>
+template <int Sc, int Wc>
 __attribute__((flatten)) void bwwk_image_pair(const DwConvDesc& d, const float* xim, const float* dyim, float* part,
                                               int64_t oh0, int64_t oh1) {
-  const int64_t C = d.C, cs = C * int64_t(sizeof(float)), rs = Wc * cs;
+  const int64_t C = d.C, cs = C * int64_t(sizeof(float)), rs = Wc * cs, drs = (Wc / Sc) * cs;
   for (int b = 0; b < 2; ++b) {
     const char* xb = reinterpret_cast<const char*>(xim + b * L);
     const char* db = reinterpret_cast<const char*>(dyim + b * L);
@@ -1063,16 +1072,18 @@ __attribute__((flatten)) void bwwk_image_pair(const DwConvDesc& d, const float* 
       acc[ii / 3][ii % 3] = V::load(part + ii * C + b * L);
     });
     for (int64_t oh = oh0; oh < oh1; ++oh) {
-      const int64_t ih0 = oh - d.pad_t;
+      const int64_t ih0 = oh * Sc - d.pad_t;
       const int in = int(uint64_t(ih0) < uint64_t(d.H)) | int(uint64_t(ih0 + 1) < uint64_t(d.H)) << 1 |
                      int(uint64_t(ih0 + 2) < uint64_t(d.H)) << 2;
       const char* xr = xb + ih0 * rs;
-      const char* dr = db + oh * rs;
-      switch (in) {  // pad_t = 1, OH = H: the middle row is always inside
-        case 7: bwwk_row<Wc, true, true, true>(acc, xr, rs, dr, cs, -cs); break;
-        case 6: bwwk_row<Wc, false, true, true>(acc, xr, rs, dr, cs, -cs); break;   // top row
-        case 3: bwwk_row<Wc, true, true, false>(acc, xr, rs, dr, cs, -cs); break;   // bottom row
-        default: bwwk_row<Wc, false, true, false>(acc, xr, rs, dr, cs, -cs); break;  // H = 1
+      const char* dr = db + oh * drs;
+      // Under "same" padding (pad_t 1 at stride 1 and at stride 2 on odd heights, else 0) the middle
+      // row is always inside: 7, or 6 at the top, 3 at the bottom, 2 where H = 1.
+      switch (in) {
+        case 7: bwwk_row<Sc, Wc, true, true, true>(acc, xr, rs, dr, cs, -cs); break;
+        case 6: bwwk_row<Sc, Wc, false, true, true>(acc, xr, rs, dr, cs, -cs); break;
+        case 3: bwwk_row<Sc, Wc, true, true, false>(acc, xr, rs, dr, cs, -cs); break;
+        default: bwwk_row<Sc, Wc, false, true, false>(acc, xr, rs, dr, cs, -cs); break;
       }
     }
     static_for<9>([&](auto i) SPNAS_INLINE {
@@ -1087,24 +1098,28 @@ __attribute__((flatten)) void bwwk_image_pair(const DwConvDesc& d, const float* 
 inline int64_t bwwk_pairs(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t r0, int64_t r1) {
   if (!bwwk_fits(d)) return 0;
   const int64_t C = d.C, cend = C / (2 * L) * (2 * L), npairs = cend / (2 * L);
-  const int64_t img = d.H * d.W * C;                                         // floats per image, x and dy alike
+  const int64_t img = d.H * d.W * C, dimg = d.OH * d.OW * C;  // floats per image of x, of dy
   const int64_t lines = (img * int64_t(sizeof(float)) + 63) / 64, share = ceil_div(lines, npairs);
+  const int64_t dlines = (dimg * int64_t(sizeof(float)) + 63) / 64, dshare = ceil_div(dlines, npairs);
+  const bool prefetch = d.S == 2 || d.W == 8;  // not on 4x4 maps (~10 % slower there)
   for (int64_t r = r0; r < r1;) {
     const int64_t n = r / d.OH, oh0 = r % d.OH, oh1 = min64(d.OH, oh0 + (r1 - r));
     const float* xim = x + n * img;
-    const float* dyim = dy + n * img;
-    const bool next = d.W == 8 && r + (oh1 - oh0) < r1;  // the thread's next image
+    const float* dyim = dy + n * dimg;
+    const bool next = prefetch && r + (oh1 - oh0) < r1;  // the thread's next image
     for (int64_t c0 = 0, q = 0; c0 < cend; c0 += 2 * L, ++q) {
       if (next) {
         const char* nx = reinterpret_cast<const char*>(xim + img);
-        const char* nd = reinterpret_cast<const char*>(dyim + img);
-        for (int64_t l = q * share; l < min64(lines, (q + 1) * share); ++l) {
-          _mm_prefetch(nx + l * 64, _MM_HINT_T1);
-          _mm_prefetch(nd + l * 64, _MM_HINT_T1);
-        }
+        const char* nd = reinterpret_cast<const char*>(dyim + dimg);
+        for (int64_t l = q * share; l < min64(lines, (q + 1) * share); ++l) _mm_prefetch(nx + l * 64, _MM_HINT_T1);
+        for (int64_t l = q * dshare; l < min64(dlines, (q + 1) * dshare); ++l) _mm_prefetch(nd + l * 64, _MM_HINT_T1);
       }
-      if (d.W == 8) bwwk_image_pair<8>(d, xim + c0, dyim + c0, part + c0, oh0, oh1);
-      else bwwk_image_pair<4>(d, xim + c0, dyim + c0, part + c0, oh0, oh1);
+      const float* xp = xim + c0;
+      const float* dp = dyim + c0;
+      if (d.S == 1) d.W == 8 ? bwwk_image_pair<1, 8>(d, xp, dp, part + c0, oh0, oh1)
+                             : bwwk_image_pair<1, 4>(d, xp, dp, part + c0, oh0, oh1);
+      else d.W == 16 ? bwwk_image_pair<2, 16>(d, xp, dp, part + c0, oh0, oh1)
+                     : bwwk_image_pair<2, 8>(d, xp, dp, part + c0, oh0, oh1);
     }
     r += oh1 - oh0;
   }
@@ -1122,7 +1137,7 @@ void bwwb_rows(const DwConvDesc& d, const float* x, const float* dy, float* part
   // constant-stride stream through every image, which the hardware prefetchers follow (2 threads,
   // batch 64, against bands of one image: 1.12-1.37x on the 8x8 and 4x4 shapes but C = 576, which
   // moved 0.92-1.1x). Wider maps: bands sized for L2 (a whole-range band was 0.46-0.76x there).
-  const int64_t band = d.W <= 8 ? e - b : max64(1, kBwwBandBytes / max64(1, row_bytes));
+  const int64_t band = d.W <= 8 || bwwk_fits(d) ? e - b : max64(1, kBwwBandBytes / max64(1, row_bytes));
   for (int64_t r0 = b; r0 < e;) {
     const int64_t r1 = min64(e, r0 + band);
     int64_t cstart = 0;
@@ -1130,7 +1145,7 @@ void bwwb_rows(const DwConvDesc& d, const float* x, const float* dy, float* part
     if constexpr (K == 3) cstart = bwwb2_pairs<Sc>(d, x, dy, part, r0, r1);  // then the rest, one block a pass
 #endif
 #if defined(SPNAS_SIMD_AVX2)
-    if constexpr (K == 3 && Sc == 1) cstart = bwwk_pairs(d, x, dy, part, r0, r1);  // then the rest, one block a pass
+    if constexpr (K == 3) cstart = bwwk_pairs(d, x, dy, part, r0, r1);  // then the rest, one block a pass
 #endif
     for (int64_t c0 = cstart; c0 < C; c0 += L) {
       const M m = V::mask(int(min64(L, C - c0)));
@@ -1163,7 +1178,7 @@ void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const flo
   // channels of a tile (whole lines) instead of one 8-channel block (half lines) per pass: 1.18-1.19x
   // in one process, two runs. 4x4 maps at stride 1 take the band rows' image kernel (bwwk_pairs).
   const bool narrow_avx2 = V::L == 8 && d.OW <= 4 && !bwwk_fits(d);  // C <= 32 keeps the band (below)
-  const bool bww3 = (d.W <= 8 && !narrow_avx2) || (d.S == 1 && d.W >= 16) || d.C <= 32;
+  const bool bww3 = bwwk_fits(d) || (d.W <= 8 && !narrow_avx2) || (d.S == 1 && d.W >= 16) || d.C <= 32;
   const bool bww5 = V::L == 16 && !(d.S == 2 && d.W >= 32);
   int used = 1;
   parallel_run([&](int tid, int nt) {
