@@ -169,8 +169,8 @@ TEST_CASE("depthwise: streamed outputs and prefetched rows (large shapes) agains
   // than 8 pixels with C >= 64 prefetch the next rows: the small shapes above never reach either
   // path. The threshold is lowered to 1 MiB here (it is 3/4 of the L3 by default): N = 3 at
   // 32x32x136 is 1.7 MB of input and as much output at stride 1, 2.1 MB in all at stride 2. The
-  // same shapes with the threshold above them take normal stores. 136 channels: on AVX2 the
-  // streamed forward takes 16-channel tiles (corr_rows) and one 8-channel block is left over.
+  // same shapes with the threshold above them take normal stores. 136 channels: on AVX2 streamed
+  // outputs take 16-channel tiles (line_tiles) and one 8-channel block is left over.
   const int64_t N = 3;
   set_num_threads(2);
   uint32_t seed = 900;
@@ -178,7 +178,11 @@ TEST_CASE("depthwise: streamed outputs and prefetched rows (large shapes) agains
     set_stream_min_bytes(min_bytes);
     for (const std::string& isa : fast_isas())
       for (int K : {3, 5})
-        for (int S : {1, 2}) check_dw_all(*kernels_for(isa), dwconv_desc(N, 32, 32, 136, K, S), seed++);
+        for (int S : {1, 2}) {
+          check_dw_all(*kernels_for(isa), dwconv_desc(N, 32, 32, 136, K, S), seed++);
+          // 16-wide rows (8 images: 1.1 MB each way at stride 1), whole-line tiles on AVX2 too
+          check_dw_all(*kernels_for(isa), dwconv_desc(8, 16, 16, 136, K, S), seed++);
+        }
   }
   set_stream_min_bytes(0);
   CHECK(stream_min_bytes() >= (int64_t(1) << 20));  // the L3-derived default (24 MiB if unreadable)

@@ -206,15 +206,15 @@ inline bool stream_output(const Corr& p) {
 
 // AVX2 streams outputs in half lines (8 channels) from tiles of 8 outputs x 8 channels: the other
 // half of each line follows only after the next channel block's whole tile. Tiles of 4 outputs x 2
-// blocks store whole lines instead, at one more load per FMA. Against the 8 x 8 tile in one process
-// (2 threads, batch 64, two runs): 32x32x144 stride 1 forward and backward-data 1.18-1.28x, stride 2
-// on 32x32 inputs forward 1.30-2.11x. Not used where it was level or slower: outputs within 24 MiB
-// (32x32x96 0.87-1.11x, 16x16x240 0.85-1.02x), stride 2 on narrower inputs, kernels under 3 wide
-// (the stride-2 backward-data phases), and outputs that are not streamed (C = 32 0.8x, 8x8 0.7-0.8x).
-inline bool line_tiles(const Corr& p) {
-  if (V::L != 8 || !p.nt || p.KW < 3) return false;
-  return p.S == 1 ? int64_t(sizeof(float)) * p.N * p.y_img > stream_min_bytes() : p.IW >= 32;
-}
+// blocks store whole lines instead, at one more load per FMA, wherever outputs are streamed. Against
+// the 8 x 8 tile in one process (2 threads, batch 64): 32x32x144 stride 1 forward and backward-data
+// 1.18-1.28x, stride 2 on 32x32 inputs forward 1.30-2.11x; 32x32x96 and 16x16x240 (outputs within
+// 24 MiB, first measured level, 0.85-1.11x) 1.0-2.9x in the next day's processes, where half-line
+// streams ran at 10-12 GB/s (the cost of partial non-temporal lines varies with the machine's state;
+// whole lines do not), 16x16 and 8x8 inputs at stride 2 1.0-1.2x. Not for kernels under 3 wide (the
+// stride-2 backward-data phases: level), nor for outputs that are not streamed (C = 32 0.8x, 8x8
+// 0.7-0.8x).
+inline bool line_tiles(const Corr& p) { return V::L == 8 && p.nt && p.KW >= 3; }
 
 template <bool Mk>
 inline void epilogue(const Corr& p, float* dst, R acc, int64_t c, M m) {
