@@ -211,10 +211,11 @@ inline bool stream_output(const Corr& p) {
 // 1.18-1.28x, stride 2 on 32x32 inputs forward 1.30-2.11x; 32x32x96 and 16x16x240 (outputs within
 // 24 MiB, first measured level, 0.85-1.11x) 1.0-2.9x in the next day's processes, where half-line
 // streams ran at 10-12 GB/s (the cost of partial non-temporal lines varies with the machine's state;
-// whole lines do not), 16x16 and 8x8 inputs at stride 2 1.0-1.2x. Not for kernels under 3 wide (the
-// stride-2 backward-data phases: level), nor for outputs that are not streamed (C = 32 0.8x, 8x8
-// 0.7-0.8x).
-inline bool line_tiles(const Corr& p) { return V::L == 8 && p.nt && p.KW >= 3; }
+// whole lines do not), 16x16 and 8x8 inputs at stride 2 1.0-1.2x; the 1- and 2-wide sub-kernels of
+// the 3x3 stride-2 backward-data phases on 32x32x144 1.1x, or 4.8x where half lines ran slow. Not for
+// outputs that are not streamed (C = 32 0.8x, 8x8 0.7-0.8x). The generic kernel (corr_rows<0, 0>,
+// other sizes) keeps its 8-wide tile.
+inline bool line_tiles(const Corr& p) { return V::L == 8 && p.nt; }
 
 template <bool Mk>
 inline void epilogue(const Corr& p, float* dst, R acc, int64_t c, M m) {
@@ -451,7 +452,7 @@ void corr_rows(const Corr& p, int64_t r_begin, int64_t r_end) {
   if constexpr (KWc == 5 && Sc == 2 && V::L == 16) {
     if (p.OW == 4) return corr_rows_grouped<KWc, Sc, Pin, 4>(p, r_begin, r_end);
   }
-  if constexpr (V::L == 8 && KWc >= 3) {
+  if constexpr (V::L == 8 && KWc >= 1) {
     if (p.lt) return corr_rows_t<KWc, Sc, Pin, 4>(p, r_begin, r_end);  // whole lines (line_tiles)
   }
   corr_rows_t<KWc, Sc, Pin, V::TILE>(p, r_begin, r_end);
