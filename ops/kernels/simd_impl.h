@@ -986,16 +986,22 @@ int64_t bwwb2_pairs(const DwConvDesc& d, const float* x, const float* dy, float*
 }
 #endif
 
-// The shapes the AVX2 image kernel (below) takes.
+// The image kernel (below) takes its channels in groups of two blocks on AVX2 (one 64-byte line per
+// pixel), one on AVX-512.
+constexpr int64_t kBwwkGroup = V::L == 8 ? 2 * L : L;
+
+// The shapes the image kernel takes: on AVX2 8x8 and 4x4 maps and 16- and 8-wide inputs at stride 2;
+// on AVX-512 8x8 maps and 16-wide inputs at stride 2 (8x8 inputs at stride 2 and 4x4 maps keep the
+// two-block band pass there: the image kernel was 0.75x and 0.92x).
 inline bool bwwk_fits(const DwConvDesc& d) {
-  if (V::L != 8 || d.K != 3 || d.C < 2 * L) return false;
-  if (d.S == 1) return d.pad_t == 1 && d.pad_l == 1 && d.W == d.OW && (d.W == 8 || d.W == 4);
-  return d.S == 2 && (d.pad_t == 0 || d.pad_t == 1) && d.pad_l == 0 && d.W == 2 * d.OW && (d.W == 16 || d.W == 8);
+  if (d.K != 3 || d.C < kBwwkGroup) return false;
+  if (d.S == 1) return d.pad_t == 1 && d.pad_l == 1 && d.W == d.OW && (d.W == 8 || (V::L == 8 && d.W == 4));
+  return d.S == 2 && (d.pad_t == 0 || d.pad_t == 1) && d.pad_l == 0 && d.W == 2 * d.OW &&
+         (d.W == 16 || (V::L == 8 && d.W == 8));
 }
 
-#if defined(SPNAS_SIMD_AVX2)
-// AVX2, the 3x3 weight gradient at stride 1 on maps 8 or 4 wide and at stride 2 on inputs 16 or 8
-// wide ("image kernel"). There the band
+// The 3x3 weight gradient image by image ("image kernel"; shapes: bwwk_fits). Made for AVX2, at
+// stride 1 on maps 8 or 4 wide and at stride 2 on inputs 16 or 8 wide. There the band
 // kernel's 8-channel passes read half lines (each pixel's line is visited twice, a whole band apart),
 // and two blocks' 18 accumulators do not fit in the 16 registers. So an image takes its channels in
 // pairs of blocks, the two blocks of a pair back to back: the first pass brings the pair's lines (x
@@ -1013,12 +1019,16 @@ inline bool bwwk_fits(const DwConvDesc& d) {
 // Pairs of blocks with two kernel rows per pass (12 accumulators, dy reloaded) were as fast; one
 // kernel row per pass (6 accumulators: the FMA latency binds) and pairs taken across all images
 // before the next pair (0.6-0.9x) slower; prefetching the next pair's lines 0.7-0.8x.
+// On AVX-512 (a block is a whole line; groups of one block) it beat the two-block band pass on 8x8
+// maps (mb64ic480ih8kh3sh1 1.16-1.25x, mb64ic576ih8kh3sh1 2.3-2.5x in processes where that pass ran
+// at 0.9 ms) and the tile kernel on 16x16 inputs at stride 2 (mb64ic240ih16kh3sh2 1.11-1.32x), two
+// runs in one process each.
 
 // A load the compiler may not merge with an earlier one from the same address: the dy vector of
 // output ow is reloaded for each kernel column instead of being held in a register across columns.
 inline R load_again(const char* p) {
   R v;
-  asm volatile("vmovups %1, %0" : "=x"(v) : "m"(*reinterpret_cast<const R*>(p)));
+  asm volatile("vmovups %1, %0" : "=v"(v) : "m"(*reinterpret_cast<const R*>(p)));
   return v;
 }
 
@@ -1059,12 +1069,13 @@ __attribute__((always_inline)) inline void bwwk_row(R (&acc)[3][3], const char* 
   });
 }
 
-// Output rows [oh0, oh1) of one image, channels [0, 2L) of xim / dyim / part (offset to the pair).
+// Output rows [oh0, oh1) of one image, channels [0, kBwwkGroup) of xim / dyim / part (offset to the
+// group), one block after the other.
 template <int Sc, int Wc>
-__attribute__((flatten)) void bwwk_image_pair(const DwConvDesc& d, const float* xim, const float* dyim, float* part,
-                                              int64_t oh0, int64_t oh1) {
+__attribute__((flatten)) void bwwk_image_group(const DwConvDesc& d, const float* xim, const float* dyim, float* part,
+                                               int64_t oh0, int64_t oh1) {
   const int64_t C = d.C, cs = C * int64_t(sizeof(float)), rs = Wc * cs, drs = (Wc / Sc) * cs;
-  for (int b = 0; b < 2; ++b) {
+  for (int b = 0; b < kBwwkGroup / L; ++b) {
     const char* xb = reinterpret_cast<const char*>(xim + b * L);
     const char* db = reinterpret_cast<const char*>(dyim + b * L);
     R acc[3][3];
@@ -1094,21 +1105,22 @@ __attribute__((flatten)) void bwwk_image_pair(const DwConvDesc& d, const float* 
   }
 }
 
-// Rows [r0, r1) of N*OH, the pairs of full blocks through bwwk_image_pair image by image; returns the
-// first channel left for the one-block passes (0 where the shape is not one of its cases).
-inline int64_t bwwk_pairs(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t r0, int64_t r1) {
+// Rows [r0, r1) of N*OH, the groups of full blocks through bwwk_image_group image by image; returns
+// the first channel left for the one-block passes (0 where the shape is not one of its cases).
+inline int64_t bwwk_groups(const DwConvDesc& d, const float* x, const float* dy, float* part, int64_t r0,
+                           int64_t r1) {
   if (!bwwk_fits(d)) return 0;
-  const int64_t C = d.C, cend = C / (2 * L) * (2 * L), npairs = cend / (2 * L);
+  const int64_t C = d.C, cend = C / kBwwkGroup * kBwwkGroup, ngroups = cend / kBwwkGroup;
   const int64_t img = d.H * d.W * C, dimg = d.OH * d.OW * C;  // floats per image of x, of dy
-  const int64_t lines = (img * int64_t(sizeof(float)) + 63) / 64, share = ceil_div(lines, npairs);
-  const int64_t dlines = (dimg * int64_t(sizeof(float)) + 63) / 64, dshare = ceil_div(dlines, npairs);
+  const int64_t lines = (img * int64_t(sizeof(float)) + 63) / 64, share = ceil_div(lines, ngroups);
+  const int64_t dlines = (dimg * int64_t(sizeof(float)) + 63) / 64, dshare = ceil_div(dlines, ngroups);
   const bool prefetch = d.S == 2 || d.W == 8;  // not on 4x4 maps (~10 % slower there)
   for (int64_t r = r0; r < r1;) {
     const int64_t n = r / d.OH, oh0 = r % d.OH, oh1 = min64(d.OH, oh0 + (r1 - r));
     const float* xim = x + n * img;
     const float* dyim = dy + n * dimg;
     const bool next = prefetch && r + (oh1 - oh0) < r1;  // the thread's next image
-    for (int64_t c0 = 0, q = 0; c0 < cend; c0 += 2 * L, ++q) {
+    for (int64_t c0 = 0, q = 0; c0 < cend; c0 += kBwwkGroup, ++q) {
       if (next) {
         const char* nx = reinterpret_cast<const char*>(xim + img);
         const char* nd = reinterpret_cast<const char*>(dyim + dimg);
@@ -1117,16 +1129,15 @@ inline int64_t bwwk_pairs(const DwConvDesc& d, const float* x, const float* dy, 
       }
       const float* xp = xim + c0;
       const float* dp = dyim + c0;
-      if (d.S == 1) d.W == 8 ? bwwk_image_pair<1, 8>(d, xp, dp, part + c0, oh0, oh1)
-                             : bwwk_image_pair<1, 4>(d, xp, dp, part + c0, oh0, oh1);
-      else d.W == 16 ? bwwk_image_pair<2, 16>(d, xp, dp, part + c0, oh0, oh1)
-                     : bwwk_image_pair<2, 8>(d, xp, dp, part + c0, oh0, oh1);
+      if (d.S == 1) d.W == 8 ? bwwk_image_group<1, 8>(d, xp, dp, part + c0, oh0, oh1)
+                             : bwwk_image_group<1, 4>(d, xp, dp, part + c0, oh0, oh1);
+      else d.W == 16 ? bwwk_image_group<2, 16>(d, xp, dp, part + c0, oh0, oh1)
+                     : bwwk_image_group<2, 8>(d, xp, dp, part + c0, oh0, oh1);
     }
     r += oh1 - oh0;
   }
   return cend;
 }
-#endif
 
 // Rows [b, e) of N*OH in bands, every channel block over each band. Tiles of WTILE outputs, or of 4 on
 // rows of at most 4 (a wider tile would be half zeros there) and for 5x5 (25 accumulators).
@@ -1142,11 +1153,11 @@ void bwwb_rows(const DwConvDesc& d, const float* x, const float* dy, float* part
   for (int64_t r0 = b; r0 < e;) {
     const int64_t r1 = min64(e, r0 + band);
     int64_t cstart = 0;
+    if constexpr (K == 3) cstart = bwwk_groups(d, x, dy, part, r0, r1);  // then the rest, one block a pass
 #if defined(SPNAS_SIMD_AVX512)
-    if constexpr (K == 3) cstart = bwwb2_pairs<Sc>(d, x, dy, part, r0, r1);  // then the rest, one block a pass
-#endif
-#if defined(SPNAS_SIMD_AVX2)
-    if constexpr (K == 3) cstart = bwwk_pairs(d, x, dy, part, r0, r1);  // then the rest, one block a pass
+    if constexpr (K == 3) {
+      if (cstart == 0) cstart = bwwb2_pairs<Sc>(d, x, dy, part, r0, r1);
+    }
 #endif
     for (int64_t c0 = cstart; c0 < C; c0 += L) {
       const M m = V::mask(int(min64(L, C - c0)));
@@ -1177,7 +1188,7 @@ void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const flo
   // registers): 1.2-1.9x on every cifar shape but stride 2 on 32x32 maps (0.88-1.05x).
   // AVX2, rows of at most 4 outputs (8x8 inputs at stride 2): the tile kernel, which walks all
   // channels of a tile (whole lines) instead of one 8-channel block (half lines) per pass: 1.18-1.19x
-  // in one process, two runs. 4x4 maps at stride 1 take the band rows' image kernel (bwwk_pairs).
+  // in one process, two runs. 4x4 maps at stride 1 take the band rows' image kernel (bwwk_groups).
   const bool narrow_avx2 = V::L == 8 && d.OW <= 4 && !bwwk_fits(d);  // C <= 32 keeps the band (below)
   const bool bww3 = bwwk_fits(d) || (d.W <= 8 && !narrow_avx2) || (d.S == 1 && d.W >= 16) || d.C <= 32;
   const bool bww5 = V::L == 16 && !(d.S == 2 && d.W >= 32);
