@@ -209,7 +209,7 @@ inline bool stream_output(const Corr& p) {
 // blocks store whole lines instead, at one more load per FMA, wherever outputs are streamed. Against
 // the 8 x 8 tile in one process (2 threads, batch 64): 32x32x144 stride 1 forward and backward-data
 // 1.18-1.28x, stride 2 on 32x32 inputs forward 1.30-2.11x; 32x32x96 and 16x16x240 (outputs within
-// 24 MiB, first measured level, 0.85-1.11x) 1.0-2.9x in the next day's processes, where half-line
+// 24 MiB, first measured level, 0.85-1.11x) 1.0-2.9x in later processes, where half-line
 // streams ran at 10-12 GB/s (the cost of partial non-temporal lines varies with the machine's state;
 // whole lines do not), 16x16 and 8x8 inputs at stride 2 1.0-1.2x; the 1- and 2-wide sub-kernels of
 // the 3x3 stride-2 backward-data phases on 32x32x144 1.1x, or 4.8x where half lines ran slow. Not for
