@@ -69,10 +69,10 @@ const DwShape kDwShapes[] = {
     // The 5x5 stride-2 forward in groups of four channel blocks (corr_rows_grouped): two groups and a
     // tail on 7-wide rows, and with two threads one starts in the middle of an image.
     {3, 8, 7, 136},
-    // The AVX2 3x3 weight gradient's image kernel (bwwk_pairs): 8- and 4-wide maps at stride 1, 16- and
+    // The 3x3 weight gradient's image kernel (bwwk_groups): 8- and 4-wide maps at stride 1, 16- and
     // 8-wide inputs at stride 2 (also {2, 8, 8, 72} and {1, 5, 8, 48} above). One input row (H = 1)
-    // with a pair and a block left over; 3-row images whose pairs end in a masked tail; two pairs and a
-    // block on 16-wide rows, with an odd height.
+    // with a group and a block left over; 3-row images whose groups end in a masked tail; groups and
+    // a block on 16-wide rows, with an odd height (a group is two blocks on AVX2, one on AVX-512).
     {2, 1, 8, 24}, {2, 3, 4, 33}, {2, 7, 16, 40},
 };
 

@@ -1186,11 +1186,9 @@ void dwconv_backward_weights_simd(const DwConvDesc& d, const float* x, const flo
   // thread) 1.12-1.25x but C = 576 (0.92-0.99x); at stride 2 on wider inputs (C > 32) 0.76-0.95x, so
   // those keep the tile kernel. 5x5 (AVX-512 only: 25 accumulators + 4 dy + 1 input of the 32
   // registers): 1.2-1.9x on every cifar shape but stride 2 on 32x32 maps (0.88-1.05x).
-  // AVX2, rows of at most 4 outputs (8x8 inputs at stride 2): the tile kernel, which walks all
-  // channels of a tile (whole lines) instead of one 8-channel block (half lines) per pass: 1.18-1.19x
-  // in one process, two runs. 4x4 maps at stride 1 take the band rows' image kernel (bwwk_groups).
-  const bool narrow_avx2 = V::L == 8 && d.OW <= 4 && !bwwk_fits(d);  // C <= 32 keeps the band (below)
-  const bool bww3 = bwwk_fits(d) || (d.W <= 8 && !narrow_avx2) || (d.S == 1 && d.W >= 16) || d.C <= 32;
+  // The shapes of the image kernel (bwwk_fits: 16-wide inputs at stride 2 among them) go through the
+  // band rows, which hand them to it.
+  const bool bww3 = bwwk_fits(d) || d.W <= 8 || (d.S == 1 && d.W >= 16) || d.C <= 32;
   const bool bww5 = V::L == 16 && !(d.S == 2 && d.W >= 32);
   int used = 1;
   parallel_run([&](int tid, int nt) {
