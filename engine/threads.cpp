@@ -17,8 +17,16 @@ extern "C" void openblas_set_num_threads(int);
 namespace spnas {
 namespace {
 
-// Workers wait for a new "generation"; they spin briefly first because training issues many short
-// parallel regions back to back, then sleep on a condition variable so an idle engine costs nothing.
+// A region is split into shares 0..n-1 (n = pool size); share i normally runs on thread i. Workers
+// wait for a new "generation"; they spin briefly first because training issues many short parallel
+// regions back to back, then sleep on a condition variable so an idle engine costs nothing.
+//
+// Shares are claimed, not assigned: every thread, the caller included, takes the next unclaimed share
+// of the current generation until none is left. A worker that is asleep, or that the OS has put on
+// the caller's core, therefore never holds a region up - the caller runs its share too. Waking a
+// sleeping thread takes 20-100 us on this VM; a batch-1 depthwise convolution takes 5-20 us, and
+// with fixed assignment it took 64-162 us per call in bench_conv's timed blocks (8 us measured alone;
+// engine/README.md has the before / after figures).
 class Pool {
  public:
   ~Pool() { resize(1); }
@@ -40,28 +48,30 @@ class Pool {
     // Workers start from the current generation: one that starts late must not mistake a job
     // published before it ran for an old one.
     const uint64_t start = generation_.load();
-    for (int i = 1; i < n; ++i) workers_.emplace_back([this, i, start] { loop(i, start); });
+    for (int i = 1; i < n; ++i) workers_.emplace_back([this, start] { loop(start); });
   }
 
   void run(const std::function<void(int, int)>& fn) {
-    int n = size();
+    const int n = size();
     if (n == 1 || in_region_) {
       fn(0, 1);
       return;
     }
     std::lock_guard<std::mutex> one_region(region_mu_);  // regions from different threads take turns
+    uint64_t gen;
     {
       std::lock_guard<std::mutex> lock(mu_);
       job_ = &fn;
-      pending_.store(n - 1);
-      generation_++;
+      job_n_ = n;
+      done_.store(0, std::memory_order_relaxed);
+      gen = generation_.load() + 1;
+      claim_.store(gen << 32, std::memory_order_release);  // this generation, share 0 next
+      generation_.store(gen, std::memory_order_release);
     }
     cv_.notify_all();
-    in_region_ = true;
-    fn(0, n);
-    in_region_ = false;
-    // The other threads' shares are of similar size: spin briefly, then give the core away.
-    for (int i = 0; pending_.load(std::memory_order_acquire) != 0; ++i) {
+    work(gen, fn, n);
+    // Shares still running were claimed by awake workers: they finish about when the caller did.
+    for (int i = 0; done_.load(std::memory_order_acquire) != n; ++i) {
       if (i < 4000) {
 #if defined(__x86_64__)
         __builtin_ia32_pause();
@@ -70,7 +80,6 @@ class Pool {
         std::this_thread::yield();
       }
     }
-    job_ = nullptr;
   }
 
   bool pin() {
@@ -99,7 +108,22 @@ class Pool {
   }
 
  private:
-  void loop(int tid, uint64_t seen) {
+  // Runs unclaimed shares of generation gen until there are none (or a newer generation started:
+  // then fn may be gone, so the claim word carries the generation's low 32 bits).
+  void work(uint64_t gen, const std::function<void(int, int)>& fn, int n) {
+    const uint64_t tag = gen & 0xffffffffu;
+    uint64_t c = claim_.load(std::memory_order_acquire);
+    while ((c >> 32) == tag && int(c & 0xffffffffu) < n) {
+      if (!claim_.compare_exchange_weak(c, c + 1, std::memory_order_acq_rel, std::memory_order_acquire)) continue;
+      in_region_ = true;
+      fn(int(c & 0xffffffffu), n);
+      in_region_ = false;
+      done_.fetch_add(1, std::memory_order_acq_rel);
+      c = claim_.load(std::memory_order_acquire);
+    }
+  }
+
+  void loop(uint64_t seen) {
     for (;;) {
       // Spin for a short while (~50 us: back-to-back regions of a training step), then block, so
       // an idle pool - or one sharing the cores with other processes - costs nothing.
@@ -109,17 +133,18 @@ class Pool {
 #endif
       }
       const std::function<void(int, int)>* job;
+      int n;
       {
         std::unique_lock<std::mutex> lock(mu_);
         cv_.wait(lock, [&] { return generation_.load() != seen; });
         seen = generation_;
         if (stop_) return;
         job = job_;
+        n = job_n_;
       }
-      in_region_ = true;
-      (*job)(tid, size());
-      in_region_ = false;
-      pending_.fetch_sub(1, std::memory_order_release);
+      // job_ and generation_ were read together under mu_; work() touches the job only while the
+      // claim word still belongs to that generation, and the caller waits for every claimed share.
+      if (job) work(seen, *job, n);
     }
   }
 
@@ -127,8 +152,10 @@ class Pool {
   std::mutex mu_, region_mu_;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
-  const std::function<void(int, int)>* job_ = nullptr;
+  std::atomic<uint64_t> claim_{0};  // generation (low 32 bits) << 32 | next unclaimed share
+  std::atomic<int> done_{0};        // shares of the current generation finished
+  const std::function<void(int, int)>* job_ = nullptr;  // the latest region's (may be finished)
+  int job_n_ = 0;
   bool stop_ = false;
   static thread_local bool in_region_;
 };

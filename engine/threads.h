@@ -13,7 +13,10 @@ namespace spnas {
 void set_num_threads(int n);  // n <= 0: number of online CPUs
 int num_threads();
 
-// Runs fn(tid, nthreads) once on each pool thread (the caller is tid 0) and waits for all.
+// Runs fn(tid, nthreads) once for each share tid in [0, nthreads) (nthreads = the pool size) and
+// waits for all. Share tid usually runs on pool thread tid, but a share whose thread is not awake yet
+// is taken by a free one (often the caller), so fn must not assume which thread runs a share or that
+// the shares run concurrently (no waiting on another share). Per-share buffers are indexed by tid.
 // Nested calls from inside a parallel region run serially on the calling thread.
 void parallel_run(const std::function<void(int tid, int nthreads)>& fn);
 

@@ -1,0 +1,105 @@
+// Tests for the engine's thread pool (engine/threads.h): every share of a region runs exactly once
+// with the right share count, whether the workers are spinning or asleep (then a free thread, often
+// the caller, takes their shares); nested regions run serially; regions from two threads take turns;
+// resizing between regions.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "engine/threads.h"
+
+using namespace spnas;
+
+namespace {
+// Runs one region and returns how often each share ran (and flags a wrong nthreads as -1000).
+std::vector<int> run_counts(int threads) {
+  std::vector<std::atomic<int>> hits(size_t(threads) + 1);
+  for (auto& h : hits) h.store(0);
+  parallel_run([&](int tid, int nt) {
+    if (nt != threads || tid < 0 || tid >= threads) hits[size_t(threads)].fetch_sub(1000);
+    else hits[size_t(tid)].fetch_add(1);
+  });
+  std::vector<int> out;
+  for (auto& h : hits) out.push_back(h.load());
+  return out;
+}
+}  // namespace
+
+TEST_CASE("thread pool: every share runs exactly once, with workers awake and asleep") {
+  for (int threads : {2, 3, 4}) {
+    set_num_threads(threads);
+    REQUIRE(num_threads() == threads);
+    int bad = 0;
+    for (int round = 0; round < 3000; ++round) {
+      // Every 100th region comes after a pause long enough for the workers to block on their
+      // condition variable; the rest arrive back to back, while they spin.
+      if (round % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::vector<int> c = run_counts(threads);
+      for (int t = 0; t < threads; ++t) bad += c[size_t(t)] != 1;
+      bad += c[size_t(threads)] != 0;
+    }
+    INFO("threads ", threads);
+    CHECK(bad == 0);
+  }
+  set_num_threads(2);
+}
+
+TEST_CASE("thread pool: shares write disjoint slices; parallel_for covers the range once") {
+  set_num_threads(3);
+  for (int64_t n : {int64_t(1), int64_t(2), int64_t(3), int64_t(7), int64_t(1000), int64_t(100003)}) {
+    std::vector<int> seen(size_t(n), 0);
+    parallel_for(n, [&](int64_t b, int64_t e) {
+      for (int64_t i = b; i < e; ++i) seen[size_t(i)] += 1;
+    });
+    int wrong = 0;
+    for (int v : seen) wrong += v != 1;
+    INFO("n ", n);
+    CHECK(wrong == 0);
+  }
+  set_num_threads(2);
+}
+
+TEST_CASE("thread pool: a nested region runs serially on the share's thread") {
+  set_num_threads(2);
+  std::atomic<int> inner_calls{0}, bad{0};
+  parallel_run([&](int, int) {
+    const std::thread::id me = std::this_thread::get_id();
+    parallel_run([&](int tid, int nt) {
+      if (tid != 0 || nt != 1 || std::this_thread::get_id() != me) bad.fetch_add(1);
+      inner_calls.fetch_add(1);
+    });
+  });
+  CHECK(inner_calls.load() == 2);
+  CHECK(bad.load() == 0);
+}
+
+TEST_CASE("thread pool: regions issued from two threads take turns") {
+  set_num_threads(2);
+  std::atomic<int> bad{0};
+  auto issue = [&] {
+    for (int i = 0; i < 2000; ++i) {
+      std::atomic<int> a{0}, b{0};
+      parallel_run([&](int tid, int nt) { (tid == 0 ? a : b).fetch_add(nt == 2 ? 1 : 100); });
+      if (a.load() != 1 || b.load() != 1) bad.fetch_add(1);
+    }
+  };
+  std::thread other(issue);
+  issue();
+  other.join();
+  CHECK(bad.load() == 0);
+}
+
+TEST_CASE("thread pool: resizing between regions") {
+  for (int threads : {1, 4, 2, 3, 1, 2}) {
+    set_num_threads(threads);
+    std::vector<int> c = run_counts(threads);
+    int bad = c[size_t(threads)] != 0;
+    for (int t = 0; t < threads; ++t) bad += c[size_t(t)] != 1;
+    INFO("threads ", threads);
+    CHECK(bad == 0);
+  }
+  set_num_threads(2);
+}
