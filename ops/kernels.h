@@ -82,13 +82,15 @@ struct KernelTable {
 
   // Register-blocked row-range GEMMs for small pointwise shapes (ops/kernels/gemm_simd.h), single-
   // threaded; nullptr in the reference table (pointwise then always uses OpenBLAS).
-  //   gemm_nn: C[r, :] (+)= A[r, :] * B      A [rows, K] stride lda, B [K, N], C stride ldc;
+  //   gemm_nn: C[r, :] (+)= A[r, :] * B      A [rows, K] stride lda, B [K, N] stride ldb, C stride ldc;
   //            with scale != nullptr the stored value is act(that * scale[n] + shift[n])
-  //   gemm_tn: C[K, N] (+)= sum_r A[r, :]^T Bm[r, :]   A [rows, K] stride lda, Bm [rows, N] stride ldb
-  void (*gemm_nn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, float* C,
-                  int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act);
+  //   gemm_tn: C[K, N] (+)= sum_r A[r, :]^T Bm[r, :]   A [rows, K] stride lda, Bm [rows, N] stride ldb,
+  //            C stride ldc
+  // (A stride larger than the width: a column slice of a wider matrix, as the column split uses.)
+  void (*gemm_nn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
+                  float* C, int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act);
   void (*gemm_tn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
-                  float* C, bool accumulate);
+                  float* C, int64_t ldc, bool accumulate);
 };
 
 const KernelTable& kernels();          // the active table
@@ -112,10 +114,11 @@ void bn_act_backward_data_ref(const BnDesc&, const float* x, const float* scale,
                               const float* dbeta, bool training, float* dx, bool accumulate);
 
 // Pointwise (1x1) convolution as GEMM over M = N*H*W rows, split into row blocks across the engine's
-// threads (OpenBLAS itself runs single-threaded; see engine/threads.h).
+// threads, or into output-column slices where M is below the output channels (batch-1 small maps);
+// OpenBLAS itself runs single-threaded (see engine/threads.h).
 //   forward:          Y[M, Cout]  = X[M, Cin] * W[Cin, Cout]
 //   backward data:    dX[M, Cin] (+)= dY[M, Cout] * W^T
-//   backward weights: dW[Cin, Cout] (+)= X^T * dY   (per-thread partial sums, then a reduction)
+//   backward weights: dW[Cin, Cout] (+)= X^T * dY   (row blocks: per-thread partial sums, then a reduction)
 // Each product runs through the table's gemm_nn / gemm_tn when it has them (AVX2, AVX-512), else
 // as OpenBLAS sgemm calls; pointwise_uses_own_gemm() tells which. SPNAS_PW=blas|own|auto (or
 // set_pointwise_impl) forces a choice, e.g. to race them.

@@ -262,7 +262,8 @@ TEST_CASE("pointwise GEMMs against a double-precision loop") {
   // fp32 sums of up to 1,500 products: rounding reaches ~1e-6 of the scale; a wrong index is ~1e-2.
   const double kTol = 4e-6;
   // Every ISA table this CPU has, each with OpenBLAS and with our register-blocked GEMMs (the shapes
-  // cover row and channel tails of every tile size: N of 1..5 vectors, leftover rows and k's).
+  // cover row and channel tails of every tile size: N of 1..5 vectors, leftover rows and k's; and
+  // both ways of splitting the work across threads, by rows and by output columns).
   std::vector<std::string> isas = {"ref"};
   for (const char* isa : {"avx2", "avx512"})
     if (kernels_for(isa)) isas.push_back(isa);
@@ -274,7 +275,9 @@ TEST_CASE("pointwise GEMMs against a double-precision loop") {
     set_num_threads(threads);
     for (S s : {S{1, 3, 5}, S{63, 17, 9}, S{64, 16, 96}, S{1000, 40, 240}, S{129, 33, 7}, S{389, 24, 144},
                 S{397, 144, 24}, S{211, 70, 50}, S{13, 130, 33}, S{200, 8, 72},
-                S{1500, 200, 300}}) {
+                S{1500, 200, 300},
+                // fewer rows than output channels: split by columns (pointwise.cpp), tails included
+                S{16, 96, 200}, S{5, 300, 129}, S{40, 77, 500}, S{33, 640, 48}}) {
       INFO("isa ", isa, " impl ", std::string(impl), " threads ", threads, " M", s.M, " Cin", s.Cin, " Cout", s.Cout);
       const auto x = random_vec(size_t(s.M * s.Cin), seed++), w = random_vec(size_t(s.Cin * s.Cout), seed++),
                  dy = random_vec(size_t(s.M * s.Cout), seed++);

@@ -6,13 +6,14 @@
 // Both kernels are single-threaded over a row range; ops/kernels/pointwise.cpp splits the rows
 // across the pool. No packing: the activations are already row-major [M, C], the weights are small.
 //
-//  * gemm_nn:  C[r, :] (= or +=) A[r, :] . B     A [rows, K] (stride lda), B [K, N], C [rows, N].
+//  * gemm_nn:  C[r, :] (= or +=) A[r, :] . B     A [rows, K] (stride lda), B [K, N] (stride ldb),
+//              C [rows, N] (stride ldc).
 //              A tile of RB rows x NV vectors of N lives in registers; each k adds one broadcast
 //              A[r, k] times NV loaded vectors of B[k, :]. Rows are taken in blocks that stay in L2
 //              while every N tile passes over them. Forward (B = W) and backward-data (B = W^T).
 //              Optional epilogue on the registers before the store: act(c * scale[n] + shift[n])
 //              (inference with batch norm folded in: one pass over the output instead of two).
-//  * gemm_tn:  C[K, N] (+)= A^T . Bm summed over rows   A [rows, K], Bm [rows, N].
+//  * gemm_tn:  C[K, N] (+)= A^T . Bm summed over rows   A [rows, K], Bm [rows, N], C [K, N] (stride ldc).
 //              A tile of KB input channels x NV vectors of N in registers; each row adds the
 //              broadcast A[r, k] times Bm[r, :]. Weight gradient, one partial C per thread.
 #pragma once
@@ -88,6 +89,18 @@ inline void nn_column(int64_t rows, int64_t K, const float* A, int64_t lda, cons
   for (; r + RB <= rows; r += RB)
     nn_tile<RB, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep,
                           r + 2 * RB <= pf_rows ? A + (r + RB) * lda : nullptr);
+  // The leftover rows (fewer than RB) in tiles of 4, 2 and 1: each tile streams all of B once, so
+  // taking them one by one read B up to RB - 1 more times (16 rows of a 4x4 map at batch 1: tiles of
+  // 6, 6, 1, 1, 1, 1 -> 6, 6, 4).
+  auto rest = [&](auto rb) SPNAS_INLINE {
+    constexpr int RR = decltype(rb)::value;
+    if constexpr (RR < RB) {
+      for (; r + RR <= rows; r += RR)
+        nn_tile<RR, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep, nullptr);
+    }
+  };
+  rest(std::integral_constant<int, 4>{});
+  rest(std::integral_constant<int, 2>{});
   for (; r < rows; ++r) nn_tile<1, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep, nullptr);
 }
 
@@ -98,8 +111,8 @@ inline void nn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
   else nn_column<NV, false>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep, pf_rows);
 }
 
-void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, float* C,
-                  int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act) {
+void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
+                  float* C, int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act) {
   const int64_t nvec = (N + L - 1) / L;
   const M tail_mask = V::mask(int(N % L == 0 ? L : N % L));
   for (int64_t r0 = 0; r0 < rows; r0 += kGemmRowBlock) {
@@ -116,11 +129,11 @@ void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
       if (scale) ep = {scale + v0 * L, shift + v0 * L, act};
       const int64_t pf_rows = v0 == 0 ? rows - r0 : 0;  // A from memory; into the next row block too
       switch (nv) {
-        case 1: nn_column_any<1>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep, pf_rows); break;
-        case 2: nn_column_any<2>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep, pf_rows); break;
+        case 1: nn_column_any<1>(tail, rb, K, Ab, lda, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows); break;
+        case 2: nn_column_any<2>(tail, rb, K, Ab, lda, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows); break;
 #if defined(SPNAS_SIMD_AVX512)
-        case 3: nn_column_any<3>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep, pf_rows); break;
-        case 4: nn_column_any<4>(tail, rb, K, Ab, lda, Bt, N, Ct, ldc, m, accumulate, ep, pf_rows); break;
+        case 3: nn_column_any<3>(tail, rb, K, Ab, lda, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows); break;
+        case 4: nn_column_any<4>(tail, rb, K, Ab, lda, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows); break;
 #endif
         default: break;
       }
@@ -179,9 +192,10 @@ inline void tn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
 }
 
 void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
-                  float* C, bool accumulate) {
+                  float* C, int64_t ldc, bool accumulate) {
   if (!accumulate)
-    for (int64_t i = 0; i < K * N; ++i) C[i] = 0.0f;
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t n = 0; n < N; ++n) C[k * ldc + n] = 0.0f;
   const int64_t nvec = (N + L - 1) / L;
   const M tail_mask = V::mask(int(N % L == 0 ? L : N % L));
   // Row blocks whose A and Bm rows fit in about half of L2 while every (K, N) tile passes over them.
@@ -196,11 +210,11 @@ void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
       const bool tail = v0 + nv == nvec && N % L != 0;
       const M m = tail ? tail_mask : V::mask(L);
       switch (nv) {
-        case 1: tn_column_any<1>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, N, m); break;
-        case 2: tn_column_any<2>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, N, m); break;
+        case 1: tn_column_any<1>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, ldc, m); break;
+        case 2: tn_column_any<2>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, ldc, m); break;
 #if defined(SPNAS_SIMD_AVX512)
-        case 3: tn_column_any<3>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, N, m); break;
-        case 4: tn_column_any<4>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, N, m); break;
+        case 3: tn_column_any<3>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, ldc, m); break;
+        case 4: tn_column_any<4>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, ldc, m); break;
 #endif
         default: break;
       }

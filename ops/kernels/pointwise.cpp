@@ -1,7 +1,9 @@
-// Pointwise (1x1) convolution as one GEMM over N*H*W rows, split into row blocks across the engine's
-// thread pool; each block is one call of our register-blocked kernel (KernelTable::gemm_nn /
-// gemm_tn) or, with the reference table or SPNAS_PW=blas, a single-threaded OpenBLAS sgemm. No layout
-// copies: NHWC activations are already a row-major [M, C] matrix.
+// Pointwise (1x1) convolution as one GEMM over N*H*W rows, split across the engine's thread pool into
+// row blocks (or, with fewer rows than output channels, column slices); each block is one call of our
+// register-blocked kernel (KernelTable::gemm_nn / gemm_tn) or, with the reference table or
+// SPNAS_PW=blas, a single-threaded OpenBLAS sgemm (always row blocks). No layout copies: NHWC
+// activations are already a row-major [M, C] matrix (backward-data transposes the weights, or at
+// very few rows dY and dX instead).
 #include <cblas.h>
 
 #include <algorithm>
@@ -56,12 +58,56 @@ bool pointwise_uses_own_gemm() {
   return k.gemm_nn && k.gemm_tn && g_pw_impl != 1;
 }
 
-// W^T [Cout, Cin] for the backward-data product, in a buffer reused across calls.
-static const float* transposed(const float* w, int64_t Cin, int64_t Cout) {
+// ---- splitting the work -------------------------------------------------------------------------
+// Split by rows, every thread reads all of the weights; split by output columns, every thread reads
+// all of the rows. Columns move less where the rows are fewer than the output channels: batch-1 maps
+// of 4x4 and 8x8 (16 and 64 rows against 96-1280 channels). There a row split also leaves the
+// weight gradient with a full-size partial sum per thread and a reduction. Figures (bench_conv,
+// cifar_mb1.txt, 2 threads, against the row split in the same process): ops/README.md.
+// Returns the number of column chunks (1: split the rows).
+static int column_chunks(int64_t M, int64_t N) {
+  const int nt = num_threads();
+  if (nt == 1 || M >= N) return 1;
+  return int(std::min<int64_t>(nt, N / 32));  // chunks of at least 32 columns
+}
+
+// Columns [n0, n1) of N for chunk t of c: whole 16-float vectors (one AVX-512 register, one cache
+// line), the remainder in the last chunk.
+static void column_range(int64_t N, int t, int c, int64_t* n0, int64_t* n1) {
+  int64_t b, e;
+  split_range((N + 15) / 16, t, c, &b, &e);
+  *n0 = std::min(N, b * 16);
+  *n1 = std::min(N, e * 16);
+}
+
+// f(n0, n1) for each of the c column chunks, one per pool thread.
+template <class F>
+static void for_column_chunks(int64_t N, int c, const F& f) {
+  parallel_run([&](int tid, int) {
+    if (tid >= c) return;
+    int64_t n0, n1;
+    column_range(N, tid, c, &n0, &n1);
+    if (n1 > n0) f(n0, n1);
+  });
+}
+
+// wt[o * Cin + i] = w[i * Cout + o] for the rows i in [i0, i1) of w: the columns [i0, i1) of W^T, in
+// 16 x 16 blocks (a plain loop writes one element per cache line: 1152 x 320 took 0.38 ms, blocked 0.12).
+static void transpose_rows(const float* w, int64_t Cin, int64_t Cout, int64_t i0, int64_t i1, float* wt) {
+  constexpr int64_t B = 16;
+  for (int64_t ib = i0; ib < i1; ib += B)
+    for (int64_t ob = 0; ob < Cout; ob += B) {
+      const int64_t ie = std::min(i1, ib + B), oe = std::min(Cout, ob + B);
+      for (int64_t o = ob; o < oe; ++o)
+        for (int64_t i = ib; i < ie; ++i) wt[o * Cin + i] = w[i * Cout + o];
+    }
+}
+
+// A buffer for W^T [Cout, Cin] reused across calls, owned by the calling thread (the pool threads
+// write into the caller's buffer, never their own thread_local).
+static float* transpose_buffer(int64_t n) {
   static thread_local std::vector<float> wt;
-  if (wt.size() < size_t(Cin * Cout)) wt.resize(size_t(Cin * Cout));
-  for (int64_t i = 0; i < Cin; ++i)
-    for (int64_t o = 0; o < Cout; ++o) wt[o * Cin + i] = w[i * Cout + o];
+  if (wt.size() < size_t(n)) wt.resize(size_t(n));
   return wt.data();
 }
 
@@ -72,14 +118,21 @@ void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, con
 void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w,
                               const float* scale, const float* shift, Act act, float* y) {
   const KernelTable& k = kernels();
-  const int nb = row_blocks(M);
   if (pointwise_uses_own_gemm()) {
-    for_row_blocks(M, nb, [&](int, int64_t b, int64_t e) {
-      if (e > b) k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, y + b * Cout, Cout, false, scale, shift, act);
+    const int cc = column_chunks(M, Cout);
+    if (cc > 1) {
+      for_column_chunks(Cout, cc, [&](int64_t n0, int64_t n1) {
+        k.gemm_nn(M, Cin, n1 - n0, x, Cin, w + n0, Cout, y + n0, Cout, false, scale ? scale + n0 : nullptr,
+                  shift ? shift + n0 : nullptr, act);
+      });
+      return;
+    }
+    for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
+      if (e > b) k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, Cout, y + b * Cout, Cout, false, scale, shift, act);
     });
     return;
   }
-  for_row_blocks(M, nb, [&](int, int64_t b, int64_t e) {
+  for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
     if (e > b)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(e - b), int(Cout), int(Cin), 1.0f, x + b * Cin,
                   int(Cin), w, int(Cout), 0.0f, y + b * Cout, int(Cout));
@@ -89,18 +142,46 @@ void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float*
 
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate) {
-  const int nb = row_blocks(M);
   if (pointwise_uses_own_gemm()) {
+    // dX = dY * W^T through gemm_nn with B = W^T [Cout, Cin].
     const KernelTable& k = kernels();
-    const float* wt = transposed(w, Cin, Cout);  // by the calling thread, before the pool runs
-    for_row_blocks(M, nb, [&](int, int64_t b, int64_t e) {
+    if (M * (Cin + Cout) * 4 < Cin * Cout) {
+      // So few rows that transposing the weights would cost more than the product: dX^T = W * dY^T,
+      // the weights read once in place (rows of W split across the threads), only dY and dX moved
+      // (1.7-2.5x on batch-1 4x4 maps, ops/README.md).
+      float* dyt = transpose_buffer(M * (Cin + Cout));
+      float* dxt = dyt + M * Cout;
+      transpose_rows(dy, M, Cout, 0, M, dyt);  // dY^T [Cout, M]
+      for_row_blocks(Cin, row_blocks(Cin), [&](int, int64_t b, int64_t e) {
+        if (e > b) k.gemm_nn(e - b, Cout, M, w + b * Cout, Cout, dyt, M, dxt + b * M, M, false, nullptr, nullptr, Act::None);
+      });
+      for (int64_t r = 0; r < M; ++r)
+        for (int64_t i = 0; i < Cin; ++i) dx[r * Cin + i] = (accumulate ? dx[r * Cin + i] : 0.0f) + dxt[i * M + r];
+      return;
+    }
+    float* wt = transpose_buffer(Cin * Cout);
+    const int cc = column_chunks(M, Cin);
+    if (cc > 1) {  // each chunk transposes its own columns of W^T, then uses only those
+      for_column_chunks(Cin, cc, [&](int64_t i0, int64_t i1) {
+        transpose_rows(w, Cin, Cout, i0, i1, wt);
+        k.gemm_nn(M, Cout, i1 - i0, dy, Cout, wt + i0, Cin, dx + i0, Cin, accumulate, nullptr, nullptr, Act::None);
+      });
+      return;
+    }
+    if (Cin * Cout >= (int64_t(1) << 14)) {
+      for_column_chunks(Cin, std::min<int>(num_threads(), int((Cin + 15) / 16)),
+                        [&](int64_t i0, int64_t i1) { transpose_rows(w, Cin, Cout, i0, i1, wt); });
+    } else {
+      transpose_rows(w, Cin, Cout, 0, Cin, wt);
+    }
+    for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
       if (e > b)
-        k.gemm_nn(e - b, Cout, Cin, dy + b * Cout, Cout, wt, dx + b * Cin, Cin, accumulate, nullptr, nullptr,
+        k.gemm_nn(e - b, Cout, Cin, dy + b * Cout, Cout, wt, Cin, dx + b * Cin, Cin, accumulate, nullptr, nullptr,
                   Act::None);
     });
     return;
   }
-  for_row_blocks(M, nb, [&](int, int64_t b, int64_t e) {
+  for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
     if (e > b)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(e - b), int(Cin), int(Cout), 1.0f, dy + b * Cout,
                   int(Cout), w, int(Cout), accumulate ? 1.0f : 0.0f, dx + b * Cin, int(Cin));
@@ -112,16 +193,23 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
   const int nb = row_blocks(M);
   const bool own = pointwise_uses_own_gemm();
   const KernelTable& k = kernels();
+  const int cc = own ? column_chunks(M, Cout) : 1;
+  if (cc > 1) {  // each chunk owns its columns of dW: no partial sums, no reduction
+    for_column_chunks(Cout, cc, [&](int64_t n0, int64_t n1) {
+      k.gemm_tn(M, Cin, n1 - n0, x, Cin, dy + n0, Cout, dw + n0, Cout, accumulate);
+    });
+    return;
+  }
   if (nb == 1) {
     if (own) {
-      k.gemm_tn(M, Cin, Cout, x, Cin, dy, Cout, dw, accumulate);
+      k.gemm_tn(M, Cin, Cout, x, Cin, dy, Cout, dw, Cout, accumulate);
       return;
     }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(Cin), int(Cout), int(M), 1.0f, x, int(Cin), dy,
                 int(Cout), accumulate ? 1.0f : 0.0f, dw, int(Cout));
     return;
   }
-  // Thread 0 writes into dw directly; the others into partial buffers, summed afterwards.
+  // Share 0 writes into dw directly; the others into partial buffers, summed afterwards.
   const int64_t KN = Cin * Cout;
   // Reused across calls (fresh pages cost ~1.5 us each to touch); owned by the calling thread.
   static thread_local std::vector<float> parts;
@@ -131,7 +219,7 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
     float* out = tid == 0 ? dw : part_base + (tid - 1) * KN;
     float beta = (tid == 0 && accumulate) ? 1.0f : 0.0f;
     if (own)
-      k.gemm_tn(e - b, Cin, Cout, x + b * Cin, Cin, dy + b * Cout, Cout, out, beta != 0.0f);
+      k.gemm_tn(e - b, Cin, Cout, x + b * Cin, Cin, dy + b * Cout, Cout, out, Cout, beta != 0.0f);
     else if (e > b)
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(Cin), int(Cout), int(e - b), 1.0f, x + b * Cin,
                   int(Cin), dy + b * Cout, int(Cout), beta, out, int(Cout));
