@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <unistd.h>
 
 #include "nas/predictor.h"
@@ -320,9 +321,18 @@ TEST_CASE("oneDNN inference backend: positive entries, end-to-end measurement") 
   mo.max_seconds = 4;
   mo.backend = "onednn";
   LatencyMeasurement m = measure_arch_latency(a, mo);
-  std::remove(space_path.c_str());
   CHECK(m.median_ms > 0);
   CHECK(m.count >= 5);
+  if (std::thread::hardware_concurrency() >= 2) {
+    // Two threads, pinned: oneDNN's OpenMP threads must not inherit the caller's one-CPU mask (they
+    // then spin-waited on each other at every barrier: hundreds of times the 1-thread time).
+    mo.threads = 2;
+    LatencyMeasurement m2 = measure_arch_latency(a, mo);
+    INFO("1 thread ", m.median_ms, " ms, 2 threads ", m2.median_ms, " ms");
+    CHECK(m2.median_ms < 20 * m.median_ms);
+    mo.threads = 1;
+  }
+  std::remove(space_path.c_str());
   a.se = {true, false, false, false};
   CHECK_THROWS(measure_arch_latency(a, mo));  // SE is not implemented with oneDNN
 }
