@@ -503,11 +503,13 @@ std::vector<long long> cpu_idle() {
 
 // Pins the engine's threads. One thread goes to the CPU that was idlest over the last 0.2 s (other
 // processes on a shared machine often pin themselves to CPU 0); more threads use pin_threads().
-// oneDNN runs on OpenMP threads that its first parallel region creates from the calling thread, with
-// that thread's CPU mask. Pinning the caller to one CPU first put every OpenMP thread on that CPU,
-// where they spin-wait on each other at every barrier: `latency --backend onednn --threads 2` took
-// 456 ms for a 0.5 ms network. So with several threads the oneDNN backend pins after one untimed run.
-bool onednn_pin_later(const std::string& backend, int threads) { return backend == "onednn" && threads > 1; }
+// oneDNN runs on OpenMP threads that its parallel regions create from the calling thread, with that
+// thread's CPU mask. Pinning the caller to one CPU put every OpenMP thread on that CPU, where they
+// spin-wait on each other at every barrier: `latency --backend onednn --threads 2` took 456 ms for
+// a network that takes 0.35 ms. An untimed first run does not reliably create them all before the
+// pinning, so with several threads the oneDNN backend is not pinned at all, and a pin left by an
+// earlier measurement in the same process is undone first.
+bool onednn_unpinned(const std::string& backend, int threads) { return backend == "onednn" && threads > 1; }
 
 bool pin_for_timing(int threads) {
   if (threads > 1) return pin_threads();
@@ -601,9 +603,8 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   ThreadScope threads(opt.threads);
   ClockScope clock_scope(opt.clock, opt.threads);
   check_quantile(opt.quantile);
-  // The oneDNN backend pins after its first run (onednn_pin_later).
-  const bool pin_now = opt.pin && !onednn_pin_later(opt.backend, opt.threads);
-  if (pin_now && !pin_for_timing(opt.threads)) {
+  if (onednn_unpinned(opt.backend, opt.threads)) unpin_threads();
+  if (opt.pin && !onednn_unpinned(opt.backend, opt.threads) && !pin_for_timing(opt.threads)) {
     res.warnings.push_back("could not pin the engine's threads to CPUs (timings may move between cores)");
     say("warning: " + res.warnings.back());
   }
@@ -664,14 +665,6 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
                                   images->value, opt.seed));
   std::vector<int> labels = make_labels(opt.batch, space.num_classes);
   Rng rng(opt.seed + 11);
-  if (opt.pin && !pin_now) {
-    std::vector<double> scratch(size_t(nets[0]->num_pieces()));
-    nets[0]->run(images, labels, opt.training_step, rng, scratch.data());  // creates the OpenMP threads
-    if (!pin_for_timing(opt.threads)) {
-      res.warnings.push_back("could not pin the engine's threads to CPUs (timings may move between cores)");
-      say("warning: " + res.warnings.back());
-    }
-  }
   say("profiling space '" + space.name + "' (width " + fmt(space.width, 2) + ", input " +
       std::to_string(space.input_size) + "): " + std::to_string(nets.size()) + " networks, batch " +
       std::to_string(opt.batch) + ", " + std::to_string(opt.threads) + " thread(s), " +
@@ -917,8 +910,8 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
   ThreadScope threads(opt.threads);
   ClockScope clock_scope(opt.clock, opt.threads);
   check_quantile(opt.quantile);
-  const bool pin_now = opt.pin && !onednn_pin_later(opt.backend, opt.threads);
-  if (pin_now) pin_for_timing(opt.threads);
+  if (onednn_unpinned(opt.backend, opt.threads)) unpin_threads();
+  else if (opt.pin) pin_for_timing(opt.threads);
   NetConfig cfg;
   cfg.seed = opt.seed;
   std::vector<std::unique_ptr<ChildNet>> nets;
@@ -942,10 +935,6 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
     }
   }
   Rng rng(opt.seed + 11);
-  if (opt.pin && !pin_now) {
-    other[0]->run(images[0], labels[0], false, rng, piece_ms.data());  // creates the OpenMP threads
-    pin_for_timing(opt.threads);
-  }
   std::vector<std::vector<double>> times(archs.size()), all_times(archs.size());
   std::vector<double> last(archs.size());
   RoundRobinStats st = round_robin(
