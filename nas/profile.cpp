@@ -501,8 +501,6 @@ std::vector<long long> cpu_idle() {
   return out;
 }
 
-// Pins the engine's threads. One thread goes to the CPU that was idlest over the last 0.2 s (other
-// processes on a shared machine often pin themselves to CPU 0); more threads use pin_threads().
 // oneDNN runs on OpenMP threads that its parallel regions create from the calling thread, with that
 // thread's CPU mask. Pinning the caller to one CPU put every OpenMP thread on that CPU, where they
 // spin-wait on each other at every barrier: `latency --backend onednn --threads 2` took 456 ms for
@@ -511,6 +509,8 @@ std::vector<long long> cpu_idle() {
 // earlier measurement in the same process is undone first.
 bool onednn_unpinned(const std::string& backend, int threads) { return backend == "onednn" && threads > 1; }
 
+// Pins the engine's threads. One thread goes to the CPU that was idlest over the last 0.2 s (other
+// processes on a shared machine often pin themselves to CPU 0); more threads use pin_threads().
 bool pin_for_timing(int threads) {
   if (threads > 1) return pin_threads();
   std::vector<long long> a = cpu_idle();

@@ -73,6 +73,8 @@ struct ProfileOptions {
   bool drop_preempted = true;      // drop runs during which the process was preempted (see below)
   std::string clock = "wall";      // "wall" (steady_clock) or "cpu" (process CPU time / threads)
   bool pin = true;                 // pin threads: T > 1 to CPUs 0..T-1; one thread to the idlest CPU
+                                   // (never the oneDNN backend with T > 1: its OpenMP threads would
+                                   // inherit the caller's one-CPU mask)
   double spread_warning = 0.25;    // warn when an entry's (p90 - p10) / median exceeds this
   // Statistic of each piece's repetitions: this quantile (0.5 = median). On a shared machine whose
   // other jobs slow random runs down, a low quantile (0.2) estimates the undisturbed time better
@@ -117,7 +119,7 @@ struct MeasureOptions {
   bool drop_preempted = true;
   std::string clock = "wall";  // as ProfileOptions::clock; use the same for a table and its check
   double quantile = 0.5;       // as ProfileOptions::quantile
-  bool pin = true;
+  bool pin = true;  // as ProfileOptions::pin
   uint64_t seed = 1;
 };
 
