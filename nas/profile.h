@@ -119,7 +119,7 @@ struct MeasureOptions {
   bool drop_preempted = true;
   std::string clock = "wall";  // as ProfileOptions::clock; use the same for a table and its check
   double quantile = 0.5;       // as ProfileOptions::quantile
-  bool pin = true;  // as ProfileOptions::pin
+  bool pin = true;             // as ProfileOptions::pin
   uint64_t seed = 1;
 };
 
