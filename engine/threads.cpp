@@ -82,29 +82,52 @@ class Pool {
     }
   }
 
+  // Pins thread i to the i-th CPU this process may use (the caller is thread 0): the CPUs of the mask
+  // the process started with (a `taskset` or cgroup restriction), not CPUs 0..T-1 of the machine;
+  // unpin() restores that mask rather than every CPU.
   bool pin() {
+    std::vector<int> cpus = allowed_cpus();
+    if (cpus.empty()) return false;
     bool ok = true;
-    int ncpu = int(sysconf(_SC_NPROCESSORS_ONLN));
     for (size_t i = 0; i < workers_.size(); ++i) {
       cpu_set_t set;
       CPU_ZERO(&set);
-      CPU_SET(int(i + 1) % ncpu, &set);
+      CPU_SET(cpus[(i + 1) % cpus.size()], &set);
       ok &= pthread_setaffinity_np(workers_[i].native_handle(), sizeof(set), &set) == 0;
     }
     cpu_set_t set;
     CPU_ZERO(&set);
-    CPU_SET(0, &set);
+    CPU_SET(cpus[0], &set);
     ok &= pthread_setaffinity_np(pthread_self(), sizeof(set), &set) == 0;
     return ok;
   }
 
   void unpin() {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    int ncpu = int(sysconf(_SC_NPROCESSORS_ONLN));
-    for (int c = 0; c < ncpu && c < CPU_SETSIZE; ++c) CPU_SET(c, &set);
+    const cpu_set_t set = original_mask();
     for (auto& w : workers_) pthread_setaffinity_np(w.native_handle(), sizeof(set), &set);
     pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  }
+
+  // The CPU mask of the thread that first used the pool (remembered then, before any pinning).
+  cpu_set_t original_mask() {
+    std::lock_guard<std::mutex> lock(mask_mu_);
+    if (!have_mask_) {
+      CPU_ZERO(&mask_);
+      if (pthread_getaffinity_np(pthread_self(), sizeof(mask_), &mask_) != 0 || CPU_COUNT(&mask_) == 0) {
+        const int ncpu = int(sysconf(_SC_NPROCESSORS_ONLN));
+        for (int c = 0; c < ncpu && c < CPU_SETSIZE; ++c) CPU_SET(c, &mask_);
+      }
+      have_mask_ = true;
+    }
+    return mask_;
+  }
+
+  std::vector<int> allowed_cpus() {
+    const cpu_set_t set = original_mask();
+    std::vector<int> out;
+    for (int c = 0; c < CPU_SETSIZE; ++c)
+      if (CPU_ISSET(c, &set)) out.push_back(c);
+    return out;
   }
 
  private:
@@ -149,7 +172,9 @@ class Pool {
   }
 
   std::vector<std::thread> workers_;
-  std::mutex mu_, region_mu_;
+  std::mutex mu_, region_mu_, mask_mu_;
+  cpu_set_t mask_;
+  bool have_mask_ = false;
   std::condition_variable cv_;
   std::atomic<uint64_t> generation_{0};
   std::atomic<uint64_t> claim_{0};  // generation (low 32 bits) << 32 | next unclaimed share
@@ -172,6 +197,7 @@ int default_threads() {
 Pool& pool() {
   static Pool* p = [] {
     auto* q = new Pool();
+    q->original_mask();  // remember the process's CPU mask before anything pins a thread
     q->resize(default_threads());
     openblas_set_num_threads(1);
     return q;
@@ -209,6 +235,8 @@ void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, in
 }
 
 bool pin_threads() { return pool().pin(); }
+
+std::vector<int> allowed_cpus() { return pool().allowed_cpus(); }
 
 void unpin_threads() { pool().unpin(); }
 

@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 namespace spnas {
 
@@ -30,10 +31,14 @@ inline void split_range(int64_t n, int tid, int nthreads, int64_t* begin, int64_
   *end = *begin + q + (tid < r ? 1 : 0);
 }
 
-// Pins pool thread i to CPU i (for latency measurements). Returns false if not permitted.
+// The CPUs this process may run on: the mask of the thread that first used the pool (a `taskset`
+// or cgroup restriction), remembered before anything was pinned.
+std::vector<int> allowed_cpus();
+// Pins pool thread i to the i-th allowed CPU (for latency measurements; the caller is thread 0).
+// Returns false if not permitted.
 bool pin_threads();
-// Lets the calling thread and every pool thread run on any CPU again (after pinning; threads
-// created later inherit the creating thread's affinity).
+// Lets the calling thread and every pool thread run on every allowed CPU again (after pinning;
+// threads created later inherit the creating thread's affinity).
 void unpin_threads();
 
 }  // namespace spnas

@@ -513,13 +513,16 @@ bool onednn_unpinned(const std::string& backend, int threads) { return backend =
 // processes on a shared machine often pin themselves to CPU 0); more threads use pin_threads().
 bool pin_for_timing(int threads) {
   if (threads > 1) return pin_threads();
+  const std::vector<int> cpus = allowed_cpus();  // only CPUs this process may use (taskset, cgroups)
+  if (cpus.empty()) return false;
   std::vector<long long> a = cpu_idle();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::vector<long long> b = cpu_idle();
-  int best = 0;
-  if (a.size() == b.size() && !a.empty())
-    for (size_t i = 1; i < a.size(); ++i)
-      if (b[i] - a[i] > b[best] - a[best]) best = int(i);
+  int best = cpus[0];
+  if (a.size() == b.size())
+    for (int c : cpus)
+      if (size_t(c) < a.size() && size_t(best) < a.size() && b[size_t(c)] - a[size_t(c)] > b[size_t(best)] - a[size_t(best)])
+        best = c;
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(best, &set);

@@ -1,11 +1,16 @@
 // Tests for the engine's thread pool (engine/threads.h): every share of a region runs exactly once
 // with the right share count, whether the workers are spinning or asleep (then a free thread, often
 // the caller, takes their shares); nested regions run serially; regions from two threads take turns;
-// resizing between regions.
+// resizing between regions; pinning within the process's CPU mask (CTest also runs this file
+// under `taskset -c 0`, where that mask is one CPU of several).
 #include <doctest/doctest.h>
+
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -101,5 +106,36 @@ TEST_CASE("thread pool: resizing between regions") {
     INFO("threads ", threads);
     CHECK(bad == 0);
   }
+  set_num_threads(2);
+}
+
+TEST_CASE("thread pool: pinning stays inside the process's CPU mask, unpinning restores it") {
+  set_num_threads(2);
+  parallel_run([](int, int) {});  // both threads exist
+  cpu_set_t start;
+  CPU_ZERO(&start);
+  REQUIRE(sched_getaffinity(0, sizeof(start), &start) == 0);
+  std::vector<int> allowed = allowed_cpus();
+  REQUIRE(!allowed.empty());
+  for (int c : allowed) CHECK(CPU_ISSET(c, &start));
+  CHECK(int(allowed.size()) == CPU_COUNT(&start));
+  // After pinning, every thread of this process is confined to CPUs of the starting mask.
+  if (pin_threads()) {
+    int outside = 0, tasks = 0;
+    for (const auto& t : std::filesystem::directory_iterator("/proc/self/task")) {
+      cpu_set_t m;
+      CPU_ZERO(&m);
+      if (sched_getaffinity(pid_t(std::stoi(t.path().filename().string())), sizeof(m), &m) != 0) continue;
+      ++tasks;
+      for (int c = 0; c < CPU_SETSIZE; ++c) outside += CPU_ISSET(c, &m) && !CPU_ISSET(c, &start);
+    }
+    CHECK(tasks >= 2);
+    CHECK(outside == 0);
+  }
+  unpin_threads();
+  cpu_set_t after;
+  CPU_ZERO(&after);
+  REQUIRE(sched_getaffinity(0, sizeof(after), &after) == 0);
+  CHECK(CPU_EQUAL(&after, &start));  // the starting mask again, not every CPU of the machine
   set_num_threads(2);
 }
