@@ -518,11 +518,10 @@ bool pin_for_timing(int threads) {
   std::vector<long long> a = cpu_idle();
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   std::vector<long long> b = cpu_idle();
+  auto idle = [&](int c) { return a.size() == b.size() && size_t(c) < a.size() ? b[size_t(c)] - a[size_t(c)] : -1; };
   int best = cpus[0];
-  if (a.size() == b.size())
-    for (int c : cpus)
-      if (size_t(c) < a.size() && size_t(best) < a.size() && b[size_t(c)] - a[size_t(c)] > b[size_t(best)] - a[size_t(best)])
-        best = c;
+  for (int c : cpus)
+    if (idle(c) > idle(best)) best = c;
   cpu_set_t set;
   CPU_ZERO(&set);
   CPU_SET(best, &set);
@@ -606,8 +605,9 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   ThreadScope threads(opt.threads);
   ClockScope clock_scope(opt.clock, opt.threads);
   check_quantile(opt.quantile);
-  if (onednn_unpinned(opt.backend, opt.threads)) unpin_threads();
-  if (opt.pin && !onednn_unpinned(opt.backend, opt.threads) && !pin_for_timing(opt.threads)) {
+  if (onednn_unpinned(opt.backend, opt.threads)) {
+    unpin_threads();
+  } else if (opt.pin && !pin_for_timing(opt.threads)) {
     res.warnings.push_back("could not pin the engine's threads to CPUs (timings may move between cores)");
     say("warning: " + res.warnings.back());
   }

@@ -103,8 +103,8 @@ static void transpose_rows(const float* w, int64_t Cin, int64_t Cout, int64_t i0
     }
 }
 
-// A buffer for W^T [Cout, Cin] reused across calls, owned by the calling thread (the pool threads
-// write into the caller's buffer, never their own thread_local).
+// The backward-data transposes' buffer (W^T, or dY^T and dX^T), reused across calls, owned by the
+// calling thread (the pool threads write into the caller's buffer, never their own thread_local).
 static float* transpose_buffer(int64_t n) {
   static thread_local std::vector<float> wt;
   if (wt.size() < size_t(n)) wt.resize(size_t(n));
@@ -168,12 +168,8 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
       });
       return;
     }
-    if (Cin * Cout >= (int64_t(1) << 14)) {
-      for_column_chunks(Cin, std::min<int>(num_threads(), int((Cin + 15) / 16)),
-                        [&](int64_t i0, int64_t i1) { transpose_rows(w, Cin, Cout, i0, i1, wt); });
-    } else {
-      transpose_rows(w, Cin, Cout, 0, Cin, wt);
-    }
+    for_column_chunks(Cin, std::min<int>(num_threads(), int((Cin + 15) / 16)),
+                      [&](int64_t i0, int64_t i1) { transpose_rows(w, Cin, Cout, i0, i1, wt); });
     for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
       if (e > b)
         k.gemm_nn(e - b, Cout, Cin, dy + b * Cout, Cout, wt, Cin, dx + b * Cin, Cin, accumulate, nullptr, nullptr,
