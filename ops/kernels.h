@@ -83,14 +83,19 @@ struct KernelTable {
   // Register-blocked row-range GEMMs for small pointwise shapes (ops/kernels/gemm_simd.h), single-
   // threaded; nullptr in the reference table (pointwise then always uses OpenBLAS).
   //   gemm_nn: C[r, :] (+)= A[r, :] * B      A [rows, K] stride lda, B [K, N] stride ldb, C stride ldc;
-  //            with scale != nullptr the stored value is act(that * scale[n] + shift[n])
+  //            with scale != nullptr the stored value is act(that * scale[n] + shift[n]);
+  //            stream: C goes to memory with non-temporal stores (the caller's choice, for outputs
+  //            that cannot stay in the L3; taken only where C is not accumulated, N and ldc are whole
+  //            16-float lines and C is 64-byte aligned, else ignored)
   //   gemm_tn: C[K, N] (+)= sum_r A[r, :]^T Bm[r, :]   A [rows, K] stride lda, Bm [rows, N] stride ldb,
-  //            C stride ldc
+  //            C stride ldc; from_memory: A and Bm come from DRAM (the caller's estimate), so the
+  //            kernel requests each next row block into L2 while it computes on the current one
   // (A stride larger than the width: a column slice of a wider matrix, as the column split uses.)
   void (*gemm_nn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
-                  float* C, int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act);
+                  float* C, int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act,
+                  bool stream);
   void (*gemm_tn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
-                  float* C, int64_t ldc, bool accumulate);
+                  float* C, int64_t ldc, bool accumulate, bool from_memory);
 };
 
 const KernelTable& kernels();          // the active table

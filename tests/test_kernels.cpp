@@ -254,13 +254,55 @@ TEST_CASE("batch norm kernels against the reference") {
   }
 }
 
-TEST_CASE("pointwise GEMMs against a double-precision loop") {
-  struct S {
-    int64_t M, Cin, Cout;
-  };
-  uint32_t seed = 900;
-  // fp32 sums of up to 1,500 products: rounding reaches ~1e-6 of the scale; a wrong index is ~1e-2.
+struct PwShape {
+  int64_t M, Cin, Cout;
+};
+
+// The three pointwise products of s (and backward-data / weights again with accumulate) through the
+// active table and implementation, against double-precision loops. The outputs are 64-byte aligned,
+// as engine tensors are, so the non-temporal store path is reachable.
+void check_pointwise(const PwShape& s, uint32_t seed) {
+  // fp32 sums of up to 2,000 products: rounding reaches ~1e-6 of the scale; a wrong index is ~1e-2.
   const double kTol = 4e-6;
+  const auto x = random_vec(size_t(s.M * s.Cin), seed), w = random_vec(size_t(s.Cin * s.Cout), seed + 1),
+             dy = random_vec(size_t(s.M * s.Cout), seed + 2);
+  std::vector<float> y_ref(s.M * s.Cout), dx_ref(s.M * s.Cin), dw_ref(s.Cin * s.Cout);
+  for (int64_t m = 0; m < s.M; ++m)
+    for (int64_t o = 0; o < s.Cout; ++o) {
+      double a = 0;
+      for (int64_t i = 0; i < s.Cin; ++i) a += double(x[m * s.Cin + i]) * w[i * s.Cout + o];
+      y_ref[m * s.Cout + o] = float(a);
+    }
+  for (int64_t m = 0; m < s.M; ++m)
+    for (int64_t i = 0; i < s.Cin; ++i) {
+      double a = 0;
+      for (int64_t o = 0; o < s.Cout; ++o) a += double(dy[m * s.Cout + o]) * w[i * s.Cout + o];
+      dx_ref[m * s.Cin + i] = float(a);
+    }
+  for (int64_t i = 0; i < s.Cin; ++i)
+    for (int64_t o = 0; o < s.Cout; ++o) {
+      double a = 0;
+      for (int64_t m = 0; m < s.M; ++m) a += double(x[m * s.Cin + i]) * dy[m * s.Cout + o];
+      dw_ref[i * s.Cout + o] = float(a);
+    }
+  AVec y(y_ref.size(), 7.0f), dx(dx_ref.size(), 7.0f), dw(dw_ref.size(), 7.0f);
+  pointwise_forward(s.M, s.Cin, s.Cout, x.data(), w.data(), y.data());
+  CHECK(compare(y, y_ref, std::sqrt(double(s.Cin))).worst < kTol);
+  pointwise_backward_data(s.M, s.Cin, s.Cout, dy.data(), w.data(), dx.data(), false);
+  CHECK(compare(dx, dx_ref, std::sqrt(double(s.Cout))).worst < kTol);
+  pointwise_backward_weights(s.M, s.Cin, s.Cout, x.data(), dy.data(), dw.data(), false);
+  CHECK(compare(dw, dw_ref, std::sqrt(double(s.M))).worst < kTol);
+  // accumulate: adds the same product again
+  pointwise_backward_data(s.M, s.Cin, s.Cout, dy.data(), w.data(), dx.data(), true);
+  pointwise_backward_weights(s.M, s.Cin, s.Cout, x.data(), dy.data(), dw.data(), true);
+  for (auto& v : dx_ref) v *= 2;
+  for (auto& v : dw_ref) v *= 2;
+  CHECK(compare(dx, dx_ref, std::sqrt(double(s.Cout))).worst < kTol);
+  CHECK(compare(dw, dw_ref, std::sqrt(double(s.M))).worst < kTol);
+}
+
+TEST_CASE("pointwise GEMMs against a double-precision loop") {
+  uint32_t seed = 900;
   // Every ISA table this CPU has, each with OpenBLAS and with our register-blocked GEMMs (the shapes
   // cover row and channel tails of every tile size: N of 1..5 vectors, leftover rows and k's; and
   // both ways of splitting the work across threads, by rows and by output columns).
@@ -273,49 +315,50 @@ TEST_CASE("pointwise GEMMs against a double-precision loop") {
     set_isa(isa);
     set_pointwise_impl(impl);
     set_num_threads(threads);
-    for (S s : {S{1, 3, 5}, S{63, 17, 9}, S{64, 16, 96}, S{1000, 40, 240}, S{129, 33, 7}, S{389, 24, 144},
-                S{397, 144, 24}, S{211, 70, 50}, S{13, 130, 33}, S{200, 8, 72},
-                S{1500, 200, 300},
-                // fewer rows than output channels: split by columns (pointwise.cpp), tails included
-                S{16, 96, 200}, S{5, 300, 129}, S{40, 77, 500}, S{33, 640, 48}}) {
+    for (PwShape s : {PwShape{1, 3, 5}, PwShape{63, 17, 9}, PwShape{64, 16, 96}, PwShape{1000, 40, 240},
+                      PwShape{129, 33, 7}, PwShape{389, 24, 144}, PwShape{397, 144, 24}, PwShape{211, 70, 50},
+                      PwShape{13, 130, 33}, PwShape{200, 8, 72}, PwShape{1500, 200, 300},
+                      // fewer rows than output channels: split by columns (pointwise.cpp), tails included
+                      PwShape{16, 96, 200}, PwShape{5, 300, 129}, PwShape{40, 77, 500}, PwShape{33, 640, 48}}) {
       INFO("isa ", isa, " impl ", std::string(impl), " threads ", threads, " M", s.M, " Cin", s.Cin, " Cout", s.Cout);
-      const auto x = random_vec(size_t(s.M * s.Cin), seed++), w = random_vec(size_t(s.Cin * s.Cout), seed++),
-                 dy = random_vec(size_t(s.M * s.Cout), seed++);
-      std::vector<float> y_ref(s.M * s.Cout), dx_ref(s.M * s.Cin), dw_ref(s.Cin * s.Cout);
-      for (int64_t m = 0; m < s.M; ++m)
-        for (int64_t o = 0; o < s.Cout; ++o) {
-          double a = 0;
-          for (int64_t i = 0; i < s.Cin; ++i) a += double(x[m * s.Cin + i]) * w[i * s.Cout + o];
-          y_ref[m * s.Cout + o] = float(a);
-        }
-      for (int64_t m = 0; m < s.M; ++m)
-        for (int64_t i = 0; i < s.Cin; ++i) {
-          double a = 0;
-          for (int64_t o = 0; o < s.Cout; ++o) a += double(dy[m * s.Cout + o]) * w[i * s.Cout + o];
-          dx_ref[m * s.Cin + i] = float(a);
-        }
-      for (int64_t i = 0; i < s.Cin; ++i)
-        for (int64_t o = 0; o < s.Cout; ++o) {
-          double a = 0;
-          for (int64_t m = 0; m < s.M; ++m) a += double(x[m * s.Cin + i]) * dy[m * s.Cout + o];
-          dw_ref[i * s.Cout + o] = float(a);
-        }
-      std::vector<float> y(y_ref.size(), 7.0f), dx(dx_ref.size(), 7.0f), dw(dw_ref.size(), 7.0f);
-      pointwise_forward(s.M, s.Cin, s.Cout, x.data(), w.data(), y.data());
-      CHECK(compare(y, y_ref, std::sqrt(double(s.Cin))).worst < kTol);
-      pointwise_backward_data(s.M, s.Cin, s.Cout, dy.data(), w.data(), dx.data(), false);
-      CHECK(compare(dx, dx_ref, std::sqrt(double(s.Cout))).worst < kTol);
-      pointwise_backward_weights(s.M, s.Cin, s.Cout, x.data(), dy.data(), dw.data(), false);
-      CHECK(compare(dw, dw_ref, std::sqrt(double(s.M))).worst < kTol);
-      // accumulate: adds the same product again
-      pointwise_backward_data(s.M, s.Cin, s.Cout, dy.data(), w.data(), dx.data(), true);
-      pointwise_backward_weights(s.M, s.Cin, s.Cout, x.data(), dy.data(), dw.data(), true);
-      for (auto& v : dx_ref) v *= 2;
-      for (auto& v : dw_ref) v *= 2;
-      CHECK(compare(dx, dx_ref, std::sqrt(double(s.Cout))).worst < kTol);
-      CHECK(compare(dw, dw_ref, std::sqrt(double(s.M))).worst < kTol);
+      check_pointwise(s, seed);
+      seed += 3;
     }
   }
+  set_pointwise_impl("auto");
+  set_isa("auto");
+  set_num_threads(2);
+}
+
+TEST_CASE("pointwise: streamed outputs and prefetched row blocks (large products) against the loop") {
+  // Products whose input and output exceed stream_min_bytes() store an output at least as large as
+  // the input non-temporally (whole 16-float lines only), and weight gradients over such operands
+  // with K >= 64 prefetch each next row block: the shapes above never reach either. The threshold is
+  // lowered to 64 KiB here, then raised above every shape (normal stores, no prefetch).
+  //   {1000, 96, 144}:  forward streamed (144 columns = 9 lines), row blocks of 1000 / threads rows
+  //   {2000, 144, 32}:  backward-data streamed (dX 144 wide); weight gradient K = 144 prefetched
+  //                     across the 704-row blocks (two or more per thread)
+  //   {3000, 64, 40}:   K = 64 prefetched; N = 40 ends in a masked vector; forward not streamed
+  //   {40, 96, 512}:    fewer rows than columns: column slices streamed, 16-aligned
+  //   {500, 48, 136}:   136 columns: not whole lines, normal stores
+  uint32_t seed = 1900;
+  for (int64_t min_bytes : {int64_t(64) << 10, int64_t(1) << 30}) {
+    set_stream_min_bytes(min_bytes);
+    for (const std::string& isa : fast_isas())
+      for (int threads : {2, 1, 3}) {
+        set_isa(isa);
+        set_pointwise_impl("own");
+        set_num_threads(threads);
+        for (PwShape s : {PwShape{1000, 96, 144}, PwShape{2000, 144, 32}, PwShape{3000, 64, 40},
+                          PwShape{40, 96, 512}, PwShape{500, 48, 136}}) {
+          INFO("isa ", isa, " threads ", threads, " min_bytes ", min_bytes, " M", s.M, " Cin", s.Cin, " Cout",
+               s.Cout);
+          check_pointwise(s, seed);
+          seed += 3;
+        }
+      }
+  }
+  set_stream_min_bytes(0);
   set_pointwise_impl("auto");
   set_isa("auto");
   set_num_threads(2);
