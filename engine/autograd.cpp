@@ -209,6 +209,7 @@ void backward(const Var& loss, const Tensor* seed) {
     // step's memory progressively instead of holding activations and gradients until the end.
     n.backward_fn = nullptr;
     n.recompute = nullptr;
+    n.channel_affine = nullptr;
     n.inputs.clear();
     if (&n != loss.get()) {
       n.grad = Tensor();
@@ -226,6 +227,7 @@ void clear_tape() {
     n->inputs.clear();
     n->backward_fn = nullptr;
     n->recompute = nullptr;
+    n->channel_affine = nullptr;
   }
   g_tape.clear();
 }

@@ -21,6 +21,7 @@ namespace spnas {
 
 struct Node;
 using Var = std::shared_ptr<Node>;
+struct ChannelAffine;  // ops/ops.h
 
 struct Node {
   Tensor value;
@@ -37,6 +38,10 @@ struct Node {
   // for a whole activation tensor of memory per layer.
   std::function<Tensor()> recompute;
   Shape released_shape;  // shape of a released value
+  // Optional, set by batch norm: the value is act(inputs[0]'s value * scale + shift) per channel
+  // (ops/ops.h). A consumer that can apply that map while reading (the pointwise weight gradient)
+  // reads the input instead of recomputing a released value.
+  std::shared_ptr<const ChannelAffine> channel_affine;
 
   // The value, recomputed first if it was released.
   const Tensor& materialize();

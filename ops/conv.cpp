@@ -187,8 +187,16 @@ Var pwconv(const Var& x, const Var& w, int stride) {
     bool ow;
     if (w->requires_grad) {
       float* dw = w->grad_buffer(&ow);
-      const float* xin = stride == 1 ? x->materialize().data() : Xsub.data();
-      pointwise_backward_weights(M, Cin, Cout, xin, self.grad.data(), dw, !ow);
+      if (stride == 1 && !x->value.defined() && x->channel_affine && !x->inputs.empty()) {
+        // x is a released batch-norm output: read its input through the map (no recompute pass,
+        // no x-sized buffer; the same bits as the recomputed x would give).
+        const ChannelAffine& a = *x->channel_affine;
+        const ColumnMap map{a.scale.data(), a.shift.data(), a.act};
+        pointwise_backward_weights(M, Cin, Cout, x->inputs[0]->materialize().data(), self.grad.data(), dw, !ow, &map);
+      } else {
+        const float* xin = stride == 1 ? x->materialize().data() : Xsub.data();
+        pointwise_backward_weights(M, Cin, Cout, xin, self.grad.data(), dw, !ow);
+      }
     }
     if (!x->requires_grad) return;
     if (stride == 1) {

@@ -14,6 +14,14 @@ namespace spnas {
 
 enum class Act { None, ReLU, ReLU6 };
 
+// A per-channel map of a row-major [rows, C] operand: element (r, c) read as
+// act(a[r, c] * scale[c] + shift[c]), the same fma and clamp as bn_act_forward (so equal bit for bit).
+struct ColumnMap {
+  const float* scale;
+  const float* shift;
+  Act act;
+};
+
 // Depthwise k x k convolution with TensorFlow "SAME" padding: OH = ceil(H / S),
 // pad_t = max((OH - 1) * S + K - H, 0) / 2 (the extra row, if any, goes to the bottom).
 struct DwConvDesc {
@@ -87,15 +95,16 @@ struct KernelTable {
   //            stream: C goes to memory with non-temporal stores (the caller's choice, for outputs
   //            that cannot stay in the L3; taken only where C is not accumulated, N and ldc are whole
   //            16-float lines and C is 64-byte aligned, else ignored)
-  //   gemm_tn: C[K, N] (+)= sum_r A[r, :]^T Bm[r, :]   A [rows, K] stride lda, Bm [rows, N] stride ldb,
-  //            C stride ldc; from_memory: A and Bm come from DRAM (the caller's estimate), so the
-  //            kernel requests each next row block into L2 while it computes on the current one
+  //   gemm_tn: C[K, N] (+)= sum_r A'[r, :]^T Bm[r, :]   A [rows, K] stride lda, Bm [rows, N] stride ldb,
+  //            C stride ldc; A' = A, or a_map applied to A (ColumnMap) when a_map != nullptr;
+  //            from_memory: A and Bm come from DRAM (the caller's estimate), so the kernel
+  //            requests each next row block into L2 while it computes on the current one
   // (A stride larger than the width: a column slice of a wider matrix, as the column split uses.)
   void (*gemm_nn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
                   float* C, int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act,
                   bool stream);
   void (*gemm_tn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
-                  float* C, int64_t ldc, bool accumulate, bool from_memory);
+                  float* C, int64_t ldc, bool accumulate, bool from_memory, const ColumnMap* a_map);
 };
 
 const KernelTable& kernels();          // the active table
@@ -130,8 +139,10 @@ void bn_act_backward_data_ref(const BnDesc&, const float* x, const float* scale,
 void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y);
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate);
+// x_map != nullptr: the weight gradient of the input act(x * scale[c] + shift[c]) (batch norm's output,
+// released after the forward) computed from x, bit for bit what the materialized input would give.
 void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* dy, float* dw,
-                                bool accumulate);
+                                bool accumulate, const ColumnMap* x_map = nullptr);
 // Inference: y = act(x * w * scale[n] + shift[n]) (batch norm folded into scale/shift), one pass
 // over y with our GEMM, a GEMM then bn_act_forward otherwise; scale == nullptr: y = x * w.
 void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w,

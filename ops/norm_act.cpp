@@ -101,6 +101,7 @@ Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bo
       kernels().bn_act_forward(d, X.data(), scale.data(), shift.data(), out.data());
       return out;
     };
+    y->channel_affine = std::make_shared<const ChannelAffine>(ChannelAffine{scale, shift, d.act});
   }
   return y;
 }

@@ -32,7 +32,13 @@ struct BatchNorm {
 };
 // Batch normalization over all but the last axis, followed by an optional activation (fused:
 // one op, one pass). training: batch statistics (and running stats are updated); otherwise the
-// running statistics are used.
+// running statistics are used. The output node carries its map (Node::channel_affine), so that
+// pwconv's weight gradient reads x through it when the output was released (release_value)
+// instead of recomputing the output.
+struct ChannelAffine {
+  Tensor scale, shift;  // [C]: value = act(x * scale + shift)
+  Act act = Act::None;
+};
 Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act = Act::None);
 
 // Evaluation mode's batch norm as y = x * scale + shift (the running statistics folded in; checks

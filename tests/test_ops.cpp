@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "engine/alloc.h"
+#include "engine/threads.h"
 #include "gradcheck.h"
 
 using namespace spnas;
@@ -320,4 +321,52 @@ TEST_CASE("released batch-norm outputs are recomputed bit-exactly in backward") 
   CHECK(y->value.defined());
   clear_tape();
   set_low_memory(true);
+}
+
+TEST_CASE("pwconv's weight gradient reads a released batch-norm output through its map, bit-exactly") {
+  // dwconv -> batchnorm + act -> pwconv, as in every MBConv block: with the batch-norm output
+  // released, pwconv's weight gradient reads the batch-norm input through scale/shift/act instead of
+  // recomputing the output. Gradients must equal the kept-output run bit for bit, and the output
+  // must stay released (nothing recomputed it). Every ISA table, our GEMMs and OpenBLAS (which
+  // materializes the map), 1 and 2 threads; 37 channels leave a masked tail on every ISA.
+  set_low_memory(true);
+  Rng rng(22);
+  const int64_t C = 37, Co = 20;
+  Tensor X = random_tensor({3, 6, 7, C}, rng, -2, 2), Wd = random_tensor({3, 3, C}, rng),
+         G = random_tensor({C}, rng, 0.5f, 1.5f), B = random_tensor({C}, rng, -0.5f, 0.5f),
+         Wp = random_tensor({C, Co}, rng);
+  std::vector<std::string> isas = {"ref"};
+  for (const char* isa : {"avx2", "avx512"})
+    if (kernels_for(isa)) isas.push_back(isa);
+  for (const std::string& isa : isas)
+    for (const char* impl : {"own", "blas"})
+      for (int threads : {1, 2})
+        for (Act act : {Act::ReLU6, Act::ReLU, Act::None}) {
+          INFO("isa ", isa, " impl ", std::string(impl), " threads ", threads, " act ", int(act));
+          set_isa(isa);
+          set_pointwise_impl(impl);
+          set_num_threads(threads);
+          auto run = [&](bool release, std::vector<Tensor>* grads) {
+            BatchNorm bn;
+            bn.running_mean = Tensor::zeros({C});
+            bn.running_var = Tensor::full({C}, 1.0f);
+            Var x = P(X.clone()), wd = P(Wd.clone()), g = P(G.clone()), b = P(B.clone()), wp = P(Wp.clone());
+            Var y = batchnorm(dwconv2d(x, wd, 1), g, b, bn, true, act);
+            Var p = pwconv(y, wp);
+            if (release) release_value(y);
+            backward(sum(mul(p, p)));
+            CHECK(y->value.defined() == !release);  // released: never recomputed
+            *grads = {x->grad.clone(), wd->grad.clone(), g->grad.clone(), b->grad.clone(), wp->grad.clone()};
+          };
+          std::vector<Tensor> kept, released;
+          run(false, &kept);
+          run(true, &released);
+          for (size_t i = 0; i < kept.size(); ++i) {
+            REQUIRE(kept[i].numel() == released[i].numel());
+            CHECK(std::memcmp(kept[i].data(), released[i].data(), sizeof(float) * kept[i].numel()) == 0);
+          }
+        }
+  set_pointwise_impl("auto");
+  set_isa("auto");
+  set_num_threads(2);
 }

@@ -18,6 +18,8 @@
 //              A tile of KB input channels x NV vectors of N in registers; each row adds the
 //              broadcast A[r, k] times Bm[r, :]. Weight gradient, one partial C per thread.
 //              Operands from DRAM: the next row block is requested into L2 during the current one.
+//              An optional ColumnMap on A (batch norm + activation, not materialized) is applied
+//              once per row block into a scratch copy that the passes then read from L2.
 #pragma once
 
 namespace spnas {
@@ -234,8 +236,26 @@ inline void tn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
   else tn_column<NV, false>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
 }
 
+// rows x K of A (stride lda) through the map into S (stride K): what bn_act_forward would store.
+inline void map_rows(int64_t rows, int64_t K, const float* A, int64_t lda, const ColumnMap& map, float* S) {
+  const int64_t kfull = K - K % L;
+  const M tail = V::mask(int(K % L));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a = A + r * lda;
+    float* s = S + r * K;
+    for (int64_t c = 0; c < kfull; c += L)
+      V::store(s + c, act_apply(map.act, V::fma(V::load(a + c), V::load(map.scale + c), V::load(map.shift + c))));
+    if (kfull < K)
+      V::storem(s + kfull, act_apply(map.act, V::fma(V::loadm(a + kfull, tail), V::loadm(map.scale + kfull, tail),
+                                                     V::loadm(map.shift + kfull, tail))),
+                tail);
+  }
+}
+
+thread_local Scratch g_scratch_map;
+
 void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
-                  float* C, int64_t ldc, bool accumulate, bool from_memory) {
+                  float* C, int64_t ldc, bool accumulate, bool from_memory, const ColumnMap* a_map) {
   if (!accumulate)
     for (int64_t k = 0; k < K; ++k)
       for (int64_t n = 0; n < N; ++n) C[k * ldc + n] = 0.0f;
@@ -248,6 +268,13 @@ void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
     const int64_t rb = rows - r0 < block ? rows - r0 : block;
     const float* Ab = A + r0 * lda;
     const float* Bb = Bm + r0 * ldb;
+    const float* Ap = Ab;  // what the passes read: A, or the block's mapped copy
+    int64_t ldp = lda;
+    if (a_map) {
+      float* S = g_scratch_map.get(size_t(rb * K));
+      map_rows(rb, K, Ab, lda, *a_map, S);
+      Ap = S, ldp = K;
+    }
     TnPrefetch next;
     const int64_t rn = rows - r0 - rb < block ? rows - r0 - rb : block;  // the next block's rows
     const bool prefetch = from_memory && K >= kTnPrefetchMinK && rn > 0;
@@ -265,11 +292,11 @@ void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
       const bool tail = v0 + nv == nvec && N % L != 0;
       const M m = tail ? tail_mask : V::mask(L);
       switch (nv) {
-        case 1: tn_column_any<1>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
-        case 2: tn_column_any<2>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+        case 1: tn_column_any<1>(tail, rb, K, Ap, ldp, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+        case 2: tn_column_any<2>(tail, rb, K, Ap, ldp, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
 #if defined(SPNAS_SIMD_AVX512)
-        case 3: tn_column_any<3>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
-        case 4: tn_column_any<4>(tail, rb, K, Ab, lda, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+        case 3: tn_column_any<3>(tail, rb, K, Ap, ldp, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+        case 4: tn_column_any<4>(tail, rb, K, Ap, ldp, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
 #endif
         default: break;
       }

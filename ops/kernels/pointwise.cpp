@@ -210,21 +210,30 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
 }
 
 void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* dy, float* dw,
-                                bool accumulate) {
+                                bool accumulate, const ColumnMap* x_map) {
   const int nb = row_blocks(M);
   const bool own = pointwise_uses_own_gemm();
   const KernelTable& k = kernels();
+  if (x_map && !own) {
+    // OpenBLAS cannot map its operand: materialize the mapped input (the reference path), as
+    // batch norm's recompute would.
+    static thread_local std::vector<float> mapped;
+    if (mapped.size() < size_t(M * Cin)) mapped.resize(size_t(M * Cin));
+    k.bn_act_forward(BnDesc{M, Cin, x_map->act}, x, x_map->scale, x_map->shift, mapped.data());
+    pointwise_backward_weights(M, Cin, Cout, mapped.data(), dy, dw, accumulate);
+    return;
+  }
   const int cc = own ? column_chunks(M, Cout) : 1;
   const bool from_memory = tn_from_memory(M, Cin, Cout);
   if (cc > 1) {  // each chunk owns its columns of dW: no partial sums, no reduction
     for_column_chunks(Cout, cc, [&](int64_t n0, int64_t n1) {
-      k.gemm_tn(M, Cin, n1 - n0, x, Cin, dy + n0, Cout, dw + n0, Cout, accumulate, from_memory);
+      k.gemm_tn(M, Cin, n1 - n0, x, Cin, dy + n0, Cout, dw + n0, Cout, accumulate, from_memory, x_map);
     });
     return;
   }
   if (nb == 1) {
     if (own) {
-      k.gemm_tn(M, Cin, Cout, x, Cin, dy, Cout, dw, Cout, accumulate, from_memory);
+      k.gemm_tn(M, Cin, Cout, x, Cin, dy, Cout, dw, Cout, accumulate, from_memory, x_map);
       return;
     }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(Cin), int(Cout), int(M), 1.0f, x, int(Cin), dy,
@@ -241,7 +250,7 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
     float* out = tid == 0 ? dw : part_base + (tid - 1) * KN;
     float beta = (tid == 0 && accumulate) ? 1.0f : 0.0f;
     if (own)
-      k.gemm_tn(e - b, Cin, Cout, x + b * Cin, Cin, dy + b * Cout, Cout, out, Cout, beta != 0.0f, from_memory);
+      k.gemm_tn(e - b, Cin, Cout, x + b * Cin, Cin, dy + b * Cout, Cout, out, Cout, beta != 0.0f, from_memory, x_map);
     else if (e > b)
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(Cin), int(Cout), int(e - b), 1.0f, x + b * Cin,
                   int(Cin), dy + b * Cout, int(Cout), beta, out, int(Cout));
