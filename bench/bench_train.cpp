@@ -75,7 +75,8 @@ struct Model {
     if (building) weights.push_back(weight(shape, fan_in));
     return weights[w_i++];
   }
-  Var bn_act(const Var& x, Act act) {
+  // The next batch norm's parameters (created on the first pass) for an input like x.
+  BnParams& bn_next(const Var& x) {
     if (building) {
       int64_t C = x->value.dim(-1);
       std::string n = "bn" + std::to_string(counter++);
@@ -85,8 +86,15 @@ struct Model {
       bn_params.push_back({ps.add(n + ".gamma", Tensor::full({C}, 1.0f), false, "bn"),
                            ps.add(n + ".beta", Tensor::zeros({C}), false, "bn"), &b});
     }
-    BnParams& p = bn_params[bn_i++];
+    return bn_params[bn_i++];
+  }
+  Var bn_act(const Var& x, Act act) {
+    BnParams& p = bn_next(x);
     return batchnorm(x, p.gamma, p.beta, *p.bn, true, act);
+  }
+  Var bn_act_pwconv(const Var& x, Act act, const Var& w) {
+    BnParams& p = bn_next(x);
+    return spnas::bn_act_pwconv(x, p.gamma, p.beta, *p.bn, true, act, w);
   }
 
   Var mbconv(Var x, int64_t cout, int e, int stride) {
@@ -105,10 +113,9 @@ struct Model {
       h = dwconv2d(h, W({k, k, ch}, int64_t(k) * k), stride);
     }
     count(h, int64_t(k) * k * ch);
-    Var b = bn_act(h, Act::ReLU6);
-    Var p = pwconv(b, W({ch, cout}, ch));
+    // The depthwise output's batch norm + ReLU6 is read by the project GEMM, never stored.
+    Var p = bn_act_pwconv(h, Act::ReLU6, W({ch, cout}, ch));
     count(p, ch * cout);
-    release_value(b);
     h = bn_act(p, Act::None);
     if (stride == 1 && cin == cout) h = add(h, x);
     return h;

@@ -153,9 +153,12 @@ bool grad_enabled() { return g_grad_enabled; }
 NoGrad::NoGrad() : prev(g_grad_enabled) { g_grad_enabled = false; }
 NoGrad::~NoGrad() { g_grad_enabled = prev; }
 
-Var record(const char* op, Tensor value, std::vector<Var> inputs, std::function<void(Node&)> backward) {
+// The node of record / record_released (released_shape: only for a value not computed).
+static Var make_node(const char* op, Tensor value, Shape released_shape, std::vector<Var> inputs,
+                     std::function<void(Node&)> backward) {
   auto n = std::make_shared<Node>();
   n->value = std::move(value);
+  n->released_shape = std::move(released_shape);
   n->op = op;
   bool needs = false;
   if (g_grad_enabled)
@@ -170,12 +173,20 @@ Var record(const char* op, Tensor value, std::vector<Var> inputs, std::function<
     // Forward time of an op = wall time since the previous recorded op (or the last mark): the
     // op computes its value before recording it.
     auto now = Clock::now();
-    ProfEntry& e = g_prof[prof_key(op, n->value.shape())];
+    ProfEntry& e = g_prof[prof_key(op, n->shape())];
     e.fwd += std::chrono::duration<double>(now - g_prof_mark).count();
     e.calls++;
     g_prof_mark = now;
   }
   return n;
+}
+
+Var record(const char* op, Tensor value, std::vector<Var> inputs, std::function<void(Node&)> backward) {
+  return make_node(op, std::move(value), {}, std::move(inputs), std::move(backward));
+}
+
+Var record_released(const char* op, Shape shape, std::vector<Var> inputs, std::function<void(Node&)> backward) {
+  return make_node(op, Tensor(), std::move(shape), std::move(inputs), std::move(backward));
 }
 
 void backward(const Var& loss, const Tensor* seed) {

@@ -79,6 +79,10 @@ bool low_memory();
 // input requires a gradient. `backward` receives the output node; it reads self.grad and adds into
 // self.inputs[i]->grad_... for each input that requires a gradient.
 Var record(const char* op, Tensor value, std::vector<Var> inputs, std::function<void(Node&)> backward);
+// Same for a node whose value is not computed: it starts released with this shape, for a consumer
+// that reads the inputs through channel_affine instead (bn_act_pwconv, ops/ops.h); materialize()
+// computes it through recompute.
+Var record_released(const char* op, Shape shape, std::vector<Var> inputs, std::function<void(Node&)> backward);
 
 // Runs the tape backwards from `loss` (seeded with d loss = 1, or with `seed` when given), then
 // clears the tape. An op recorded without a backward rule fails here, naming the op. Gradients are

@@ -16,6 +16,9 @@ void BNLayer::init(ParamSet& ps, const std::string& name, int64_t channels, cons
 }
 
 Var BNLayer::operator()(const Var& x, bool training, Act act) { return batchnorm(x, gamma, beta, state, training, act); }
+Var BNLayer::then_pwconv(const Var& x, bool training, Act act, const Var& w) {
+  return bn_act_pwconv(x, gamma, beta, state, training, act, w);
+}
 
 // MnasNet's initialisation: normal with std sqrt(2 / fan_out), fan_out = kh * kw * out_channels
 // (for a depthwise kernel out_channels is its depth multiplier, 1).
@@ -101,14 +104,16 @@ Var mbconv_forward(MBConvBlock& b, const Var& x, bool training, Act act) {
   } else {
     h = dwconv2d(h, b.w_dw, b.spec.stride);
   }
-  Var a = b.bn_dw(h, training, act);
+  Var p;
   if (b.se) {
+    Var a = b.bn_dw(h, training, act);
     Var s = channel_scale(a, se_gate(a, b.w_se_reduce, b.b_se_reduce, b.w_se_expand, b.b_se_expand));
     release_value(a);
-    a = s;
+    p = pwconv(s, b.w_project);
+  } else {
+    // The depthwise output's batch norm + activation is read by the project GEMM, never stored.
+    p = b.bn_dw.then_pwconv(h, training, act, b.w_project);
   }
-  Var p = pwconv(a, b.w_project);
-  release_value(a);
   Var y = b.bn_project(p, training, Act::None);
   return b.spec.residual ? add(y, x) : y;
 }
@@ -333,22 +338,22 @@ Var Supernet::forward(const Var& images, const ForwardOptions& opt) {
     Var e = L.bn_expand(pwconv(x, L.w_expand), opt.training, act_);
     Var h = dwconv2d(e, effective_kernel(L, ind, opt), L.spec.stride);
     release_value(e);  // recomputed in backward (see mbconv_forward)
-    h = L.bn_dw(h, opt.training, act_);
     ind.has_se = L.se;
+    Var p;
     if (L.se) {
+      Var a = L.bn_dw(h, opt.training, act_);
       // x * (1 + d_se * (s(x) - 1)): d_se = 0 is exactly "no SE".
       Var m_se = sub(scfg_.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce), L.t_se);
       ind.m_se = m_se->value.item();
       ind.d_se = drop_indicator(step_indicator(m_se), opt);
-      Var s = se_gate(h, L.w_se_reduce, L.b_se_reduce, L.w_se_expand, L.b_se_expand);
-      Var gated = channel_scale(h, add_scalar(mul(add_scalar(s, -1.0f), ind.d_se), 1.0f));
-      release_value(h);
-      h = gated;
+      Var s = se_gate(a, L.w_se_reduce, L.b_se_reduce, L.w_se_expand, L.b_se_expand);
+      Var gated = channel_scale(a, add_scalar(mul(add_scalar(s, -1.0f), ind.d_se), 1.0f));
+      release_value(a);
+      p = pwconv(gated, L.w_project);
     } else {
       ind.d_se = constant(Tensor::scalar(0.0f));
+      p = L.bn_dw.then_pwconv(h, opt.training, act_, L.w_project);  // as in mbconv_forward
     }
-    Var p = pwconv(h, L.w_project);
-    release_value(h);
     Var y = L.bn_project(p, opt.training, Act::None);
     x = L.spec.residual ? add(y, x) : y;
   }

@@ -31,6 +31,8 @@ struct BNLayer {
   BatchNorm state;
   void init(ParamSet& ps, const std::string& name, int64_t channels, const NetConfig& cfg);
   Var operator()(const Var& x, bool training, Act act);
+  // pwconv(this(x), w) without materializing this layer's output (bn_act_pwconv, ops/ops.h).
+  Var then_pwconv(const Var& x, bool training, Act act, const Var& w);
 };
 
 // Indicator values of one searchable layer in one forward pass (after warm-up dropping), and the

@@ -168,15 +168,23 @@ static Tensor subsample(const Tensor& X, int stride) {
   return Y;
 }
 
-Var pwconv(const Var& x, const Var& w, int stride) {
-  const Tensor& Xfull = x->value;
+// pwconv, or with x_src (stride 1 only) the product of x's value read as act(x_src * scale + shift)
+// through x's channel_affine, x's value never computed (bn_act_pwconv).
+static Var pwconv_node(const Var& x, const Var& w, int stride, const Tensor* x_src) {
+  const Tensor& Xfull = x_src ? *x_src : x->value;
   const Tensor& Wt = w->value;
   pw_args("pwconv", Xfull, Wt);
   check(stride >= 1, "pwconv", "stride must be positive");
   Tensor X = stride == 1 ? Xfull : subsample(Xfull, stride);
   int64_t M = X.dim(0) * X.dim(1) * X.dim(2), Cin = Wt.dim(0), Cout = Wt.dim(1);
   Tensor Y = Tensor::empty({X.dim(0), X.dim(1), X.dim(2), Cout});
-  pointwise_forward(M, Cin, Cout, X.data(), Wt.data(), Y.data());
+  if (x_src) {
+    const ChannelAffine& a = *x->channel_affine;
+    const ColumnMap map{a.scale.data(), a.shift.data(), a.act};
+    pointwise_forward(M, Cin, Cout, X.data(), Wt.data(), Y.data(), &map);
+  } else {
+    pointwise_forward(M, Cin, Cout, X.data(), Wt.data(), Y.data());
+  }
   // Stride 1 reads the input through the node (it may have been released and be recomputed);
   // a strided 1x1 keeps its subsampled copy.
   Tensor Xsub = stride == 1 ? Tensor() : X;
@@ -216,6 +224,18 @@ Var pwconv(const Var& x, const Var& w, int stride) {
           for (int64_t c = 0; c < Cin; ++c) d[c] += s[c];
         }
   });
+}
+
+Var pwconv(const Var& x, const Var& w, int stride) { return pwconv_node(x, w, stride, nullptr); }
+
+Var bn_act_pwconv(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act,
+                  const Var& w) {
+  // The batch-norm node is on the tape when any of its inputs wants a gradient; if only w does,
+  // pwconv's weight gradient needs the output's value, which nothing could then recompute.
+  const bool bn_recorded = grad_enabled() && (x->requires_grad || gamma->requires_grad || beta->requires_grad);
+  if (grad_enabled() && w->requires_grad && !bn_recorded) return pwconv(batchnorm(x, gamma, beta, bn, training, act), w);
+  Var y = batchnorm_unmaterialized(x, gamma, beta, bn, training, act);
+  return pwconv_node(y, w, 1, &x->value);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ struct KernelTable {
 
   // Register-blocked row-range GEMMs for small pointwise shapes (ops/kernels/gemm_simd.h), single-
   // threaded; nullptr in the reference table (pointwise then always uses OpenBLAS).
-  //   gemm_nn: C[r, :] (+)= A[r, :] * B      A [rows, K] stride lda, B [K, N] stride ldb, C stride ldc;
+  //   gemm_nn: C[r, :] (+)= A'[r, :] * B     A [rows, K] stride lda, B [K, N] stride ldb, C stride ldc;
+  //            A' = A, or a_map applied to A (ColumnMap) when a_map != nullptr;
   //            with scale != nullptr the stored value is act(that * scale[n] + shift[n]);
   //            stream: C goes to memory with non-temporal stores (the caller's choice, for outputs
   //            that cannot stay in the L3; taken only where C is not accumulated, N and ldc are whole
@@ -102,7 +103,7 @@ struct KernelTable {
   // (A stride larger than the width: a column slice of a wider matrix, as the column split uses.)
   void (*gemm_nn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
                   float* C, int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act,
-                  bool stream);
+                  bool stream, const ColumnMap* a_map);
   void (*gemm_tn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
                   float* C, int64_t ldc, bool accumulate, bool from_memory, const ColumnMap* a_map);
 };
@@ -136,7 +137,10 @@ void bn_act_backward_data_ref(const BnDesc&, const float* x, const float* scale,
 // Each product runs through the table's gemm_nn / gemm_tn when it has them (AVX2, AVX-512), else
 // as OpenBLAS sgemm calls; pointwise_uses_own_gemm() tells which. SPNAS_PW=blas|own|auto (or
 // set_pointwise_impl) forces a choice, e.g. to race them.
-void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y);
+// x_map != nullptr: the product of act(x * scale[c] + shift[c]) (batch norm's output, never
+// materialized: bn_act_pwconv in ops/ops.h), equal bit for bit to that of the materialized input.
+void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y,
+                       const ColumnMap* x_map = nullptr);
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate);
 // x_map != nullptr: the weight gradient of the input act(x * scale[c] + shift[c]) (batch norm's output,
@@ -146,7 +150,8 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
 // Inference: y = act(x * w * scale[n] + shift[n]) (batch norm folded into scale/shift), one pass
 // over y with our GEMM, a GEMM then bn_act_forward otherwise; scale == nullptr: y = x * w.
 void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w,
-                              const float* scale, const float* shift, Act act, float* y);
+                              const float* scale, const float* shift, Act act, float* y,
+                              const ColumnMap* x_map = nullptr);
 bool pointwise_uses_own_gemm();
 void set_pointwise_impl(const std::string& impl);  // "auto", "blas", "own"; throws otherwise
 

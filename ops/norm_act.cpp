@@ -37,7 +37,9 @@ void batchnorm_fold(const char* op, const Var& gamma, const Var& beta, const Bat
   scale_shift(gamma, beta, bn.running_mean.data(), invstd.data(), C, scale, shift);
 }
 
-Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act) {
+// batchnorm, or with `computed` false its node without the value (batchnorm_unmaterialized).
+static Var batchnorm_node(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act,
+                          bool computed) {
   const Tensor& X = x->value;
   check(X.rank() >= 2, "batchnorm", "input needs a channel axis, got " + shape_str(X.shape()));
   const int64_t C = X.dim(-1), M = X.numel() / C;
@@ -62,12 +64,15 @@ Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bo
   }
   Tensor scale, shift;
   scale_shift(gamma, beta, mean.data(), invstd.data(), C, &scale, &shift);
-  Tensor Y = Tensor::empty(X.shape());
-  K.bn_act_forward(d, X.data(), scale.data(), shift.data(), Y.data());
+  Tensor Y;
+  if (computed) {
+    Y = Tensor::empty(X.shape());
+    K.bn_act_forward(d, X.data(), scale.data(), shift.data(), Y.data());
+  }
 
   // Backward needs x, the scale/shift (the activation's mask is recomputed from x) and the
   // statistics, never y: a released output is not recomputed for this node's own rule.
-  Var y = record("batchnorm", Y, {x, gamma, beta}, [d, mean, invstd, scale, shift, training](Node& self) {
+  auto rule = [d, mean, invstd, scale, shift, training](Node& self) {
     const Var& x = self.inputs[0];
     const Var& gamma = self.inputs[1];
     const Var& beta = self.inputs[2];
@@ -90,7 +95,10 @@ Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bo
       float* g = beta->grad_accumulator().data();
       for (int64_t c = 0; c < d.C; ++c) g[c] += dbeta.data()[c];
     }
-  });
+  };
+  Var y = computed ? record("batchnorm", Y, {x, gamma, beta}, rule)
+                   : record_released("batchnorm", X.shape(), {x, gamma, beta}, rule);
+  y->channel_affine = std::make_shared<const ChannelAffine>(ChannelAffine{scale, shift, d.act});
   if (y->requires_grad) {
     // The output is act(x * scale + shift): cheap to redo, so callers may release it (release_value)
     // and the backward rules that need it recompute it, bit for bit, with the same kernel.
@@ -101,9 +109,17 @@ Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bo
       kernels().bn_act_forward(d, X.data(), scale.data(), shift.data(), out.data());
       return out;
     };
-    y->channel_affine = std::make_shared<const ChannelAffine>(ChannelAffine{scale, shift, d.act});
   }
   return y;
+}
+
+Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act) {
+  return batchnorm_node(x, gamma, beta, bn, training, act, true);
+}
+
+Var batchnorm_unmaterialized(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training,
+                             Act act) {
+  return batchnorm_node(x, gamma, beta, bn, training, act, false);
 }
 
 // Elementwise unary op: y = f(x), dx += dy * df(x, y).

@@ -40,6 +40,16 @@ struct ChannelAffine {
   Act act = Act::None;
 };
 Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act = Act::None);
+// pwconv(batchnorm(x, gamma, beta, bn, training, act), w) without ever materializing the batch-norm
+// output: the GEMMs read x through its scale/shift/act (an MBConv block's depthwise -> BN + act ->
+// project). Saves writing that output in the forward and recomputing it in the backward; values,
+// gradients and running statistics equal the two ops' bit for bit.
+Var bn_act_pwconv(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act,
+                  const Var& w);
+// Used between the ops files: batchnorm's node with its value not computed (it starts released;
+// channel_affine describes it), for a consumer that reads x through that map.
+Var batchnorm_unmaterialized(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training,
+                             Act act);
 
 // Evaluation mode's batch norm as y = x * scale + shift (the running statistics folded in; checks
 // the parameters' shapes against C, naming op). The same arithmetic as batchnorm(training = false).

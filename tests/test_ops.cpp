@@ -323,6 +323,79 @@ TEST_CASE("released batch-norm outputs are recomputed bit-exactly in backward") 
   set_low_memory(true);
 }
 
+TEST_CASE("bn_act_pwconv equals pwconv(batchnorm(...)) bit for bit, values, gradients and running statistics") {
+  // Every ISA table, our GEMMs and OpenBLAS (which materializes the map), 1 and 2 threads, every
+  // activation, training and evaluation statistics, low-memory mode on and off, with gradients and
+  // under NoGrad; and a frozen batch norm over a constant input with a trainable w (the batch-norm
+  // node is then off the tape: bn_act_pwconv materializes). 37 channels: a masked tail everywhere.
+  Rng rng(23);
+  const int64_t C = 37, Co = 20;
+  Tensor X = random_tensor({3, 6, 7, C}, rng, -2, 2), Wd = random_tensor({3, 3, C}, rng),
+         G = random_tensor({C}, rng, 0.5f, 1.5f), B = random_tensor({C}, rng, -0.5f, 0.5f),
+         Wp = random_tensor({C, Co}, rng), RM = random_tensor({C}, rng, -0.3f, 0.3f), RV = random_tensor({C}, rng, 0.5f, 2.0f);
+  auto same = [](const Tensor& a, const Tensor& b) {
+    return a.numel() == b.numel() && std::memcmp(a.data(), b.data(), sizeof(float) * a.numel()) == 0;
+  };
+  std::vector<std::string> isas = {"ref"};
+  for (const char* isa : {"avx2", "avx512"})
+    if (kernels_for(isa)) isas.push_back(isa);
+  for (const std::string& isa : isas)
+  for (const char* impl : {"own", "blas"})
+  for (int threads : {1, 2})
+  for (Act act : {Act::ReLU6, Act::ReLU, Act::None})
+  for (bool training : {true, false})
+  for (bool low : {true, false})
+  for (int mode : {0, 1, 2}) {  // 0: gradients; 1: NoGrad; 2: frozen batch norm, constant input
+    INFO("isa ", isa, " impl ", std::string(impl), " threads ", threads, " act ", int(act), " training ", training,
+         " low-memory ", low, " mode ", mode);
+    set_isa(isa);
+    set_pointwise_impl(impl);
+    set_num_threads(threads);
+    set_low_memory(low);
+    auto run = [&](bool fused, std::vector<Tensor>* out) {
+      BatchNorm bn;
+      bn.running_mean = RM.clone();
+      bn.running_var = RV.clone();
+      Var x = mode == 2 ? constant(X.clone()) : P(X.clone()), wd = P(Wd.clone()), wp = P(Wp.clone());
+      Var g = mode == 2 ? constant(G.clone()) : P(G.clone()), b = mode == 2 ? constant(B.clone()) : P(B.clone());
+      auto forward = [&] {
+        Var h = mode == 2 ? x : dwconv2d(x, wd, 1);
+        if (fused) return bn_act_pwconv(h, g, b, bn, training, act, wp);
+        Var y = batchnorm(h, g, b, bn, training, act);
+        Var p = pwconv(y, wp);
+        release_value(y);
+        return p;
+      };
+      if (mode == 1) {
+        NoGrad ng;
+        *out = {forward()->value.clone(), bn.running_mean.clone(), bn.running_var.clone()};
+        return;
+      }
+      Var p = forward();
+      backward(sum(mul(p, p)));
+      *out = {p->value.clone(), bn.running_mean.clone(), bn.running_var.clone(), wp->grad.clone()};
+      if (mode == 0) {
+        out->push_back(x->grad.clone());
+        out->push_back(wd->grad.clone());
+        out->push_back(g->grad.clone());
+        out->push_back(b->grad.clone());
+      }
+    };
+    std::vector<Tensor> want, got;
+    run(false, &want);
+    run(true, &got);
+    REQUIRE(want.size() == got.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      INFO("output ", i);
+      CHECK(same(want[i], got[i]));
+    }
+  }
+  set_low_memory(true);
+  set_pointwise_impl("auto");
+  set_isa("auto");
+  set_num_threads(2);
+}
+
 TEST_CASE("pwconv's weight gradient reads a released batch-norm output through its map, bit-exactly") {
   // dwconv -> batchnorm + act -> pwconv, as in every MBConv block: with the batch-norm output
   // released, pwconv's weight gradient reads the batch-norm input through scale/shift/act instead of

@@ -14,12 +14,13 @@
 //              Optional epilogue on the registers before the store: act(c * scale[n] + shift[n])
 //              (inference with batch norm folded in: one pass over the output instead of two).
 //              Outputs too large for the L3 are stored non-temporally (the caller's `stream`).
+//              An optional ColumnMap on A (batch norm + activation, not materialized) is applied
+//              once per row block into a scratch copy that the N tiles then read from L1/L2.
 //  * gemm_tn:  C[K, N] (+)= A^T . Bm summed over rows   A [rows, K], Bm [rows, N], C [K, N] (stride ldc).
 //              A tile of KB input channels x NV vectors of N in registers; each row adds the
 //              broadcast A[r, k] times Bm[r, :]. Weight gradient, one partial C per thread.
 //              Operands from DRAM: the next row block is requested into L2 during the current one.
-//              An optional ColumnMap on A (batch norm + activation, not materialized) is applied
-//              once per row block into a scratch copy that the passes then read from L2.
+//              The optional ColumnMap on A as in gemm_nn.
 #pragma once
 
 namespace spnas {
@@ -36,6 +37,24 @@ constexpr int64_t kGemmRowBlock = 192;  // rows of A (and C) kept in L2 while th
 // gemm_tn sums over rows in register chains of at most this many terms before adding into C (a
 // float chain's rounding error grows with its length; 64 keeps it below OpenBLAS's K blocking).
 constexpr int64_t kTnRowBlock = 64;
+
+// rows x K of A (stride lda) through the map into S (stride K): what bn_act_forward would store.
+inline void map_rows(int64_t rows, int64_t K, const float* A, int64_t lda, const ColumnMap& map, float* S) {
+  const int64_t kfull = K - K % L;
+  const M tail = V::mask(int(K % L));
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* a = A + r * lda;
+    float* s = S + r * K;
+    for (int64_t c = 0; c < kfull; c += L)
+      V::store(s + c, act_apply(map.act, V::fma(V::load(a + c), V::load(map.scale + c), V::load(map.shift + c))));
+    if (kfull < K)
+      V::storem(s + kfull, act_apply(map.act, V::fma(V::loadm(a + kfull, tail), V::loadm(map.scale + kfull, tail),
+                                                     V::loadm(map.shift + kfull, tail))),
+                tail);
+  }
+}
+
+thread_local Scratch g_scratch_map;
 
 // C tile [RB rows, NV vectors] from A rows (lda) and B [K, ldb]; TAIL: the last vector is masked by m.
 // The epilogue of gemm_nn, its scale/shift already offset to the tile's first column.
@@ -119,7 +138,7 @@ inline void nn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
 
 void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
                   float* C, int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act,
-                  bool stream) {
+                  bool stream, const ColumnMap* a_map) {
   const int64_t nvec = (N + L - 1) / L;
   const M tail_mask = V::mask(int(N % L == 0 ? L : N % L));
   // Non-temporal stores only of whole, aligned lines: every row's N columns are whole 16-float lines
@@ -128,6 +147,12 @@ void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
   for (int64_t r0 = 0; r0 < rows; r0 += kGemmRowBlock) {
     const int64_t rb = rows - r0 < kGemmRowBlock ? rows - r0 : kGemmRowBlock;
     const float* Ab = A + r0 * lda;
+    int64_t ldp = lda;
+    if (a_map) {  // the block's rows through the map (a sequential read: no A prefetch needed)
+      float* S = g_scratch_map.get(size_t(rb * K));
+      map_rows(rb, K, Ab, lda, *a_map, S);
+      Ab = S, ldp = K;
+    }
     float* Cb = C + r0 * ldc;
     for (int64_t v0 = 0; v0 < nvec; v0 += kGemmMaxNV) {
       const int nv = int(nvec - v0 < kGemmMaxNV ? nvec - v0 : kGemmMaxNV);
@@ -137,13 +162,14 @@ void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
       float* Ct = Cb + v0 * L;
       NnEpilogue ep;
       if (scale) ep = {scale + v0 * L, shift + v0 * L, act};
-      const int64_t pf_rows = v0 == 0 ? rows - r0 : 0;  // A from memory; into the next row block too
+      // A from memory (not for a mapped copy); into the next row block too
+      const int64_t pf_rows = v0 == 0 && !a_map ? rows - r0 : 0;
       switch (nv) {
-        case 1: nn_column_any<1>(tail, rb, K, Ab, lda, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
-        case 2: nn_column_any<2>(tail, rb, K, Ab, lda, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
+        case 1: nn_column_any<1>(tail, rb, K, Ab, ldp, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
+        case 2: nn_column_any<2>(tail, rb, K, Ab, ldp, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
 #if defined(SPNAS_SIMD_AVX512)
-        case 3: nn_column_any<3>(tail, rb, K, Ab, lda, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
-        case 4: nn_column_any<4>(tail, rb, K, Ab, lda, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
+        case 3: nn_column_any<3>(tail, rb, K, Ab, ldp, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
+        case 4: nn_column_any<4>(tail, rb, K, Ab, ldp, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
 #endif
         default: break;
       }
@@ -236,23 +262,6 @@ inline void tn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
   else tn_column<NV, false>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
 }
 
-// rows x K of A (stride lda) through the map into S (stride K): what bn_act_forward would store.
-inline void map_rows(int64_t rows, int64_t K, const float* A, int64_t lda, const ColumnMap& map, float* S) {
-  const int64_t kfull = K - K % L;
-  const M tail = V::mask(int(K % L));
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* a = A + r * lda;
-    float* s = S + r * K;
-    for (int64_t c = 0; c < kfull; c += L)
-      V::store(s + c, act_apply(map.act, V::fma(V::load(a + c), V::load(map.scale + c), V::load(map.shift + c))));
-    if (kfull < K)
-      V::storem(s + kfull, act_apply(map.act, V::fma(V::loadm(a + kfull, tail), V::loadm(map.scale + kfull, tail),
-                                                     V::loadm(map.shift + kfull, tail))),
-                tail);
-  }
-}
-
-thread_local Scratch g_scratch_map;
 
 void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
                   float* C, int64_t ldc, bool accumulate, bool from_memory, const ColumnMap* a_map) {

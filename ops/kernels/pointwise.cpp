@@ -130,26 +130,41 @@ static float* transpose_buffer(int64_t n) {
   return wt.data();
 }
 
-void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y) {
-  pointwise_forward_bn_act(M, Cin, Cout, x, w, nullptr, nullptr, Act::None, y);
+// OpenBLAS cannot map its operand: act(x * scale + shift) materialized (the reference path), with
+// the same kernel as batch norm's own output.
+static const float* materialize_map(int64_t M, int64_t C, const float* x, const ColumnMap& map) {
+  static thread_local std::vector<float> mapped;
+  if (mapped.size() < size_t(M * C)) mapped.resize(size_t(M * C));
+  kernels().bn_act_forward(BnDesc{M, C, map.act}, x, map.scale, map.shift, mapped.data());
+  return mapped.data();
+}
+
+void pointwise_forward(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w, float* y,
+                       const ColumnMap* x_map) {
+  pointwise_forward_bn_act(M, Cin, Cout, x, w, nullptr, nullptr, Act::None, y, x_map);
 }
 
 void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float* x, const float* w,
-                              const float* scale, const float* shift, Act act, float* y) {
+                              const float* scale, const float* shift, Act act, float* y, const ColumnMap* x_map) {
   const KernelTable& k = kernels();
+  if (x_map && !pointwise_uses_own_gemm()) {
+    x = materialize_map(M, Cin, x, *x_map);
+    x_map = nullptr;
+  }
   if (pointwise_uses_own_gemm()) {
     const bool stream = stream_product(M, Cin, Cout, false);
     const int cc = column_chunks(M, Cout);
     if (cc > 1) {
       for_column_chunks(Cout, cc, [&](int64_t n0, int64_t n1) {
         k.gemm_nn(M, Cin, n1 - n0, x, Cin, w + n0, Cout, y + n0, Cout, false, scale ? scale + n0 : nullptr,
-                  shift ? shift + n0 : nullptr, act, stream);
+                  shift ? shift + n0 : nullptr, act, stream, x_map);
       });
       return;
     }
     for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
       if (e > b)
-        k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, Cout, y + b * Cout, Cout, false, scale, shift, act, stream);
+        k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, Cout, y + b * Cout, Cout, false, scale, shift, act, stream,
+                  x_map);
     });
     return;
   }
@@ -176,7 +191,7 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
       for_row_blocks(Cin, row_blocks(Cin), [&](int, int64_t b, int64_t e) {
         if (e > b)
           k.gemm_nn(e - b, Cout, M, w + b * Cout, Cout, dyt, M, dxt + b * M, M, false, nullptr, nullptr, Act::None,
-                    false);
+                    false, nullptr);
       });
       for (int64_t r = 0; r < M; ++r)
         for (int64_t i = 0; i < Cin; ++i) dx[r * Cin + i] = (accumulate ? dx[r * Cin + i] : 0.0f) + dxt[i * M + r];
@@ -189,7 +204,7 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
       for_column_chunks(Cin, cc, [&](int64_t i0, int64_t i1) {
         transpose_rows(w, Cin, Cout, i0, i1, wt);
         k.gemm_nn(M, Cout, i1 - i0, dy, Cout, wt + i0, Cin, dx + i0, Cin, accumulate, nullptr, nullptr, Act::None,
-                  stream);
+                  stream, nullptr);
       });
       return;
     }
@@ -198,7 +213,7 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
     for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
       if (e > b)
         k.gemm_nn(e - b, Cout, Cin, dy + b * Cout, Cout, wt, Cin, dx + b * Cin, Cin, accumulate, nullptr, nullptr,
-                  Act::None, stream);
+                  Act::None, stream, nullptr);
     });
     return;
   }
@@ -215,13 +230,8 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
   const bool own = pointwise_uses_own_gemm();
   const KernelTable& k = kernels();
   if (x_map && !own) {
-    // OpenBLAS cannot map its operand: materialize the mapped input (the reference path), as
-    // batch norm's recompute would.
-    static thread_local std::vector<float> mapped;
-    if (mapped.size() < size_t(M * Cin)) mapped.resize(size_t(M * Cin));
-    k.bn_act_forward(BnDesc{M, Cin, x_map->act}, x, x_map->scale, x_map->shift, mapped.data());
-    pointwise_backward_weights(M, Cin, Cout, mapped.data(), dy, dw, accumulate);
-    return;
+    x = materialize_map(M, Cin, x, *x_map);
+    x_map = nullptr;
   }
   const int cc = own ? column_chunks(M, Cout) : 1;
   const bool from_memory = tn_from_memory(M, Cin, Cout);
