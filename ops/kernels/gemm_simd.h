@@ -247,12 +247,12 @@ inline void tn_column(int64_t rows, int64_t K, const float* A, int64_t lda, cons
 
 // The number of tn_tile chains one row block of `rows` rows takes over all (K, N) tiles.
 inline int64_t tn_chains(int64_t rows, int64_t K, int64_t nvec) {
-  int64_t per_chain_rows = 0;
+  int64_t k_tiles = 0;  // over all N tiles: full KB tiles, then the leftover k's one by one
   for (int64_t v0 = 0; v0 < nvec; v0 += kGemmMaxNV) {
     const int64_t kb = kGemmRB[nvec - v0 < kGemmMaxNV ? nvec - v0 : kGemmMaxNV];
-    per_chain_rows += K / kb + K % kb;
+    k_tiles += K / kb + K % kb;
   }
-  return per_chain_rows * ((rows + kTnRowBlock - 1) / kTnRowBlock);
+  return k_tiles * ((rows + kTnRowBlock - 1) / kTnRowBlock);
 }
 
 template <int NV>
@@ -261,7 +261,6 @@ inline void tn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
   if (tail) tn_column<NV, true>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
   else tn_column<NV, false>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
 }
-
 
 void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
                   float* C, int64_t ldc, bool accumulate, bool from_memory, const ColumnMap* a_map) {
