@@ -209,7 +209,7 @@ inline void tn_tile(int64_t rows, const float* A, int64_t lda, const float* Bm, 
 // tn_tile of the current block (which then runs from L2 while DRAM delivers the next). Without it a
 // block's first pass waits on DRAM and its other passes leave DRAM idle. Only where K >= 64: there
 // a block takes enough passes to hide its successor (2 threads, batch 64, in one process against
-// no prefetch: K = 144 -> N = 24 1.11-1.18x, 96 -> 24 1.09-1.16x; at K = 16 and 24 0.94-1.07x).
+// no prefetch: K = 144 -> N = 24 1.11-1.21x, 96 -> 24 1.09-1.23x; at K = 16-32 0.46-1.07x).
 struct TnPrefetch {
   const char* p[2] = {nullptr, nullptr};  // next lines of Bm's and A's ranges
   int64_t left[2] = {0, 0};                // lines not yet requested
