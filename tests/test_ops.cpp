@@ -150,12 +150,17 @@ TEST_CASE("batchnorm statistics and running averages") {
   CHECK(bn.running_var.item() == doctest::Approx(0.9f + 0.1f * 1.25f * 4 / 3));
 }
 
-TEST_CASE("inference ops with batch norm folded in equal conv then batchnorm(eval)") {
-  Rng rng(77);
+// Every kernel table this CPU has: the reference and the SIMD ones.
+static std::vector<std::string> kernel_tables() {
   std::vector<std::string> isas = {"ref"};
   for (const char* isa : {"avx2", "avx512"})
     if (kernels_for(isa)) isas.push_back(isa);
-  for (const std::string& isa : isas)
+  return isas;
+}
+
+TEST_CASE("inference ops with batch norm folded in equal conv then batchnorm(eval)") {
+  Rng rng(77);
+  for (const std::string& isa : kernel_tables())
     for (const char* impl : {"blas", "own"})
       for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
         set_isa(isa);
@@ -336,10 +341,7 @@ TEST_CASE("bn_act_pwconv equals pwconv(batchnorm(...)) bit for bit, values, grad
   auto same = [](const Tensor& a, const Tensor& b) {
     return a.numel() == b.numel() && std::memcmp(a.data(), b.data(), sizeof(float) * a.numel()) == 0;
   };
-  std::vector<std::string> isas = {"ref"};
-  for (const char* isa : {"avx2", "avx512"})
-    if (kernels_for(isa)) isas.push_back(isa);
-  for (const std::string& isa : isas)
+  for (const std::string& isa : kernel_tables())
   for (const char* impl : {"own", "blas"})
   for (int threads : {1, 2})
   for (Act act : {Act::ReLU6, Act::ReLU, Act::None})
@@ -408,10 +410,7 @@ TEST_CASE("pwconv's weight gradient reads a released batch-norm output through i
   Tensor X = random_tensor({3, 6, 7, C}, rng, -2, 2), Wd = random_tensor({3, 3, C}, rng),
          G = random_tensor({C}, rng, 0.5f, 1.5f), B = random_tensor({C}, rng, -0.5f, 0.5f),
          Wp = random_tensor({C, Co}, rng);
-  std::vector<std::string> isas = {"ref"};
-  for (const char* isa : {"avx2", "avx512"})
-    if (kernels_for(isa)) isas.push_back(isa);
-  for (const std::string& isa : isas)
+  for (const std::string& isa : kernel_tables())
     for (const char* impl : {"own", "blas"})
       for (int threads : {1, 2})
         for (Act act : {Act::ReLU6, Act::ReLU, Act::None}) {
