@@ -77,25 +77,41 @@ std::string op_profile_report(int steps) {
     rows.push_back({kv.first, kv.second});
     total += kv.second.fwd + kv.second.bwd + kv.second.recompute;
   }
-  std::sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
-    return a.e.fwd + a.e.bwd + a.e.recompute > b.e.fwd + b.e.bwd + b.e.recompute;
-  });
   const double per = steps > 0 ? 1e3 / steps : 1e3;
   std::string out;
   char line[512];
   std::snprintf(line, sizeof line, "%-52s %6s %9s %9s %9s %9s %6s\n", "op output-shape", "calls", "fwd_ms",
                 "bwd_ms", "recomp_ms", "total_ms", "share");
   out += line;
-  for (const Row& r : rows) {
+  auto print = [&](const Row& r) {
     double t = r.e.fwd + r.e.bwd + r.e.recompute;
     std::snprintf(line, sizeof line, "%-52s %6ld %9.3f %9.3f %9.3f %9.3f %5.1f%%\n", r.key.c_str(),
                   steps > 0 ? r.e.calls / steps : r.e.calls, r.e.fwd * per, r.e.bwd * per, r.e.recompute * per,
                   t * per, total > 0 ? 100 * t / total : 0.0);
     out += line;
-  }
+  };
+  auto by_total = [](const Row& a, const Row& b) {
+    return a.e.fwd + a.e.bwd + a.e.recompute > b.e.fwd + b.e.bwd + b.e.recompute;
+  };
+  std::sort(rows.begin(), rows.end(), by_total);
+  for (const Row& r : rows) print(r);
   std::snprintf(line, sizeof line, "%-52s %6s %9s %9s %9s %9.3f  (ms per step over %d steps)\n", "total", "", "", "",
                 "", total * per, steps);
   out += line;
+  // The same per op, all output shapes together (where the step goes: pointwise, batch norm, ...).
+  std::vector<Row> ops;
+  for (const Row& r : rows) {
+    const std::string op = r.key.substr(0, r.key.find(' '));
+    auto it = std::find_if(ops.begin(), ops.end(), [&](const Row& o) { return o.key == op; });
+    if (it == ops.end()) it = ops.insert(ops.end(), Row{op, ProfEntry()});
+    it->e.fwd += r.e.fwd;
+    it->e.bwd += r.e.bwd;
+    it->e.recompute += r.e.recompute;
+    it->e.calls += r.e.calls;
+  }
+  std::sort(ops.begin(), ops.end(), by_total);
+  out += "by op\n";
+  for (const Row& r : ops) print(r);
   return out;
 }
 

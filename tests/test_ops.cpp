@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <sstream>
 #include <stdexcept>
 
 #include "engine/alloc.h"
@@ -441,4 +443,61 @@ TEST_CASE("pwconv's weight gradient reads a released batch-norm output through i
   set_pointwise_impl("auto");
   set_isa("auto");
   set_num_threads(2);
+}
+
+TEST_CASE("op profile: a row per op and output shape, then per-op totals that add them up") {
+  set_op_profile(true);
+  Rng rng(24);
+  BatchNorm bn;
+  bn.running_mean = Tensor::zeros({8});
+  bn.running_var = Tensor::full({8}, 1.0f);
+  Var wd = P(random_tensor({3, 3, 8}, rng)), g = P(Tensor::full({8}, 1.0f)), b = P(Tensor::zeros({8}));
+  Var w1 = P(random_tensor({8, 4}, rng)), w2 = P(random_tensor({8, 6}, rng));
+  for (int step = 0; step < 2; ++step) {
+    Var x = P(random_tensor({2, 5, 5, 8}, rng));
+    Var h = dwconv2d(x, wd, 1);
+    Var p1 = bn_act_pwconv(h, g, b, bn, true, Act::ReLU6, w1);  // batchnorm [2,5,5,8], pwconv [2,5,5,4]
+    Var p2 = pwconv(dwconv2d(x, wd, 2), w2);                    // pwconv [2,3,3,6]
+    backward(add(sum(mul(p1, p1)), sum(p2)));
+  }
+  const std::string report = op_profile_report(2);
+  set_op_profile(false);
+  INFO(report);
+  // Per-shape rows come first, then "by op"; each op's total is the sum of its rows.
+  const size_t by_op = report.find("by op\n");
+  REQUIRE(by_op != std::string::npos);
+  std::map<std::string, double> row_sum, op_total;
+  std::map<std::string, long> op_calls;
+  std::istringstream in(report);
+  std::string line;
+  bool in_ops = false;
+  while (std::getline(in, line)) {
+    if (line == "by op") {
+      in_ops = true;
+      continue;
+    }
+    if (line.rfind("op output-shape", 0) == 0 || line.rfind("total", 0) == 0) continue;
+    std::istringstream ls(line);
+    std::string op;
+    ls >> op;
+    if (!in_ops) {
+      std::string rest = line.substr(line.find(']') + 1);
+      std::istringstream rs(rest);
+      long calls;
+      double fwd, bwd, rec, tot;
+      rs >> calls >> fwd >> bwd >> rec >> tot;
+      row_sum[op] += tot;
+    } else {
+      long calls;
+      double fwd, bwd, rec, tot;
+      ls >> calls >> fwd >> bwd >> rec >> tot;
+      op_total[op] = tot;
+      op_calls[op] = calls;
+    }
+  }
+  CHECK(op_calls["pwconv"] == 2);  // two shapes, one call each per step
+  CHECK(op_calls["dwconv2d"] == 2);
+  CHECK(op_calls["batchnorm"] == 1);
+  REQUIRE(op_total.size() == row_sum.size());
+  for (auto& kv : op_total) CHECK(kv.second == doctest::Approx(row_sum[kv.first]).epsilon(0.01));
 }
