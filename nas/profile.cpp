@@ -501,14 +501,6 @@ std::vector<long long> cpu_idle() {
   return out;
 }
 
-// oneDNN runs on OpenMP threads that its parallel regions create from the calling thread, with that
-// thread's CPU mask. Pinning the caller to one CPU put every OpenMP thread on that CPU, where they
-// spin-wait on each other at every barrier: `latency --backend onednn --threads 2` took 456 ms for
-// a network that takes 0.35 ms. An untimed first run does not reliably create them all before the
-// pinning, so with several threads the oneDNN backend is not pinned at all, and a pin left by an
-// earlier measurement in the same process is undone first.
-bool onednn_unpinned(const std::string& backend, int threads) { return backend == "onednn" && threads > 1; }
-
 // Pins the engine's threads. One thread goes to the CPU that was idlest over the last 0.2 s (other
 // processes on a shared machine often pin themselves to CPU 0); more threads use pin_threads().
 bool pin_for_timing(int threads) {
@@ -526,6 +518,21 @@ bool pin_for_timing(int threads) {
   CPU_ZERO(&set);
   CPU_SET(best, &set);
   return sched_setaffinity(0, sizeof(set), &set) == 0;
+}
+
+// The threads' placement before a measurement (profile and latency alike); false only when pinning
+// was asked for and refused. oneDNN runs on OpenMP threads that its parallel regions create from the
+// calling thread, with that thread's CPU mask. Pinning the caller to one CPU put every OpenMP thread
+// on that CPU, where they spin-wait on each other at every barrier: `latency --backend onednn
+// --threads 2` took 456 ms for a network that takes 0.35 ms. An untimed first run does not reliably
+// create them all before the pinning, so with several threads the oneDNN backend is not pinned at
+// all, and a pin left by an earlier measurement in the same process is undone first.
+bool place_threads(const std::string& backend, int threads, bool pin) {
+  if (backend == "onednn" && threads > 1) {
+    unpin_threads();
+    return true;
+  }
+  return !pin || pin_for_timing(threads);
 }
 
 struct ThreadScope {
@@ -605,9 +612,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   ThreadScope threads(opt.threads);
   ClockScope clock_scope(opt.clock, opt.threads);
   check_quantile(opt.quantile);
-  if (onednn_unpinned(opt.backend, opt.threads)) {
-    unpin_threads();
-  } else if (opt.pin && !pin_for_timing(opt.threads)) {
+  if (!place_threads(opt.backend, opt.threads, opt.pin)) {
     res.warnings.push_back("could not pin the engine's threads to CPUs (timings may move between cores)");
     say("warning: " + res.warnings.back());
   }
@@ -913,8 +918,7 @@ std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& a
   ThreadScope threads(opt.threads);
   ClockScope clock_scope(opt.clock, opt.threads);
   check_quantile(opt.quantile);
-  if (onednn_unpinned(opt.backend, opt.threads)) unpin_threads();
-  else if (opt.pin) pin_for_timing(opt.threads);
+  place_threads(opt.backend, opt.threads, opt.pin);
   NetConfig cfg;
   cfg.seed = opt.seed;
   std::vector<std::unique_ptr<ChildNet>> nets;

@@ -72,7 +72,8 @@ struct ProfileOptions {
   double max_seconds = 300;        // give up waiting for enough undisturbed runs after this long
   bool drop_preempted = true;      // drop runs during which the process was preempted (see below)
   std::string clock = "wall";      // "wall" (steady_clock) or "cpu" (process CPU time / threads)
-  bool pin = true;                 // pin threads: T > 1 to CPUs 0..T-1; one thread to the idlest CPU
+  bool pin = true;                 // pin threads: T > 1 to the first T allowed CPUs (taskset,
+                                   // cgroups); one thread to the idlest allowed CPU
                                    // (never the oneDNN backend with T > 1: its OpenMP threads would
                                    // inherit the caller's one-CPU mask)
   double spread_warning = 0.25;    // warn when an entry's (p90 - p10) / median exceeds this

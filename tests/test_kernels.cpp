@@ -55,6 +55,13 @@ std::vector<std::string> fast_isas() {
   return v;
 }
 
+// The reference table and every fast one.
+std::vector<std::string> all_isas() {
+  std::vector<std::string> v = {"ref"};
+  for (const std::string& isa : fast_isas()) v.push_back(isa);
+  return v;
+}
+
 struct DwShape {
   int64_t N, H, W, C;
 };
@@ -307,10 +314,7 @@ TEST_CASE("pointwise GEMMs against a double-precision loop") {
   // Every ISA table this CPU has, each with OpenBLAS and with our register-blocked GEMMs (the shapes
   // cover row and channel tails of every tile size: N of 1..5 vectors, leftover rows and k's; and
   // both ways of splitting the work across threads, by rows and by output columns).
-  std::vector<std::string> isas = {"ref"};
-  for (const char* isa : {"avx2", "avx512"})
-    if (kernels_for(isa)) isas.push_back(isa);
-  for (const std::string& isa : isas)
+  for (const std::string& isa : all_isas())
   for (const char* impl : {"blas", "own"})
   for (int threads : {2, 1, 3}) {
     set_isa(isa);
@@ -336,11 +340,8 @@ TEST_CASE("pointwise weight gradient through a column map equals the materialize
   // gradient, on every table, our GEMMs and OpenBLAS, row and column splits, with and without
   // accumulate. Inputs span [-4, 8] so that ReLU6 clamps both ends.
   uint32_t seed = 2900;
-  std::vector<std::string> isas = {"ref"};
-  for (const char* isa : {"avx2", "avx512"})
-    if (kernels_for(isa)) isas.push_back(isa);
   for (int64_t min_bytes : {int64_t(64) << 10, int64_t(1) << 30})  // with and without the prefetch
-  for (const std::string& isa : isas)
+  for (const std::string& isa : all_isas())
   for (const char* impl : {"own", "blas"})
   for (int threads : {2, 1, 3})
   for (PwShape s : {PwShape{389, 24, 144}, PwShape{2000, 144, 32}, PwShape{40, 96, 512}, PwShape{300, 17, 40}})

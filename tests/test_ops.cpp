@@ -134,6 +134,10 @@ TEST_CASE("batchnorm with fused activations: training and evaluation gradients")
       o.atol = 5e-3f;
       CHECK(gradcheck("batchnorm", {x, g, b}, [&](auto& v) { return batchnorm(v[0], v[1], v[2], bn, training, act); },
                       o) == 0);
+      // The same batch norm read by a pointwise convolution without its output being stored.
+      Var w = P(random_tensor({4, 3}, rng));
+      CHECK(gradcheck("bn_act_pwconv", {x, g, b, w},
+                      [&](auto& v) { return bn_act_pwconv(v[0], v[1], v[2], bn, training, act, v[3]); }, o) == 0);
     }
   }
 }
