@@ -367,7 +367,7 @@ int main(int argc, char** argv) {
               opt.threads, bw.copy_gbs, bw.read_gbs);
   std::printf("compute peak (%d threads, %s FMAs on registers): %.1f GFLOP/s; %%peak below is of it\n", opt.threads,
               kernels().name, peak);
-  std::printf("cpu: %s\n\n", bench::cpu_description().c_str());
+  std::printf("cpu: %s\n\n", cpu_description().c_str());
 
   std::vector<Shape> shapes;
   for (const auto& f : opt.shape_files) {

@@ -152,7 +152,7 @@ int main(int argc, char** argv) {
     }
   }
   std::printf("latency model benchmark: cpu '%s', %d random cifar10 architectures (seed %llu)\n",
-              cpu_model_name().c_str(), n_archs, (unsigned long long)seed);
+              cpu_info().model_name.c_str(), n_archs, (unsigned long long)seed);
   auto progress = [&](const std::string& m) {
     if (verbose || m.rfind("warning", 0) == 0) std::printf("  [profile] %s\n", m.c_str());
   };

@@ -120,7 +120,7 @@ int main(int argc, char** argv) {
   std::printf("supernet compute: %.1f GFLOP per step (3 x 2 x %.1f M forward multiply-adds x %d images); %.1f GFLOP/s "
               "achieved = %.0f %% of the FMA peak measured now (%.1f GFLOP/s)\n",
               flop_step / 1e9, super.macs() / 1e6, batch, achieved, peak > 0 ? 100.0 * achieved / peak : 0.0, peak);
-  std::printf("cpu: %s\n", bench::cpu_description().c_str());
+  std::printf("cpu: %s\n", cpu_description().c_str());
   std::printf("8 epochs of 50,000 images (%.0f steps): %.1f min at this step time; >= %.1f min at 100 %% of the peak\n",
               search_steps, search_steps * ms / 6e4, peak > 0 ? search_steps * flop_step / (peak * 1e9) / 60 : 0.0);
   if (!json_path.empty()) {

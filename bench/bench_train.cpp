@@ -205,7 +205,7 @@ int run_one(int k, int threads, int batch, int steps, int warmup, const std::str
               "of the FMA peak measured now (%.1f GFLOP/s); at 100 %% of that peak: %.0f images/s\n",
               flop_img / 1e9, m.macs / 1e6, achieved, peak > 0 ? 100.0 * achieved / peak : 0.0, peak,
               peak > 0 ? peak * 1e9 / flop_img : 0.0);
-  std::printf("cpu: %s\n", bench::cpu_description().c_str());
+  std::printf("cpu: %s\n", cpu_description().c_str());
   if (g_profile) {
     std::printf("%s", op_profile_report(steps).c_str());
     std::printf("optimizer step + zero_grad: %.3f ms per step (not in the table)\n", optim_s * 1e3 / steps);

@@ -12,10 +12,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <string>
 #include <vector>
 
+#include "engine/cpu.h"
 #include "engine/threads.h"
 #include "ops/kernels.h"
 
@@ -24,33 +24,6 @@ namespace bench {
 
 inline double seconds_now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-
-// The CPU the figures were measured on, from /proc/cpuinfo: model name, family and model, and for the
-// AMD families whose 512-bit FMAs are known to run as two 256-bit halves (Zen 4: family 25, models
-// 0x10-0x1f, 0x60-0x7f, 0xa0-0xaf; one 512-bit FMA per cycle per core, 32 FLOP/cycle) a note saying so: the
-// same kernels on a CPU with full-width AVX-512 units (Zen 5, family 26) have twice that peak.
-inline std::string cpu_description() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line, name, family, model;
-  while (std::getline(in, line) && (name.empty() || family.empty() || model.empty())) {
-    auto value = [&](const char* key) -> std::string {
-      if (line.rfind(key, 0) != 0) return {};
-      auto colon = line.find(':');
-      return colon == std::string::npos ? std::string() : line.substr(colon + 2);
-    };
-    if (name.empty()) name = value("model name");
-    if (family.empty()) family = value("cpu family");
-    if (model.empty() && line.rfind("model\t", 0) == 0) model = value("model");
-  }
-  if (name.empty()) return "unknown CPU (no /proc/cpuinfo)";
-  std::string d = name + " (family " + family + ", model " + model + ")";
-  const int f = family.empty() ? 0 : std::atoi(family.c_str()), m = model.empty() ? 0 : std::atoi(model.c_str());
-  if (f == 25 && ((m >= 0x10 && m <= 0x1f) || (m >= 0x60 && m <= 0x7f) || (m >= 0xa0 && m <= 0xaf)))
-    d += ": AMD Zen 4, 512-bit FMAs as two 256-bit halves (1 per cycle per core)";
-  else if (f == 26)
-    d += ": AMD Zen 5";
-  return d;
 }
 
 // Streaming bandwidth with the engine's pool: copy (read + write bytes) and read-only, best of 10.

@@ -12,6 +12,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/rng.h"
+#include "engine/cpu.h"
 #include "engine/tensor.h"
 
 namespace spnas {
@@ -20,20 +21,8 @@ namespace {
 
 using json = nlohmann::json;
 
-// Per-core L2 cache size (sysfs), 1 MiB if unknown.
-double l2_bytes() {
-  static const double v = [] {
-    std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index2/size");
-    std::string s;
-    if (!(f >> s) || s.empty()) return 1048576.0;
-    double n = std::atof(s.c_str());
-    char u = s.back();
-    if (u == 'K') n *= 1024;
-    if (u == 'M') n *= 1048576;
-    return n > 0 ? n : 1048576.0;
-  }();
-  return v;
-}
+// Per-core L2 cache size, 1 MiB if unknown.
+double l2_bytes() { return cpu_info().l2_bytes > 0 ? double(cpu_info().l2_bytes) : 1048576.0; }
 
 struct Term {
   std::string name;
@@ -476,7 +465,7 @@ LatencyTable predict_table(const LatencyPredictor& p, const SearchSpace& space, 
   t.width = space.width;
   t.input_size = space.input_size;
   t.batch = batch;
-  t.cpu = cpu_model_name();
+  t.cpu = cpu_info().model_name;
   t.isa = "";
   t.mode = "inference";
   t.backend = "spnas";

@@ -25,6 +25,7 @@
 #endif
 
 #include "engine/checkpoint.h"
+#include "engine/cpu.h"
 #include "engine/params.h"
 #include "engine/rng.h"
 #include "engine/threads.h"
@@ -574,22 +575,6 @@ double kendall_tau(const std::vector<double>& a, const std::vector<double>& b) {
   return denom > 0 ? (conc - disc) / denom : 0.0;
 }
 
-std::string cpu_model_name() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      size_t c = line.find(':');
-      if (c != std::string::npos) {
-        std::string v = line.substr(c + 1);
-        size_t b = v.find_first_not_of(" \t");
-        return b == std::string::npos ? "unknown" : v.substr(b);
-      }
-    }
-  }
-  return "unknown";
-}
-
 LatencyTable profile_space(const ProfileOptions& options) {
   SpaceOptions so;
   so.width = options.width;
@@ -726,7 +711,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   t.input_size = space.input_size;
   t.batch = opt.batch;
   t.threads = opt.threads;
-  t.cpu = cpu_model_name();
+  t.cpu = cpu_info().model_name;
   t.isa = opt.backend == "spnas" ? kernels().name : "onednn";
   t.mode = opt.training_step ? "training" : "inference";
   t.backend = opt.backend;

@@ -131,8 +131,6 @@ LatencyMeasurement measure_arch_latency(const Arch& arch, int batch, int threads
 // Several architectures measured round-robin (a burst of load hits all of them alike).
 std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& archs, const MeasureOptions& options);
 
-// Machine description for the table: /proc/cpuinfo "model name" ("unknown" elsewhere).
-std::string cpu_model_name();
 
 // Piece samples as JSON (for the predictor), and back.
 std::string piece_samples_to_json(const std::vector<PieceSample>& samples);

@@ -10,6 +10,8 @@
 #include <cstdint>
 #include <string>
 
+#include "engine/cpu.h"  // cpu_isa()
+
 namespace spnas {
 
 enum class Act { None, ReLU, ReLU6 };
@@ -112,7 +114,6 @@ const KernelTable& kernels();          // the active table
 const KernelTable& reference_kernels();
 const KernelTable* kernels_for(const std::string& isa);  // nullptr if this CPU/build lacks it
 void set_isa(const std::string& isa);  // "auto", "ref", "avx2", "avx512"; throws if unsupported
-std::string cpu_isa();                 // best ISA the CPU supports: "avx512", "avx2" or "ref"
 
 // Reference kernels (single-threaded, straightforward loops; the oracle for tests).
 void dwconv_forward_ref(const DwConvDesc&, const float* x, const float* w, float* y);

@@ -1,9 +1,9 @@
 // Run-time choice of the kernel table from the CPU's features.
 #include <atomic>
 #include <cstdlib>
-#include <fstream>
 #include <stdexcept>
 
+#include "engine/cpu.h"
 #include "ops/kernels.h"
 
 namespace spnas {
@@ -35,15 +35,6 @@ const KernelTable& reference_kernels() {
   return t;
 }
 
-std::string cpu_isa() {
-  __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq"))
-    return "avx512";
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return "avx2";
-  return "ref";
-}
-
 static bool isa_at_most(const std::string& isa, const std::string& cpu) {
   auto rank = [](const std::string& s) { return s == "avx512" ? 2 : s == "avx2" ? 1 : 0; };
   return rank(isa) <= rank(cpu);
@@ -57,23 +48,8 @@ void set_stream_min_bytes(int64_t bytes) { g_stream_min_override.store(bytes > 0
 
 int64_t stream_min_bytes() {
   if (const int64_t o = g_stream_min_override.load(std::memory_order_relaxed)) return o;
-  static const int64_t bytes = [] {
-    // "32768K" for a 32 MiB L3 (the first cache of level 3 that CPU 0 sees).
-    int64_t l3 = 0;
-    for (int i = 0; i < 8 && l3 == 0; ++i) {
-      const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/";
-      std::ifstream level(dir + "level"), size(dir + "size");
-      int lv = 0;
-      std::string sz;
-      if (!(level >> lv) || lv != 3 || !(size >> sz) || sz.empty()) continue;
-      int64_t v = std::atoll(sz.c_str());
-      const char unit = sz.back();
-      if (unit == 'K') v <<= 10;
-      else if (unit == 'M') v <<= 20;
-      l3 = v;
-    }
-    return l3 > 0 ? l3 / 4 * 3 : int64_t(24) << 20;
-  }();
+  // Three quarters of the L3 (24 MiB if it cannot be read).
+  static const int64_t bytes = cpu_info().l3_bytes > 0 ? cpu_info().l3_bytes / 4 * 3 : int64_t(24) << 20;
   return bytes;
 }
 
