@@ -281,13 +281,20 @@ double runtime_all_on(const LatencyTable& t, RuntimeMode mode, bool with_se) {
   return R;
 }
 
-double predict_runtime(const LatencyTable& t, const Arch& a) {
+double choice_runtime(const LayerCost& c, Choice choice, RuntimeMode mode) {
+  if (mode == RuntimeMode::Table || choice == Choice::Skip) return c.cost(choice);
+  // runtime_model's formula with every indicator 0 or 1.
+  const double rc = choice_expansion(choice) == 6 ? c.k5_e6 : c.k5_e3;
+  return choice_kernel(choice) == 5 ? rc : rc * c.k3_e6 / c.k5_e6;
+}
+
+double predict_runtime(const LatencyTable& t, const Arch& a, RuntimeMode mode) {
   check(a.layers.size() == t.layers.size(), "predict_runtime",
         "architecture has " + std::to_string(a.layers.size()) + " searchable layers but the table has " +
             std::to_string(t.layers.size()));
   double R = t.fixed_ms;
   for (size_t l = 0; l < a.layers.size(); ++l) {
-    R += t.layers[l].cost(a.layers[l]);
+    R += choice_runtime(t.layers[l], a.layers[l], mode);
     if (!a.se.empty() && a.se[l] && a.layers[l] != Choice::Skip) R += t.layers[l].se;
   }
   return R;
@@ -295,7 +302,7 @@ double predict_runtime(const LatencyTable& t, const Arch& a) {
 
 Var runtime_loss(const Var& R, RuntimeLoss form, float lambda, float target_ms) {
   switch (form) {
-    case RuntimeLoss::Log: return scale(log(R), lambda);
+    case RuntimeLoss::Log: return scale(log(R), float(lambda * kLogRuntimeScale));
     case RuntimeLoss::Linear: return scale(R, lambda);
     case RuntimeLoss::Target:
       check(target_ms > 0, "runtime_loss", "the target form needs a positive target (ms)");

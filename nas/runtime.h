@@ -24,7 +24,7 @@ struct LayerCost {
   // Measurement details (the profiler fills these; optional in files).
   double spread = 0;  // largest relative spread (p90 - p10) / median over the entries
   int count = 0;      // repetitions per entry
-  double cost(Choice c) const;
+  double cost(Choice c) const;  // the table entry (0 for skip)
 };
 
 struct LatencyTable {
@@ -65,12 +65,21 @@ RuntimeMode parse_runtime_mode(const std::string& s);
 Var runtime_model(const LatencyTable& t, const std::vector<LayerIndicators>& ind, RuntimeMode mode);
 // R with every indicator 1 (the supernet's cost as the model sees it).
 double runtime_all_on(const LatencyTable& t, RuntimeMode mode, bool with_se);
-// Additive prediction for a decoded architecture: fixed + sum of the chosen entries (+ SE costs).
-double predict_runtime(const LatencyTable& t, const Arch& a);
+// Cost (ms) of one searchable layer decoded to `c`, as `mode` sees it: the table's entry, or the
+// formula at indicators 0/1 (its k3-e3 is R53 * R36 / R56, which is what a formula search optimizes).
+double choice_runtime(const LayerCost& c, Choice choice, RuntimeMode mode);
+// Prediction for a decoded architecture: fixed + sum of the chosen layers' costs (+ SE costs).
+// Table mode (the default) is the additive prediction a measurement is compared with.
+double predict_runtime(const LatencyTable& t, const Arch& a, RuntimeMode mode = RuntimeMode::Table);
 
+// The runtime term added to the loss (R in ms):
+//   log:    lambda * 1e3 * ln(R)       the reference's scale (search_main.py: runtime_lambda * 1e3 *
+//                                      tf.log(runtime_val)), so its lambda = 0.02 is 20 * ln(R)
+//   linear: lambda * R                 lambda per millisecond
+//   target: lambda * max(0, R/T - 1)   lambda per unit of relative excess over the target T
 enum class RuntimeLoss { Log, Linear, Target };
 RuntimeLoss parse_runtime_loss(const std::string& s);
-// lambda * ln(R), lambda * R, or lambda * max(0, R / target - 1).
+constexpr double kLogRuntimeScale = 1e3;
 Var runtime_loss(const Var& R, RuntimeLoss form, float lambda, float target_ms);
 
 }  // namespace spnas

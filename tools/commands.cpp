@@ -1,6 +1,7 @@
 // search, train, eval, info: option parsing and printing around nas/search.h and nas/train.h.
 #include "tools/commands.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -82,8 +83,8 @@ int cmd_search(int argc, char** argv) {
   a.option("optimizer", "rmsprop", "rmsprop (TF-1 semantics) | sgd | adam");
   a.option("weight-decay", "1e-5", "L2 weight decay (thresholds included, batch norm excluded)");
   a.option("label-smoothing", "0.1", "label smoothing of the cross-entropy");
-  a.option("lambda", "0.02", "weight of the runtime term");
-  a.option("runtime-loss", "log", "log: lambda*ln(R) | linear: lambda*R | target: lambda*max(0, R/T-1)");
+  a.option("lambda", "0.02", "weight of the runtime term (the reference's flag: 0.02 in the log form is 20 ln R)");
+  a.option("runtime-loss", "log", "log: lambda*1e3*ln(R) (the reference's) | linear: lambda*R (R in ms) | target: lambda*max(0, R/T-1)");
   a.option("target-ms", "0", "T of the target form");
   a.flag("se", "search squeeze-and-excitation too (journal version)");
   a.flag("squared-norm", "use squared L2 norms in the indicators");
@@ -245,7 +246,11 @@ int cmd_info(int argc, char** argv) {
     if (!a.str("lut").empty()) {
       LatencyTable t = load_lut(a);
       check_table_matches(t, net.space());
-      j["runtime_ms"] = predict_runtime(t, arch);
+      const double formula = predict_runtime(t, arch, RuntimeMode::Formula), table = predict_runtime(t, arch, RuntimeMode::Table);
+      j["runtime_model"] = a.str("runtime-model");
+      j["runtime_ms"] = parse_runtime_mode(a.str("runtime-model")) == RuntimeMode::Formula ? formula : table;
+      j["runtime_ms_formula"] = formula;
+      j["runtime_ms_table"] = table;
     }
   } else {
     SearchSpace s = load_space(a.str("space"), space_options(a));
@@ -259,6 +264,12 @@ int cmd_info(int argc, char** argv) {
     for (const Param& p : net.params().params())
       if (p.group == "thresholds") th += p.var->value.numel();
     j["thresholds"] = th;
+    // The reference creates t5x5, t50c and t100c in every searchable layer (t50c unused where the
+    // layer may not be skipped) and counts them among the trainable parameters.
+    const int64_t unused_skip_thresholds = s.num_searchable() - int64_t(std::count_if(
+        s.layers.begin(), s.layers.end(), [](const LayerSpec& l) { return l.searchable && l.skip_allowed; }));
+    j["thresholds_reference"] = th + unused_skip_thresholds;
+    j["params_reference"] = net.params().count() + unused_skip_thresholds;
     j["macs"] = net.macs();
     if (!a.str("lut").empty()) {
       LatencyTable t = load_lut(a);
