@@ -20,6 +20,14 @@ struct LayerSpec {
   int in_size = 0, out_size = 0;  // spatial size (H = W) before and after
 };
 
+// Bounds on the sizes a space file, an architecture file or a flag may ask for, checked when they are
+// read (with the file and field named), before any tensor exists.
+constexpr float kMaxWidth = 8.0f;
+constexpr int kMaxInputSize = 2048;
+constexpr int kMaxClasses = 100000;
+constexpr int kMaxChannels = 16384;
+constexpr int kMaxRepeats = 64;
+
 struct SpaceOptions {
   float width = 1.0f;    // width multiplier, channels rounded to multiples of 8 as in MnasNet
   int input_size = 0;    // 0: the space's own

@@ -1,28 +1,25 @@
-// spnas: the command-line program. One binary, subcommands:
-//   search   run a Single-Path NAS search and write the decoded architecture
-//   train    train an architecture from scratch (EMA, checkpoints, resume)
-//   eval     evaluate a trained checkpoint
-//   info     parameters, multiply-adds and predicted runtime of an architecture or a space
-//   profile  measure a latency table on this machine        (nas/profile.h)
-//   latency  measure the end-to-end latency of an architecture
-//   demo     the README's main job: profile, short search, short training of the found network
+// spnas: the command-line program. One binary; each subcommand lives in tools/cmd_*.cpp and binds its
+// options to a library config struct (tools/cli.h). `spnas --help` lists them.
 #include <unistd.h>
+#include <zlib.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <nlohmann/json.hpp>
-#include <stdexcept>
 #include <string>
+#include <vector>
 
-#include "engine/threads.h"
-#include "nas/search.h"
-#include "nas/train.h"
+#ifdef SPNAS_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#endif
+
+#include "engine/cpu.h"
 #include "ops/kernels.h"
-#include "tools/args.h"
-#include "tools/commands.h"
+#include "tools/cli.h"
 
-extern "C" char* openblas_get_corename(void);
+extern "C" char* openblas_get_config(void);
 
 using namespace spnas;
 
@@ -43,41 +40,54 @@ static void maybe_reexec_without_coretype(char** argv) {
   std::fprintf(stderr, "spnas: restart failed (%s); continuing with OPENBLAS_CORETYPE=%s\n", std::strerror(errno), ct);
 }
 
-static void usage() {
-  std::printf(
-      "spnas: Single-Path NAS on CPU\n\n"
-      "usage: spnas COMMAND [options]   (spnas COMMAND --help for the options)\n\n"
-      "commands:\n"
-      "  demo      profile this machine, run a short search on the embedded data, train the found network\n"
-      "  search    Single-Path NAS search -> architecture JSON, log CSV, SVG plot, checkpoint\n"
-      "  train     train an architecture from scratch (EMA, checkpoints, --resume)\n"
-      "  eval      evaluate a checkpoint written by train\n"
-      "  info      params, MACs and predicted runtime of an architecture or a space (--json)\n"
-      "  profile   measure the latency table of a space on this machine\n"
-      "  latency   measure the end-to-end inference latency of an architecture\n\n"
-      "global environment: SPNAS_THREADS (default: all cores), SPNAS_ISA=auto|avx512|avx2|ref\n");
+// What `spnas --version` prints: the build, the kernel paths in it, and the libraries it runs on.
+static std::string version_text() {
+  std::string isas = "ref";
+  for (const char* isa : {"avx2", "avx512"})
+    if (kernels_for(isa)) isas += std::string(", ") + isa;
+  std::string v = std::string("spnas ") + SPNAS_VERSION + " (" + SPNAS_BUILD_TYPE + " build)\n";
+  v += "kernels: " + isas + " usable on this CPU; active: " + kernels().name + " (SPNAS_ISA to force one)\n";
+  v += "cpu: " + cpu_description() + "\n";
+  v += std::string("OpenBLAS: ") + openblas_get_config() + "\n";
+#ifdef SPNAS_HAVE_DNNL
+  const dnnl_version_t* d = dnnl_version();
+  v += "oneDNN: " + std::to_string(d->major) + "." + std::to_string(d->minor) + "." + std::to_string(d->patch) + "\n";
+#else
+  v += "oneDNN: not built in\n";
+#endif
+  v += std::string("zlib: ") + zlibVersion() + "\n";
+  v += "nlohmann-json: " + std::to_string(NLOHMANN_JSON_VERSION_MAJOR) + "." +
+       std::to_string(NLOHMANN_JSON_VERSION_MINOR) + "." + std::to_string(NLOHMANN_JSON_VERSION_PATCH) + "\n";
+  v += std::string("CLI11: ") + CLI11_VERSION;
+  return v;
 }
 
 int main(int argc, char** argv) {
   maybe_reexec_without_coretype(argv);
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
-    usage();
-    return argc < 2 ? 1 : 0;
-  }
-  std::string cmd = argv[1];
+  CLI::App app{"spnas: Single-Path NAS on CPU — measure a latency table, search, train, deploy"};
+  app.set_version_flag("--version", version_text());
+  app.require_subcommand(1);
+  app.footer("spnas COMMAND --help for a command's options. Environment: SPNAS_THREADS (default: every core), "
+             "SPNAS_ISA=auto|avx512|avx2|ref.");
+  std::vector<cli::Command> commands = {cli::add_demo(app),  cli::add_profile(app), cli::add_search(app),
+                                        cli::add_train(app), cli::add_eval(app),    cli::add_info(app),
+                                        cli::add_latency(app)};
   try {
-    if (cmd == "search") return cmd_search(argc - 2, argv + 2);
-    if (cmd == "train") return cmd_train(argc - 2, argv + 2);
-    if (cmd == "eval") return cmd_eval(argc - 2, argv + 2);
-    if (cmd == "info") return cmd_info(argc - 2, argv + 2);
-    if (cmd == "profile") return cmd_profile(argc - 2, argv + 2);
-    if (cmd == "latency") return cmd_latency(argc - 2, argv + 2);
-    if (cmd == "demo") return cmd_demo(argc - 2, argv + 2);
-    std::fprintf(stderr, "spnas: unknown command '%s'\n\n", cmd.c_str());
-    usage();
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::fprintf(stderr, "spnas: error: %s (see spnas%s --help)\n", e.what(),
+                 app.get_subcommands().empty() ? "" : (" " + app.get_subcommands()[0]->get_name()).c_str());
     return 2;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "spnas %s: error: %s\n", cmd.c_str(), e.what());
-    return 1;
   }
+  for (cli::Command& c : commands) {
+    if (!c.app->parsed()) continue;
+    try {
+      return c.run();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "spnas %s: error: %s\n", c.app->get_name().c_str(), e.what());
+      return 1;
+    }
+  }
+  return 2;
 }

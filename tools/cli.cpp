@@ -1,0 +1,134 @@
+#include "tools/cli.h"
+
+#include <cmath>
+#include <cstdlib>
+
+#include "data/data.h"
+
+namespace spnas::cli {
+
+namespace {
+
+// Parses the whole string as a number; false on trailing text or nothing.
+bool parse_number(const std::string& s, double* v) {
+  char* end = nullptr;
+  *v = std::strtod(s.c_str(), &end);
+  return !s.empty() && end && *end == '\0';
+}
+
+std::string show(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+}  // namespace
+
+CLI::Validator number_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        double v;
+        if (!parse_number(s, &v)) return "must be a number, got '" + s + "'";
+        if (!std::isfinite(v) || v < lo || v > hi) return "must be in [" + show(lo) + ", " + show(hi) + "], got " + s;
+        return "";
+      },
+      "[" + show(lo) + ", " + show(hi) + "]");
+}
+
+CLI::Validator number_above(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        double v;
+        if (!parse_number(s, &v)) return "must be a number, got '" + s + "'";
+        if (!std::isfinite(v) || !(v > lo) || v > hi)
+          return "must be > " + show(lo) + (hi < 1e300 ? " and <= " + show(hi) : std::string()) + ", got " + s;
+        return "";
+      },
+      hi < 1e300 ? "(" + show(lo) + ", " + show(hi) + "]" : "> " + show(lo));
+}
+
+CLI::Validator integer_in(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        double v;
+        if (!parse_number(s, &v) || v != std::floor(v)) return "must be an integer, got '" + s + "'";
+        if (v < lo || v > hi) return "must be in " + show(lo) + ".." + show(hi) + ", got " + s;
+        return "";
+      },
+      show(lo) + ".." + show(hi));
+}
+
+void add_threads(CLI::App* c, int& threads, int default_threads) {
+  threads = default_threads;
+  c->add_option("--threads", threads, "threads for the engine's kernels (0: every core; or SPNAS_THREADS)")
+      ->capture_default_str()
+      ->check(integer_in(0, 4096));
+}
+
+void add_data(CLI::App* c, std::string& spec) {
+  c->add_option("--data", spec, data_spec_help())
+      ->capture_default_str()
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            try {
+              parse_data_spec(s);
+              return "";
+            } catch (const std::exception& e) {
+              return e.what();
+            }
+          },
+          "KIND[:PATH]"));
+}
+
+void add_space(CLI::App* c, std::string& space, SpaceOptions& so) {
+  std::string names;
+  for (const std::string& n : builtin_space_names()) names += (names.empty() ? "" : ", ") + n;
+  c->add_option("--space", space, "search space: " + names + ", or a space JSON file (nas/README.md)")
+      ->capture_default_str();
+  c->add_option("--width", so.width, "width multiplier (channels rounded to multiples of 8, as MnasNet)")
+      ->capture_default_str()
+      ->check(number_above(0, kMaxWidth));
+  c->add_option("--input-size", so.input_size, "input size in pixels (0: the space's)")
+      ->capture_default_str()
+      ->check(integer_in(0, kMaxInputSize));
+  c->add_option("--num-classes", so.num_classes, "number of classes (0: the dataset's, else the space's)")
+      ->capture_default_str()
+      ->check(integer_in(0, kMaxClasses));
+}
+
+void add_table(CLI::App* c, TableFlags& t, bool with_runtime_model) {
+  c->add_option("--lut", t.path, "latency table: JSON from `spnas profile`, or the paper's Pixel 1 CSV");
+  c->add_option("--fixed-ms", t.fixed_ms,
+                "cost (ms) of everything outside the searchable layers: needed for a CSV table, overrides a JSON "
+                "table's (-1: the table's)")
+      ->capture_default_str()
+      ->check(number_in(-1, 1e6));
+  if (with_runtime_model)
+    c->add_option("--runtime-model", t.runtime_model,
+                  "formula (the reference's: a 3x3 layer costs R(5x5)*R36/R56) or table (the four entries)")
+        ->capture_default_str()
+        ->check(CLI::IsMember({"formula", "table"}));
+}
+
+LatencyTable load_table(const TableFlags& t) {
+  if (t.path.empty()) throw std::runtime_error("a latency table is needed: --lut FILE (make one with `spnas profile`)");
+  return load_latency_table(t.path, t.fixed_ms);
+}
+
+void add_lr(CLI::App* c, LrConfig& lr) {
+  c->add_option("--lr", lr.lr, "initial learning rate (0: 0.016 * batch / 256, the reference's scaling)")
+      ->capture_default_str()
+      ->check(number_in(0, 1e6));
+  c->add_option("--lr-schedule", lr.kind, "exponential (staircase) | cosine (to 0 over the run) | constant")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"exponential", "cosine", "constant"}));
+  c->add_option("--lr-decay", lr.decay_rate, "exponential decay rate")->capture_default_str()->check(number_above(0, 1));
+  c->add_option("--lr-decay-epochs", lr.decay_epochs, "epochs between exponential decays")
+      ->capture_default_str()
+      ->check(number_above(0));
+  c->add_option("--lr-warmup-epochs", lr.warmup_epochs, "linear learning-rate warm-up from 0 (epochs)")
+      ->capture_default_str()
+      ->check(number_in(0, 1e6));
+}
+
+}  // namespace spnas::cli

@@ -1,0 +1,56 @@
+// The command line: one CLI11 app (tools/spnas.cpp), one subcommand per tools/cmd_*.cpp. Options are
+// bound straight to the library's config structs (SearchConfig, TrainConfig, ...), so what a flag
+// sets is visible where it is declared, and every number is range-checked before any work starts.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+
+#include "nas/runtime.h"
+#include "nas/run_util.h"
+#include "nas/space.h"
+
+namespace spnas::cli {
+
+// A subcommand and what to run when it was chosen (returns the process exit code).
+struct Command {
+  CLI::App* app = nullptr;
+  std::function<int()> run;
+};
+
+// One per tools/cmd_*.cpp, in the order `spnas --help` lists them.
+Command add_demo(CLI::App& app);
+Command add_profile(CLI::App& app);
+Command add_search(CLI::App& app);
+Command add_train(CLI::App& app);
+Command add_eval(CLI::App& app);
+Command add_info(CLI::App& app);
+Command add_latency(CLI::App& app);
+
+// ---- validators --------------------------------------------------------------------------------
+// A finite number in [lo, hi] (CLI11's Range lets "nan" through: every comparison with NaN is false).
+CLI::Validator number_in(double lo, double hi);
+// A finite number > lo (and <= hi).
+CLI::Validator number_above(double lo, double hi = 1e300);
+// An integer-valued number in [lo, hi] (rejects 2.5 and 1e30).
+CLI::Validator integer_in(double lo, double hi);
+
+// ---- option groups shared by several subcommands ------------------------------------------------
+// --threads N (0: every core) -> set_num_threads when the command runs.
+void add_threads(CLI::App* c, int& threads, int default_threads = 0);
+// --data KIND[:PATH], with the one help text of the data module.
+void add_data(CLI::App* c, std::string& spec);
+// --space, --width, --input-size, --num-classes
+void add_space(CLI::App* c, std::string& space, SpaceOptions& so);
+// --lut, --fixed-ms, --runtime-model
+struct TableFlags {
+  std::string path;
+  double fixed_ms = -1;
+  std::string runtime_model = "formula";
+};
+void add_table(CLI::App* c, TableFlags& t, bool with_runtime_model = true);
+LatencyTable load_table(const TableFlags& t);  // throws if no --lut was given
+// --lr, --lr-schedule, --lr-decay, --lr-decay-epochs, --lr-warmup-epochs
+void add_lr(CLI::App* c, LrConfig& lr);
+
+}  // namespace spnas::cli
