@@ -20,7 +20,7 @@
 #include "engine/optim.h"
 #include "engine/threads.h"
 #include "nas/model.h"
-#include "nas/run_util.h"
+#include "nas/run.h"
 #include "nas/runtime.h"
 #include "ops/kernels.h"
 

@@ -4,13 +4,10 @@
 //   payload sections, each: char[4] tag | u64 content bytes | content
 #include "engine/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include <cerrno>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -380,51 +377,5 @@ void load_checkpoint(const std::string& path, Checkpoint& ck) {
 }
 
 void save_checkpoint(const std::string& path, const Checkpoint& ck) { write_file_atomic(path, encode_checkpoint(ck)); }
-
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  const char* op = "write_file_atomic";
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  auto os_error = [&](const std::string& what) {
-    return quoted(path) + ": " + what + ": " + std::strerror(errno);
-  };
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail(op, os_error("cannot create temporary file " + quoted(tmp)));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t k = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (k < 0 && errno == EINTR) continue;
-    if (k <= 0) {
-      std::string msg = os_error("write failed after " + std::to_string(done) + " of " + std::to_string(bytes.size()) +
-                                 " bytes (the previous file is unchanged)");
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail(op, msg);
-    }
-    done += size_t(k);
-  }
-  if (::fsync(fd) != 0) {
-    std::string msg = os_error("fsync failed (the previous file is unchanged)");
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    fail(op, msg);
-  }
-  if (::close(fd) != 0) {
-    std::string msg = os_error("close failed (the previous file is unchanged)");
-    ::unlink(tmp.c_str());
-    fail(op, msg);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string msg = os_error("rename from " + quoted(tmp) + " failed (the previous file is unchanged)");
-    ::unlink(tmp.c_str());
-    fail(op, msg);
-  }
-  // Make the rename itself durable.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  int dfd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
-}
 
 }  // namespace spnas

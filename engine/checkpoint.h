@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "engine/ema.h"
+#include "engine/io.h"  // write_file_atomic
 #include "engine/optim.h"
 #include "engine/params.h"
 #include "engine/rng.h"
@@ -68,8 +69,5 @@ void load_checkpoint(const std::string& path, Checkpoint& ck);
 std::string encode_checkpoint(const Checkpoint& ck);
 CheckpointData decode_checkpoint(const std::string& bytes, const std::string& name_for_errors);
 
-// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync dir.
-// On failure the temp file is removed, `path` is untouched, and an error naming the file is thrown.
-void write_file_atomic(const std::string& path, const std::string& bytes);
 
 }  // namespace spnas

@@ -2,6 +2,7 @@
 #include "engine/optim.h"
 
 #include <cmath>
+#include <stdexcept>
 
 namespace spnas {
 
@@ -199,6 +200,19 @@ void Adam::update(float* v, const float* g, float* const* slots, int64_t n, floa
     s[j] = b2 * s[j] + (1.0f - b2) * g[j] * g[j];
     v[j] -= step * m[j] / (std::sqrt(s[j] * inv_c2) + eps);
   }
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, ParamSet& ps, float wd) {
+  if (kind == "rmsprop") return std::make_unique<RMSProp>(ps, 0.9f, 0.9f, 1e-3f, wd);
+  if (kind == "sgd") return std::make_unique<SGD>(ps, 0.9f, true, wd);
+  if (kind == "adam") return std::make_unique<Adam>(ps, 0.9f, 0.999f, 1e-8f, wd);
+  throw std::runtime_error("optimizer must be rmsprop, sgd or adam, got \"" + kind + "\"");
+}
+
+float default_learning_rate(const std::string& optimizer, int batch) {
+  if (optimizer == "sgd") return 0.1f * batch / 64.0f;
+  if (optimizer == "adam") return 1e-3f * batch / 64.0f;
+  return 0.016f * batch / 256.0f;
 }
 
 }  // namespace spnas

@@ -17,6 +17,7 @@
 #pragma once
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -121,5 +122,12 @@ class Adam : public Optimizer {
   float beta1_, beta2_, eps_;
   void update(float* v, const float* g, float* const* slots, int64_t n, float lr, int64_t t) override;
 };
+
+// By name, with the project's settings: "rmsprop" (TF-1: decay 0.9, momentum 0.9, eps 1e-3, as the
+// reference), "sgd" (momentum 0.9, Nesterov) or "adam" (0.9, 0.999, 1e-8).
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, ParamSet& ps, float weight_decay);
+// The rate a recipe starts from when none is given: RMSProp 0.016 * batch / 256 (the reference's),
+// SGD 0.1 * batch / 64, Adam 1e-3 * batch / 64 (linear scaling with the batch).
+float default_learning_rate(const std::string& optimizer, int batch);
 
 }  // namespace spnas

@@ -2,6 +2,7 @@
 #include "engine/schedule.h"
 
 #include <cmath>
+#include <stdexcept>
 #include <sstream>
 
 #include "engine/tensor.h"
@@ -107,6 +108,22 @@ std::string Schedule::describe() const {
   }
   if (warmup_steps_ > 0) os << " + warmup " << warmup_steps_ << " steps from " << warmup_start_;
   return os.str();
+}
+
+Schedule make_schedule(const LrConfig& c, int64_t spe, int64_t total_steps) {
+  if (!(c.lr > 0)) throw std::runtime_error("learning rate must be positive");
+  Schedule s = Schedule::constant(c.lr);
+  if (c.kind == "exponential") {
+    if (!(c.decay_epochs > 0)) throw std::runtime_error("--lr-decay-epochs must be positive");
+    s = Schedule::exponential(c.lr, c.decay_rate, double(c.decay_epochs) * spe, true);
+  } else if (c.kind == "cosine") {
+    s = Schedule::cosine(c.lr, total_steps, 0.0f);
+  } else if (c.kind != "constant") {
+    throw std::runtime_error("learning-rate schedule must be exponential, cosine or constant, got \"" + c.kind + "\"");
+  }
+  int64_t w = int64_t(c.warmup_epochs * spe + 0.5f);
+  if (w > 0) s = s.with_warmup(w, 0.0f);
+  return s;
 }
 
 }  // namespace spnas

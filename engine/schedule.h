@@ -50,4 +50,18 @@ class Schedule {
   float warmup_start_ = 0.0f;
 };
 
+// A schedule described in epochs (so it scales with the batch size), as the command line gives it:
+//   kind "exponential": lr * rate^floor(epoch / decay_epochs)   (staircase, the reference's)
+//   kind "cosine":      cosine from lr to 0 over the whole run
+//   kind "constant"
+// plus a linear warm-up from 0 over warmup_epochs.
+struct LrConfig {
+  std::string kind = "exponential";
+  float lr = 0.0f;
+  float decay_rate = 0.97f;
+  float decay_epochs = 2.4f;
+  float warmup_epochs = 0.0f;
+};
+Schedule make_schedule(const LrConfig& c, int64_t steps_per_epoch, int64_t total_steps);
+
 }  // namespace spnas

@@ -94,7 +94,7 @@ Var mbconv_forward(MBConvBlock& b, const Var& x, bool training, Act act) {
     Var a = dwconv_bn_act(h, b.w_dw, b.spec.stride, b.bn_dw.gamma, b.bn_dw.beta, b.bn_dw.state, act);
     if (b.se) a = channel_scale(a, se_gate(a, b.w_se_reduce, b.b_se_reduce, b.w_se_expand, b.b_se_expand));
     Var y = pwconv_bn_act(a, b.w_project, b.bn_project.gamma, b.bn_project.beta, b.bn_project.state, Act::None);
-    return b.spec.residual ? add(y, x) : y;
+    return b.spec.residual ? y + x : y;
   }
   Var h = x;
   if (b.expansion != 1) {
@@ -115,17 +115,88 @@ Var mbconv_forward(MBConvBlock& b, const Var& x, bool training, Act act) {
     p = b.bn_dw.then_pwconv(h, training, act, b.w_project);
   }
   Var y = b.bn_project(p, training, Act::None);
-  return b.spec.residual ? add(y, x) : y;
+  return b.spec.residual ? y + x : y;
+}
+
+// ---- costs from shapes -----------------------------------------------------------------------
+
+namespace {
+
+// One MBConv layer's parameters (with batch norm's gamma and beta) and the activations a training
+// step keeps: the expansion's output, the depthwise output, and the projection's output, its batch
+// norm and the residual sum (the batch-norm + activation outputs inside are released, as built).
+void add_mbconv_cost(NetCost& n, const LayerSpec& l, int kernel, int expansion, bool se) {
+  const int64_t hidden = int64_t(l.cin) * expansion;
+  if (expansion != 1) n.params += int64_t(l.cin) * hidden + 2 * hidden;
+  n.params += int64_t(kernel) * kernel * hidden + 2 * hidden;
+  if (se) n.params += 2 * hidden * se_channels(l.cin) + se_channels(l.cin) + hidden;
+  n.params += hidden * l.cout + 2 * int64_t(l.cout);
+  n.macs += mbconv_macs(l, kernel, expansion, se);
+  const double in = double(l.in_size) * l.in_size, out = double(l.out_size) * l.out_size;
+  n.activations_per_image += (expansion != 1 ? hidden * in : 0) + hidden * out * (se ? 3 : 1) + 3.0 * l.cout * out;
+  n.largest_per_image = std::max(n.largest_per_image, hidden * std::max(in, out));
+}
+
+// Stem (conv + batch norm) and head (1x1 conv + batch norm, pool, classifier), shared by both networks.
+void add_stem_head_cost(NetCost& n, const SearchSpace& s) {
+  const int k = s.stem_kernel, c = s.stem_channels, hc = s.head_channels, K = s.num_classes;
+  const int64_t out = (s.input_size + s.stem_stride - 1) / s.stem_stride;
+  n.params += int64_t(k) * k * s.input_channels * c + 2 * int64_t(c);
+  n.macs += out * out * k * k * s.input_channels * c;
+  n.activations_per_image += double(s.input_channels) * s.input_size * s.input_size + 2.0 * c * out * out;
+  const int64_t cin = s.layers.back().cout, size = s.layers.back().out_size;
+  n.params += int64_t(cin) * hc + 2 * int64_t(hc) + int64_t(hc) * K + K;
+  n.macs += size * size * cin * hc + int64_t(hc) * K;
+  n.activations_per_image += 2.0 * hc * size * size;
+  n.largest_per_image = std::max(n.largest_per_image, double(c) * out * out);
+}
+
+}  // namespace
+
+double NetCost::training_bytes(int batch, int optimizer_slots, bool ema) const {
+  const double weights = double(params) * (2 + optimizer_slots + (ema ? 1 : 0));
+  return 4.0 * (weights + double(batch) * (activations_per_image + 2 * largest_per_image));
+}
+
+NetCost child_cost(const SearchSpace& s, const Arch& arch) {
+  validate_arch(arch, s, "architecture");
+  NetCost n;
+  add_stem_head_cost(n, s);
+  int si = 0;
+  for (const LayerSpec& l : s.layers) {
+    if (!l.searchable) {
+      add_mbconv_cost(n, l, l.kernel, l.expansion, false);
+      continue;
+    }
+    const Choice c = arch.layers[si];
+    const bool se = !arch.se.empty() && arch.se[si];
+    ++si;
+    if (c != Choice::Skip) add_mbconv_cost(n, l, choice_kernel(c), choice_expansion(c), se);
+  }
+  return n;
+}
+
+NetCost supernet_cost(const SearchSpace& s, const SupernetConfig& cfg) {
+  NetCost n;
+  add_stem_head_cost(n, s);
+  for (const LayerSpec& l : s.layers) {
+    if (!l.searchable) {
+      add_mbconv_cost(n, l, l.kernel, l.expansion, false);
+      continue;
+    }
+    add_mbconv_cost(n, l, 5, 6, cfg.search_se);
+    n.params += 2 + (l.skip_allowed ? 1 : 0) + (cfg.search_se ? 1 : 0);  // the thresholds
+  }
+  return n;
 }
 
 // ---- stem and head ---------------------------------------------------------------------------
 
 void Network::build_stem(const NetConfig& cfg) {
   const int k = space_.stem_kernel, c = space_.stem_channels;
-  stem_w_ = params_.add("stem/conv", he_normal({k, k, 3, c}, int64_t(k) * k * c));
+  stem_w_ = params_.add("stem/conv", he_normal({k, k, space_.input_channels, c}, int64_t(k) * k * c));
   stem_bn_.init(params_, "stem/bn", c, cfg);
   int out = (space_.input_size + space_.stem_stride - 1) / space_.stem_stride;
-  macs_ += int64_t(out) * out * k * k * 3 * c;
 }
 
 void Network::build_head(int cin, const NetConfig& cfg) {
@@ -137,14 +208,12 @@ void Network::build_head(int cin, const NetConfig& cfg) {
   for (int64_t i = 0; i < w.numel(); ++i) w.data()[i] = init_rng_.uniform(-r, r);
   fc_w_ = params_.add("head/fc", w);
   fc_b_ = params_.add("head/fc_bias", Tensor::zeros({K}));
-  int size = space_.layers.back().out_size;
-  macs_ += int64_t(size) * size * cin * c + int64_t(c) * K;
 }
 
 Var Network::stem(const Var& x, bool training) {
   const Tensor& X = x->value;
-  check(X.rank() == 4 && X.dim(3) == 3, "network",
-        "input images must be [N, H, W, 3], got " + shape_str(X.shape()));
+  check(X.rank() == 4 && X.dim(3) == space_.input_channels, "network",
+        "input images must be [N, H, W, " + std::to_string(space_.input_channels) + "], got " + shape_str(X.shape()));
   return stem_bn_(conv2d_same(x, stem_w_, space_.stem_stride), training, act_);
 }
 
@@ -176,6 +245,7 @@ ChildNet::ChildNet(const Arch& arch, const NetConfig& cfg) : arch_(arch) {
   so.width = arch.width;
   so.input_size = arch.input_size;
   so.num_classes = arch.num_classes;
+  so.input_channels = arch.input_channels;
   space_ = load_space(arch.space, so);
   validate_arch(arch, space_, "architecture");
   cfg_ = cfg;
@@ -196,10 +266,10 @@ ChildNet::ChildNet(const Arch& arch, const NetConfig& cfg) : arch_(arch) {
       e = choice_expansion(c);
     }
     blocks_.push_back(make_mbconv(params_, "layer" + std::to_string(i), l, k, e, se, cfg, init_rng_));
-    macs_ += mbconv_macs(l, k, e, se);
     cin = l.cout;
   }
   build_head(cin, cfg);
+  macs_ = child_cost(space_, arch).macs;
 }
 
 Var ChildNet::forward(const Var& images, const ForwardOptions& opt) {
@@ -236,7 +306,6 @@ Supernet::Supernet(const SearchSpace& space, const SupernetConfig& cfg) : scfg_(
     if (!l.searchable) {
       order_.push_back(int(fixed_.size()));
       fixed_.push_back(make_mbconv(params_, p, l, l.kernel, l.expansion, false, cfg, init_rng_));
-      macs_ += mbconv_macs(l, l.kernel, l.expansion, false);
       continue;
     }
     order_.push_back(-1 - int(layers_.size()));
@@ -263,10 +332,10 @@ Supernet::Supernet(const SearchSpace& space, const SupernetConfig& cfg) : scfg_(
     L.t_e6 = params_.add(p + "/t_e6", Tensor::scalar(0.0f), true, "thresholds");
     if (l.skip_allowed) L.t_skip = params_.add(p + "/t_skip", Tensor::scalar(0.0f), true, "thresholds");
     if (L.se) L.t_se = params_.add(p + "/t_se", Tensor::scalar(0.0f), true, "thresholds");
-    macs_ += mbconv_macs(l, 5, 6, L.se);
     layers_.push_back(L);
   }
   build_head(space_.layers.back().cout, cfg);
+  macs_ = supernet_cost(space_, cfg).macs;
   last_.resize(layers_.size());
   if (cfg.threshold_margin >= 0) {
     // With the thresholds at 0 the margins are the norms themselves (nesting included: every d is 1).
@@ -292,36 +361,34 @@ Supernet::Supernet(const SearchSpace& space, const SupernetConfig& cfg) : scfg_(
 static Var drop_indicator(const Var& d, const ForwardOptions& opt) {
   if (opt.indicator_drop <= 0) return d;
   check(opt.rng != nullptr, "supernet", "indicator dropping needs a random generator");
-  float m = opt.rng->bernoulli(opt.indicator_drop) ? 0.0f : 1.0f / (1.0f - opt.indicator_drop);
-  return mul(d, constant(Tensor::scalar(m)));
+  return d * (opt.rng->bernoulli(opt.indicator_drop) ? 0.0f : 1.0f / (1.0f - opt.indicator_drop));
 }
 
+// The superkernel, as in the README (1(x): a hard step forward, sigmoid'(x) backward):
+//   d_k5   = 1(||K_ring|| - t_k5)          K_k   = K_3x3 + d_k5 * K_ring
+//   d_e6   = 1(||K_k[B]|| - t_e6)          A = the first 3*cin channels of K_k, B = the rest
+//   d_skip = 1(||K_k[A]|| - t_skip)        only where the layer may be removed, else 1
+//   K_eff  = d_skip * (K_k[A] + d_e6 * K_k[B])
 Var Supernet::effective_kernel(SuperLayer& L, LayerIndicators& ind, const ForwardOptions& opt) {
   auto norm = [&](const Var& v) { return scfg_.squared_norm ? sqnorm(v) : l2norm(v); };
-  const Var& K = L.w_dw;
-  Var k3 = mask(K, L.center_mask), kring = mask(K, L.ring_mask);
-  // Kernel size: d_k5 = 1(||K_ring|| - t_k5); K_k = K_3x3 + d_k5 * K_ring.
-  Var m_k5 = sub(norm(kring), L.t_k5);
-  ind.m_k5 = m_k5->value.item();
-  ind.d_k5 = drop_indicator(step_indicator(m_k5), opt);
-  Var kk = add(k3, mul(kring, ind.d_k5));
-  // Expansion on K_k: A = first 3*cin channels (the expansion-3 part), B = the rest.
-  Var a = mask_axis(kk, 2, 0, L.half), b = mask_axis(kk, 2, L.half, L.hidden);
-  Var m_e6 = sub(norm(b), L.t_e6);
-  ind.m_e6 = m_e6->value.item();
-  ind.d_e6 = drop_indicator(step_indicator(m_e6), opt);
-  Var keff = add(a, mul(b, ind.d_e6));
-  // Skip, only where the layer may be removed: d_skip = 1(||K_k[A]|| - t_skip).
+  auto indicator = [&](const Var& margin, float* logged) {
+    *logged = margin->value.item();
+    return drop_indicator(step_indicator(margin), opt);
+  };
+  const Var K_3x3 = mask(L.w_dw, L.center_mask), K_ring = mask(L.w_dw, L.ring_mask);
+  ind.d_k5 = indicator(norm(K_ring) - L.t_k5, &ind.m_k5);
+  const Var K_k = K_3x3 + K_ring * ind.d_k5;
+  const Var A = mask_axis(K_k, 2, 0, L.half), B = mask_axis(K_k, 2, L.half, L.hidden);
+  ind.d_e6 = indicator(norm(B) - L.t_e6, &ind.m_e6);
+  Var K_eff = A + B * ind.d_e6;
   ind.has_skip = L.spec.skip_allowed;
   if (ind.has_skip) {
-    Var m_skip = sub(norm(a), L.t_skip);
-    ind.m_skip = m_skip->value.item();
-    ind.d_skip = drop_indicator(step_indicator(m_skip), opt);
-    keff = mul(keff, ind.d_skip);
+    ind.d_skip = indicator(norm(A) - L.t_skip, &ind.m_skip);
+    K_eff = K_eff * ind.d_skip;
   } else {
     ind.d_skip = constant(Tensor::scalar(1.0f));
   }
-  return keff;
+  return K_eff;
 }
 
 Var Supernet::forward(const Var& images, const ForwardOptions& opt) {
@@ -343,11 +410,11 @@ Var Supernet::forward(const Var& images, const ForwardOptions& opt) {
     if (L.se) {
       Var a = L.bn_dw(h, opt.training, act_);
       // x * (1 + d_se * (s(x) - 1)): d_se = 0 is exactly "no SE".
-      Var m_se = sub(scfg_.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce), L.t_se);
+      Var m_se = (scfg_.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce)) - L.t_se;
       ind.m_se = m_se->value.item();
       ind.d_se = drop_indicator(step_indicator(m_se), opt);
       Var s = se_gate(a, L.w_se_reduce, L.b_se_reduce, L.w_se_expand, L.b_se_expand);
-      Var gated = channel_scale(a, add_scalar(mul(add_scalar(s, -1.0f), ind.d_se), 1.0f));
+      Var gated = channel_scale(a, (s - 1.0f) * ind.d_se + 1.0f);
       release_value(a);
       p = pwconv(gated, L.w_project);
     } else {
@@ -355,7 +422,7 @@ Var Supernet::forward(const Var& images, const ForwardOptions& opt) {
       p = L.bn_dw.then_pwconv(h, opt.training, act_, L.w_project);  // as in mbconv_forward
     }
     Var y = L.bn_project(p, opt.training, Act::None);
-    x = L.spec.residual ? add(y, x) : y;
+    x = L.spec.residual ? y + x : y;
   }
   return head(x, opt);
 }
@@ -372,7 +439,7 @@ Arch Supernet::decode(const std::string& space_source) {
     effective_kernel(L, ind, opt);
     bool se = false;
     if (L.se) {
-      Var m_se = sub(scfg_.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce), L.t_se);
+      Var m_se = (scfg_.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce)) - L.t_se;
       se = m_se->value.item() >= 0;
     }
     Choice c = decode_choice(ind.d_k5->value.item() > 0.5f, ind.d_e6->value.item() > 0.5f,

@@ -150,4 +150,18 @@ int64_t mbconv_macs(const LayerSpec& spec, int kernel, int expansion, bool se);
 // The space's architecture with every searchable layer at `c` (e.g. all 5x5-6).
 Arch uniform_arch(const SearchSpace& s, Choice c);
 
+// What a network costs, from its shapes alone: no tensor is built, so a file that asks for an absurd
+// size is refused before any memory is touched, and `info` answers instantly at any width.
+struct NetCost {
+  int64_t params = 0;                // trainable parameters: ParamSet::count() of the built network
+  int64_t macs = 0;                  // multiply-adds per image (convolutions and the classifier)
+  double activations_per_image = 0;  // floats a training step keeps for backward, per image
+  double largest_per_image = 0;      // floats of the largest single activation, per image
+  // Bytes of a training step at `batch`: weights, gradients, optimizer slots and EMA shadows, the
+  // activations kept for backward and the transient gradients of the largest tensors (an estimate).
+  double training_bytes(int batch, int optimizer_slots, bool ema) const;
+};
+NetCost child_cost(const SearchSpace& space, const Arch& arch);
+NetCost supernet_cost(const SearchSpace& space, const SupernetConfig& cfg);
+
 }  // namespace spnas

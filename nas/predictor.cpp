@@ -1,5 +1,5 @@
 #include "nas/predictor.h"
-#include "nas/run_util.h"
+#include "engine/io.h"
 
 #include <algorithm>
 #include <cstdlib>

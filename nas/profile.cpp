@@ -1,6 +1,6 @@
 #include "nas/profile.h"
 #include "nas/predictor.h"
-#include "nas/run_util.h"
+#include "engine/io.h"
 
 #include <algorithm>
 #include <chrono>

@@ -7,7 +7,7 @@
 #include <stdexcept>
 
 #include "engine/checkpoint.h"
-#include "nas/run_util.h"
+#include "engine/io.h"
 #include "ops/ops.h"
 
 namespace spnas {

@@ -1,7 +1,6 @@
 #include "nas/search.h"
 
-#include <sys/stat.h>
-
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -11,29 +10,39 @@
 #include <stdexcept>
 
 #include "engine/checkpoint.h"
+#include "engine/io.h"
 #include "engine/optim.h"
 #include "engine/threads.h"
 #include "ops/ops.h"
 
 namespace spnas {
 
-static std::string csv_header(const std::vector<SuperLayer>& layers) {
-  std::string h = "step,epoch,lr,ce,runtime_term,R";
-  for (size_t i = 0; i < layers.size(); ++i) {
-    std::string p = ",l" + std::to_string(i) + "_";
+// ---- the log ---------------------------------------------------------------------------------------
+
+namespace {
+
+const char* kCsvHead = "step,epoch,lr,ce,runtime_term,R,R_decoded,val_accuracy";
+constexpr size_t kCsvFixed = 8;  // columns before the per-layer ones
+
+std::string csv_header(size_t layers) {
+  std::string h = kCsvHead;
+  for (size_t i = 0; i < layers; ++i) {
+    const std::string p = ",l" + std::to_string(i) + "_";
     h += p + "d_k5" + p + "d_e6" + p + "d_skip" + p + "d_se" + p + "m_k5" + p + "m_e6" + p + "m_skip" + p + "m_se";
   }
   return h;
 }
 
-static std::string csv_row(const SearchLogRow& r) {
+std::string csv_row(const SearchLogRow& r) {
   std::ostringstream os;
   os.precision(7);
-  os << r.step << ',' << r.epoch << ',' << r.lr << ',' << r.ce << ',' << r.runtime_term << ',' << r.R;
-  auto opt = [&](float v) {
+  auto opt = [&](double v) {
     os << ',';
     if (!std::isnan(v)) os << v;
   };
+  os << r.step << ',' << r.epoch << ',' << r.lr << ',' << r.ce << ',' << r.runtime_term << ',' << r.R << ','
+     << r.R_decoded;
+  opt(r.val_accuracy);
   for (size_t i = 0; i < r.d_k5.size(); ++i) {
     opt(r.d_k5[i]), opt(r.d_e6[i]), opt(r.d_skip[i]), opt(r.d_se[i]);
     opt(r.m_k5[i]), opt(r.m_e6[i]), opt(r.m_skip[i]), opt(r.m_se[i]);
@@ -41,12 +50,17 @@ static std::string csv_row(const SearchLogRow& r) {
   return os.str();
 }
 
+}  // namespace
+
 std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to_step) {
   std::vector<SearchLogRow> rows;
   std::ifstream in(path);
   if (!in) return rows;
   std::string line;
   std::getline(in, line);
+  if (line.rfind(kCsvHead, 0) != 0)
+    throw std::runtime_error("search log '" + path + "' does not start with the header '" + kCsvHead +
+                             "' (another program's file, or an older version's log)");
   while (std::getline(in, line)) {
     std::vector<std::string> f;
     std::string cur;
@@ -55,13 +69,14 @@ std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to
       else cur += c;
     }
     f.push_back(cur);
-    if (f.size() < 6 || (f.size() - 6) % 8 != 0) break;  // a torn last line
+    if (f.size() < kCsvFixed || (f.size() - kCsvFixed) % 8 != 0) break;  // a torn last line
     auto num = [](const std::string& s) { return s.empty() ? NAN : std::strtod(s.c_str(), nullptr); };
     SearchLogRow r;
     r.step = std::atoll(f[0].c_str());
     if (r.step >= up_to_step) break;
     r.epoch = num(f[1]), r.lr = num(f[2]), r.ce = num(f[3]), r.runtime_term = num(f[4]), r.R = num(f[5]);
-    for (size_t i = 6; i + 8 <= f.size(); i += 8) {
+    r.R_decoded = num(f[6]), r.val_accuracy = num(f[7]);
+    for (size_t i = kCsvFixed; i + 8 <= f.size(); i += 8) {
       r.d_k5.push_back(num(f[i])), r.d_e6.push_back(num(f[i + 1])), r.d_skip.push_back(num(f[i + 2]));
       r.d_se.push_back(num(f[i + 3])), r.m_k5.push_back(num(f[i + 4])), r.m_e6.push_back(num(f[i + 5]));
       r.m_skip.push_back(num(f[i + 6])), r.m_se.push_back(num(f[i + 7]));
@@ -71,45 +86,202 @@ std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to
   return rows;
 }
 
+Choice logged_choice(const SearchLogRow& r, size_t l) {
+  const bool skip = !std::isnan(r.d_skip[l]) && r.d_skip[l] < 0.5f;
+  return decode_choice(r.d_k5[l] > 0.5f, r.d_e6[l] > 0.5f, !skip);
+}
+
+// ---- checks before the work ------------------------------------------------------------------------
+
+namespace {
+
+// The smallest R the table allows: every layer at its cheapest allowed choice.
+double smallest_runtime(const LatencyTable& t, RuntimeMode mode) {
+  double R = t.fixed_ms;
+  for (const LayerCost& c : t.layers) {
+    double best = c.skip_allowed ? 0.0 : INFINITY;
+    for (Choice ch : {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6})
+      best = std::min(best, choice_runtime(c, ch, mode));
+    R += best;
+  }
+  return R;
+}
+
+// What a resume must match (the table by its content: a re-profiled table is another search).
+nlohmann::json config_record(const SearchConfig& c, const LatencyTable& t) {
+  std::string table;
+  for (const LayerCost& l : t.layers)
+    table += fmt(l.k3_e3, 6) + "," + fmt(l.k3_e6, 6) + "," + fmt(l.k5_e3, 6) + "," + fmt(l.k5_e6, 6) + "," + fmt(l.se, 6) + ";";
+  return {{"space", c.space},
+          {"width", c.space_options.width},
+          {"input_size", c.space_options.input_size},
+          {"num_classes", c.space_options.num_classes},
+          {"data", c.data.kind + ":" + c.data.path},
+          {"augment", c.augment},
+          {"batch", c.batch},
+          {"epochs", c.epochs},
+          {"warmup_epochs", c.warmup_epochs},
+          {"drop", c.indicator_drop},
+          {"lr", {c.lr.kind, c.lr.lr, c.lr.decay_rate, c.lr.decay_epochs, c.lr.warmup_epochs}},
+          {"threshold_lr_mult", c.threshold_lr_mult},
+          {"optimizer", c.optimizer},
+          {"weight_decay", c.weight_decay},
+          {"label_smoothing", c.label_smoothing},
+          {"lambda", c.lambda},
+          {"runtime_loss", int(c.runtime_loss)},
+          {"target_ms", c.target_ms},
+          {"runtime_model", int(c.runtime_mode)},
+          {"se", c.search_se},
+          {"squared_norm", c.squared_norm},
+          {"threshold_margin", c.threshold_margin},
+          {"bilevel", c.bilevel},
+          {"val_fraction", c.val_fraction},
+          {"bn_momentum", c.bn_momentum},
+          {"seed", c.seed},
+          {"table", "fixed " + fmt(t.fixed_ms, 6) + "; " + table}};
+}
+
+}  // namespace
+
+std::vector<std::string> check_search_config(const SearchConfig& cfg, const LatencyTable& table) {
+  std::vector<std::string> w;
+  if (cfg.runtime_loss == RuntimeLoss::Target && !(cfg.target_ms > 0))
+    throw std::runtime_error("search: --runtime-loss target needs --target-ms");
+  if (cfg.bilevel && !(cfg.val_fraction > 0))
+    throw std::runtime_error("search: --bilevel trains the thresholds on a held-out split: --val-fraction must be > 0");
+  if (cfg.warmup_epochs >= cfg.epochs)
+    w.push_back("the warm-up (" + fmt(cfg.warmup_epochs, 2) + " epochs) lasts the whole search (" + fmt(cfg.epochs, 2) +
+                " epochs): the runtime term never acts and the thresholds only see the cross-entropy");
+  if (cfg.lambda == 0) w.push_back("--lambda 0: the search has no runtime term");
+  const double supernet = runtime_all_on(table, cfg.runtime_mode, cfg.search_se);
+  const double smallest = smallest_runtime(table, RuntimeMode::Table);
+  if (cfg.target_ms > 0) {
+    if (cfg.runtime_loss != RuntimeLoss::Target)
+      w.push_back("--target-ms " + fmt(cfg.target_ms, 3) + " is only reported against: the loss uses the " +
+                  (cfg.runtime_loss == RuntimeLoss::Log ? "log" : "linear") +
+                  " form (add --runtime-loss target to search for the target)");
+    if (cfg.target_ms >= supernet)
+      w.push_back("the target " + fmt(cfg.target_ms, 3) + " ms is at or above the supernet's R (" + fmt(supernet, 3) +
+                  " ms): every architecture meets it" +
+                  (cfg.runtime_loss == RuntimeLoss::Target ? ", so the target term is zero throughout" : ""));
+    if (cfg.target_ms < smallest)
+      w.push_back("the target " + fmt(cfg.target_ms, 3) + " ms is below the smallest network the table allows (" +
+                  fmt(smallest, 3) + " ms): no architecture can meet it");
+  }
+  return w;
+}
+
+// ---- verdict -------------------------------------------------------------------------------------
+
+SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warmup_steps, const Arch& arch,
+                             const LatencyTable& table, const SearchConfig& cfg) {
+  SearchVerdict v;
+  v.layers = int(arch.layers.size());
+  v.predicted_ms = predict_runtime(table, arch);
+  v.supernet_ms = runtime_all_on(table, RuntimeMode::Table, cfg.search_se);
+  v.is_supernet = std::all_of(arch.layers.begin(), arch.layers.end(), [](Choice c) { return c == Choice::K5E6; }) &&
+                  (arch.se.empty() || std::all_of(arch.se.begin(), arch.se.end(), [](bool b) { return b; }));
+  const int64_t after = int64_t(rows.size()) - warmup_steps;
+  if (after > 0 && warmup_steps > 0) {
+    const SearchLogRow& w = rows[size_t(warmup_steps - 1)];
+    for (size_t l = 0; l < arch.layers.size(); ++l) v.changed_after_warmup += logged_choice(w, l) != arch.layers[l];
+  } else if (after > 0) {
+    v.changed_after_warmup = int(std::count_if(arch.layers.begin(), arch.layers.end(), [](Choice c) { return c != Choice::K5E6; }));
+  }
+  for (size_t i = size_t(std::max<int64_t>(warmup_steps, 1)); i < rows.size(); ++i)
+    for (size_t l = 0; l < arch.layers.size(); ++l) v.flips_after_warmup += logged_choice(rows[i - 1], l) != logged_choice(rows[i], l);
+  v.smallest_margin = INFINITY;
+  if (!rows.empty())
+    for (const auto* m : {&rows.back().m_k5, &rows.back().m_e6, &rows.back().m_skip, &rows.back().m_se})
+      for (float x : *m)
+        if (std::isfinite(x)) v.smallest_margin = std::min(v.smallest_margin, double(std::fabs(x)));
+  v.has_target = cfg.target_ms > 0;
+  v.target_ms = cfg.target_ms;
+  v.target_met = v.has_target && v.predicted_ms <= cfg.target_ms;
+
+  int counts[5] = {0, 0, 0, 0, 0};
+  for (Choice c : arch.layers) ++counts[int(c)];
+  std::string mix;
+  for (Choice c : {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6, Choice::Skip})
+    if (counts[int(c)]) mix += (mix.empty() ? "" : ", ") + std::to_string(counts[int(c)]) + "x " + choice_name(c);
+  v.lines.push_back("decisions: " + std::to_string(v.changed_after_warmup) + " of " + std::to_string(v.layers) +
+                    " layers changed after the warm-up (" + std::to_string(v.flips_after_warmup) + " flips); result " + mix +
+                    (v.is_supernet ? " - the supernet itself" : ""));
+  v.lines.push_back("runtime: " + fmt(v.predicted_ms, 3) + " ms predicted by the table, the supernet " +
+                    fmt(v.supernet_ms, 3) + " ms (" + fmt(100 * (v.predicted_ms / v.supernet_ms - 1), 1) + " %)");
+  if (v.has_target)
+    v.lines.push_back("target " + fmt(cfg.target_ms, 3) + " ms: " +
+                      (v.target_met ? "met (R/T = " + fmt(v.predicted_ms / cfg.target_ms, 3) + ")"
+                                    : "missed by " + fmt(100 * (v.predicted_ms / cfg.target_ms - 1), 1) + " %"));
+  if (after <= 0) {
+    v.lines.push_back("the search ended within its warm-up: the runtime term never acted (more --epochs, or a shorter "
+                      "--warmup-epochs)");
+  } else if (v.changed_after_warmup == 0 || v.is_supernet) {
+    const double m = v.smallest_margin;
+    v.lines.push_back(
+        "nothing was decided after the warm-up: the closest threshold is " + fmt(m, 2) +
+        " from its norm, where the straight-through gradient sigma'(" + fmt(m, 1) + ") = " +
+        fmt(std::exp(-m) / ((1 + std::exp(-m)) * (1 + std::exp(-m))), 6) +
+        " barely moves it. Start the thresholds near the norms (--threshold-margin 1), let them move faster "
+        "(--threshold-lr-mult 10), or search longer; `spnas tune` chooses lambda for a target "
+        "(nas/README.md: why a full-width search may not move)");
+  } else if (v.has_target && !v.target_met) {
+    v.lines.push_back("to reach the target: a larger --lambda (now " + fmt(cfg.lambda, 4) + ")" +
+                      (cfg.runtime_loss == RuntimeLoss::Target ? "" : ", or --runtime-loss target") +
+                      ", or `spnas tune`, which searches lambda for the target");
+  }
+  return v;
+}
+
+// ---- the search ----------------------------------------------------------------------------------
+
 SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   const double t0 = now_seconds();
   SearchResult res;
+  res.warnings = check_search_config(cfg, table);
+  RunFolder folder(cfg.out_dir, "search");
   install_stop_handlers();
-  make_dirs(cfg.out_dir);
-  res.csv_path = cfg.out_dir + "/search_log.csv";
-  res.svg_path = cfg.out_dir + "/search_plot.svg";
-  res.arch_path = cfg.out_dir + "/arch.json";
-  res.checkpoint_path = cfg.out_dir + "/search.ckpt";
+  res.csv_path = folder.file("search_log.csv");
+  res.svg_path = folder.file("search_plot.svg");
+  res.arch_path = folder.file("arch.json");
+  res.checkpoint_path = folder.file("search.ckpt");
 
-  // Data: train (and a held-out split for bi-level).
-  Splits data = open_dataset(cfg.data, cfg.bilevel ? cfg.val_fraction : 0.0, cfg.seed);
-  if (cfg.bilevel && !data.val) throw std::runtime_error("search: bi-level needs a validation split (--val-fraction)");
+  // Data: train, and the held-out split (monitoring; bi-level: the thresholds' data).
+  Splits data = open_dataset(cfg.data, cfg.val_fraction, cfg.seed);
+  if (data.train->num_classes() < 2)
+    throw std::runtime_error("search: dataset '" + data.train->name() + "' has " +
+                             std::to_string(data.train->num_classes()) + " class(es); a classifier needs at least 2");
   SpaceOptions so = cfg.space_options;
   if (!so.num_classes) so.num_classes = data.train->num_classes();
+  if (so.num_classes != data.train->num_classes())
+    throw std::runtime_error("search: --num-classes " + std::to_string(so.num_classes) + " but dataset '" +
+                             data.train->name() + "' has " + std::to_string(data.train->num_classes()) + " classes");
+  so.input_channels = data.train->channels();
   SearchSpace space = load_space(cfg.space, so);
-  if (data.train->channels() != 3)
-    throw std::runtime_error("search: the networks take RGB images; dataset '" + data.train->name() + "' has " +
-                             std::to_string(data.train->channels()) + " channel(s)");
   check_table_matches(table, space);
-  AugmentConfig aug = cfg.augment ? default_train_augment(*data.train) : default_eval_augment(*data.train);
-  aug.out_size = space.input_size;
-  Loader loader(data.train, cfg.batch, true, aug, cfg.seed, cfg.workers);
-  std::unique_ptr<Loader> val_loader;
-  if (cfg.bilevel) val_loader = std::make_unique<Loader>(data.val, cfg.batch, true, aug, cfg.seed + 1, cfg.workers);
-
   SupernetConfig ncfg;
   ncfg.search_se = cfg.search_se;
   ncfg.squared_norm = cfg.squared_norm;
   ncfg.threshold_margin = cfg.threshold_margin;
   ncfg.bn_momentum = cfg.bn_momentum;
   ncfg.seed = cfg.seed;
-  Supernet net(space, ncfg);
+  const int slots = cfg.optimizer == "sgd" ? 1 : 2;
+  check_memory(supernet_cost(space, ncfg).training_bytes(cfg.batch, cfg.bilevel ? 2 * slots : slots, false),
+               memory_limit_bytes(cfg.memory_limit_gib), "search: the supernet at batch " + std::to_string(cfg.batch));
 
+  AugmentConfig aug = cfg.augment ? default_train_augment(*data.train) : default_eval_augment(*data.train);
+  aug.out_size = space.input_size;
+  Loader loader(data.train, cfg.batch, true, aug, cfg.seed, cfg.workers);
+  std::unique_ptr<Loader> val_loader;
+  if (cfg.bilevel) val_loader = std::make_unique<Loader>(data.val, cfg.batch, true, aug, cfg.seed + 1, cfg.workers);
+
+  Supernet net(space, ncfg);
   const int64_t spe = loader.batches_per_epoch();
   const int64_t total = std::max<int64_t>(1, int64_t(cfg.epochs * spe + 0.5));
   const int64_t warmup = int64_t(cfg.warmup_epochs * spe + 0.5);
+  const int64_t monitor_every = cfg.monitor_every > 0 ? cfg.monitor_every : std::max<int64_t>(1, spe / 8);
   LrConfig lrc = cfg.lr;
-  if (lrc.lr <= 0) lrc.lr = 0.016f * cfg.batch / 256.0f;
+  if (lrc.lr <= 0) lrc.lr = default_learning_rate(cfg.optimizer, cfg.batch);
   Schedule schedule = make_schedule(lrc, spe, total);
 
   // One optimizer over weights and thresholds (one-level); bi-level: two, each blind to the other's group.
@@ -124,8 +296,8 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   }
   Rng rng(cfg.seed ^ 0x5eedULL);
 
-  nlohmann::json meta = {{"kind", "spnas-search"}, {"space", cfg.space}, {"width", space.width},
-                         {"batch", cfg.batch}, {"epochs", cfg.epochs}, {"seed", cfg.seed}};
+  const nlohmann::json config = config_record(cfg, table);
+  const nlohmann::json meta = {{"kind", "spnas-search"}, {"config", config}};
   auto make_ck = [&]() {
     Checkpoint ck;
     ck.params = &net.params();
@@ -154,6 +326,17 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   int64_t step = 0;
   std::vector<SearchLogRow> rows;
   if (cfg.resume) {
+    const CheckpointData recorded = read_checkpoint(res.checkpoint_path);
+    const nlohmann::json m = parse_json(recorded.metadata, "search checkpoint", res.checkpoint_path);
+    if (m.value("kind", "") != "spnas-search")
+      throw std::runtime_error("search: '" + res.checkpoint_path + "' is not a search checkpoint (kind '" +
+                               m.value("kind", "?") + "')");
+    for (const std::string& change : compare_run_config(m.value("config", nlohmann::json::object()), config, {},
+                                                        cfg.allow_config_change, res.checkpoint_path)) {
+      const std::string line = "search: resuming with a changed setting (--allow-config-change): " + change;
+      std::fprintf(stderr, "%s\n", line.c_str());
+      std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
+    }
     Checkpoint ck = make_ck();
     load_checkpoint(res.checkpoint_path, ck);
     step = ck.step;
@@ -173,25 +356,64 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
       val_loader->seek(pos("val_loader"));
     }
     rows = read_search_csv(res.csv_path, step);
+    if (int64_t(rows.size()) != step)
+      throw std::runtime_error("search: the log '" + res.csv_path + "' holds " + std::to_string(rows.size()) +
+                               " steps but the checkpoint is at step " + std::to_string(step) +
+                               " (the log was truncated or deleted): restore it, or start afresh in another --out");
     if (!cfg.quiet) std::fprintf(stderr, "search: resumed from %s at step %lld\n", res.checkpoint_path.c_str(), (long long)step);
   }
   {
     // (Re)write the log: header plus the rows that precede the starting step.
-    std::ofstream csv(res.csv_path, std::ios::trunc);
-    if (!csv) throw std::runtime_error("search: cannot write '" + res.csv_path + "'");
-    csv << csv_header(net.layers()) << '\n';
-    for (const auto& r : rows) csv << csv_row(r) << '\n';
+    std::string text = csv_header(net.layers().size()) + "\n";
+    for (const auto& r : rows) text += csv_row(r) + "\n";
+    write_file_atomic(res.csv_path, text);
   }
   std::ofstream csv(res.csv_path, std::ios::app);
+  if (!cfg.quiet)
+    for (const std::string& w : res.warnings) std::fprintf(stderr, "search: warning: %s\n", w.c_str());
+
+  // The supernet's accuracy with its current decisions on a few held-out batches (no dropping).
+  auto monitor = [&]() -> double {
+    if (!data.val) return NAN;
+    NoGrad ng;
+    AugmentConfig ea = default_eval_augment(*data.val);
+    ea.out_size = space.input_size;
+    Loader vl(data.val, cfg.batch, false, ea, 0, 1, false);
+    Tensor im;
+    std::vector<int> lb;
+    int64_t correct = 0, seen = 0;
+    ForwardOptions fo;
+    fo.training = false;
+    for (int b = 0; b < cfg.monitor_batches && vl.next(im, lb); ++b) {
+      Var logits = net.forward(constant(im), fo);
+      const int64_t N = logits->value.dim(0), K = logits->value.dim(1);
+      for (int64_t n = 0; n < N; ++n) {
+        const float* l = logits->value.data() + n * K;
+        correct += int64_t(std::max_element(l, l + K) - l) == lb[size_t(n)];
+      }
+      seen += N;
+    }
+    return seen ? double(correct) / seen : NAN;
+  };
 
   const int64_t end = cfg.max_steps >= 0 ? std::min(total, cfg.max_steps) : total;
-  Progress progress("search", total, cfg.quiet);
+  Progress progress("search", step, end, cfg.batch, cfg.quiet);
+  DivergenceCheck diverged{space.num_classes, res.checkpoint_path, "search"};
   Tensor images, vimages;
   std::vector<int> labels, vlabels;
   auto next_batch = [](Loader& ld, Tensor& im, std::vector<int>& lb) {
     if (!ld.next(im, lb) && !ld.next(im, lb)) throw std::runtime_error("search: the training split yields no batch (batch size larger than the dataset?)");
   };
-  double ce_value = 0;
+  auto sum_sq = [&](bool thresholds) {
+    double s = 0;
+    for (const Param& p : net.params().params()) {
+      if ((p.group == "thresholds") != thresholds) continue;
+      const float* v = p.var->value.data();
+      for (int64_t i = 0; i < p.var->value.numel(); ++i) s += double(v[i]) * v[i];
+    }
+    return s;
+  };
+  double ce_value = 0, last_val = NAN;
   const int64_t first_step = step;
   for (; step < end; ++step) {
     const bool in_warmup = step < warmup;
@@ -207,18 +429,19 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     Var ce = softmax_cross_entropy(logits, labels, cfg.label_smoothing);
     Var R = runtime_model(table, net.indicators(), cfg.runtime_mode);
     Var rt = runtime_loss(R, cfg.runtime_loss, cfg.lambda, cfg.target_ms);
-    Var loss = (in_warmup || cfg.bilevel) ? ce : add(ce, rt);
+    const bool term_in_loss = !in_warmup;  // one-level: in this loss; bi-level: in the thresholds' loss
+    Var loss = (in_warmup || cfg.bilevel) ? ce : ce + rt;
     ce_value = ce->value.item();
-    if (!std::isfinite(loss->value.item()))
-      throw std::runtime_error("search: loss is not finite at step " + std::to_string(step) +
-                               " (lower the learning rate); the last checkpoint is intact");
+    diverged.check_loss(step, ce_value, term_in_loss ? rt->value.item() : 0.0, cfg.lambda);
     SearchLogRow row;
     row.step = step;
     row.epoch = double(step) / spe;
     row.lr = lr;
     row.ce = ce_value;
-    row.runtime_term = rt->value.item();
+    row.runtime_term = term_in_loss ? rt->value.item() : 0.0;
     row.R = R->value.item();
+    Arch decided;
+    decided.layers.reserve(net.indicators().size());
     for (const LayerIndicators& d : net.indicators()) {
       row.d_k5.push_back(d.m_k5 >= 0), row.d_e6.push_back(d.m_e6 >= 0);
       row.d_skip.push_back(d.has_skip ? float(d.m_skip >= 0) : NAN);
@@ -226,7 +449,10 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
       row.m_k5.push_back(d.m_k5), row.m_e6.push_back(d.m_e6);
       row.m_skip.push_back(d.has_skip ? d.m_skip : NAN);
       row.m_se.push_back(d.has_se ? d.m_se : NAN);
+      decided.layers.push_back(decode_choice(d.m_k5 >= 0, d.m_e6 >= 0, !d.has_skip || d.m_skip >= 0));
+      if (cfg.search_se) decided.se.push_back(d.has_se && d.m_se >= 0 && decided.layers.back() != Choice::Skip);
     }
+    row.R_decoded = predict_runtime(table, decided);
     net.params().zero_grad();
     backward(loss);
     opt->step(lr);
@@ -236,19 +462,28 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
       next_batch(*val_loader, vimages, vlabels);
       ForwardOptions vo = fo;
       Var vlogits = net.forward(constant(vimages), vo);
-      Var vR = runtime_model(table, net.indicators(), cfg.runtime_mode);
-      Var vloss = add(softmax_cross_entropy(vlogits, vlabels, cfg.label_smoothing),
-                      runtime_loss(vR, cfg.runtime_loss, cfg.lambda, cfg.target_ms));
+      Var vrt = runtime_loss(runtime_model(table, net.indicators(), cfg.runtime_mode), cfg.runtime_loss, cfg.lambda,
+                             cfg.target_ms);
+      Var vloss = softmax_cross_entropy(vlogits, vlabels, cfg.label_smoothing) + vrt;
+      row.runtime_term = vrt->value.item();
+      diverged.check_loss(step, ce_value, row.runtime_term, cfg.lambda);
       net.params().zero_grad();
       backward(vloss);
       topt->step(lr);
     }
+    diverged.check_params(step, sum_sq(false), sum_sq(true));
+    if ((step + 1) % monitor_every == 0 || step + 1 == end) {
+      last_val = monitor();
+      row.val_accuracy = last_val;
+    }
 
     csv << csv_row(row) << '\n';
     rows.push_back(std::move(row));
-    char status[96];
-    std::snprintf(status, sizeof status, "ce %.3f R %.3f ms%s", ce_value, rows.back().R, in_warmup ? " (warm-up)" : "");
-    progress.update(step + 1, status);
+    char status[160];
+    std::snprintf(status, sizeof status, "ce %.3f  R %.3f ms (decided %.3f)%s%s", ce_value, rows.back().R,
+                  rows.back().R_decoded, std::isnan(last_val) ? "" : ("  val " + fmt(100 * last_val, 1) + " %").c_str(),
+                  in_warmup ? "  warm-up" : "");
+    progress.update(step + 1, lr, status);
     if (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0) {
       csv.flush();
       save(step + 1);
@@ -264,27 +499,41 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
                  op_profile_report(int(step - first_step)).c_str());
   csv.flush();
   save(step);
+  if (stop_requested()) {
+    const int sig = stop_signal();
+    throw Interrupted(sig, std::string("search: interrupted by ") + (sig == 2 ? "SIGINT" : sig == 15 ? "SIGTERM" : "a signal") +
+                               " at step " + std::to_string(step) + "; the checkpoint '" + res.checkpoint_path +
+                               "' is saved: continue with --resume (no architecture was written)");
+  }
   res.steps = step;
   res.finished = step >= total;
   res.arch = net.decode(cfg.space);
-  // The architecture file is self-contained: it records the input size and class count searched for.
+  // The architecture file is self-contained: it records the input size, classes and channels searched for.
   res.arch.input_size = space.input_size;
   res.arch.num_classes = space.num_classes;
+  res.arch.input_channels = space.input_channels;
   save_arch(res.arch_path, res.arch);
   res.predicted_ms = predict_runtime(table, res.arch);
-  res.supernet_ms = runtime_all_on(table, cfg.runtime_mode, cfg.search_se);
+  res.supernet_ms = runtime_all_on(table, RuntimeMode::Table, cfg.search_se);
   res.final_ce = ce_value;
-  write_search_svg(res.svg_path, rows, "Single-Path NAS search: " + space.name + " (" + arch_summary(res.arch) + ")");
+  res.final_val_accuracy = std::isnan(last_val) ? -1 : last_val;
+  res.verdict = search_verdict(rows, warmup, res.arch, table, cfg);
+  SearchPlotInfo plot;
+  plot.title = "Single-Path NAS search: " + space.name + " at width " + fmt(space.width, 2) + " -> " + arch_summary(res.arch);
+  plot.warmup_steps = warmup;
+  plot.target_ms = cfg.target_ms;
+  plot.supernet_ms = res.supernet_ms;
+  plot.steps_per_epoch = spe;
+  write_search_svg(res.svg_path, rows, plot);
   res.seconds = now_seconds() - t0;
-  if (stop_requested() && !cfg.quiet)
-    std::fprintf(stderr, "search: stopped at step %lld; checkpoint %s (continue with --resume)\n", (long long)step,
-                 res.checkpoint_path.c_str());
   return res;
 }
 
-// ---- SVG plot --------------------------------------------------------------------------------
+// ---- SVG plot --------------------------------------------------------------------------------------
 
-static std::string esc(const std::string& s) {
+namespace {
+
+std::string esc(const std::string& s) {
   std::string o;
   for (char c : s) {
     if (c == '<') o += "&lt;";
@@ -295,68 +544,162 @@ static std::string esc(const std::string& s) {
   return o;
 }
 
-static void line_panel(std::ostringstream& svg, const std::vector<SearchLogRow>& rows, double (*get)(const SearchLogRow&),
-                       const char* label, const char* colour, int x0, int y0, int w, int h) {
-  double lo = INFINITY, hi = -INFINITY;
-  for (const auto& r : rows) {
-    double v = get(r);
-    if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+// Round tick positions covering [lo, hi]: steps of 1, 2 or 5 times a power of ten.
+std::vector<double> ticks(double lo, double hi, int want = 5) {
+  const double raw = (hi - lo) / want, mag = std::pow(10, std::floor(std::log10(raw)));
+  double step = mag;
+  for (double m : {1.0, 2.0, 5.0, 10.0})
+    if (m * mag >= raw) {
+      step = m * mag;
+      break;
+    }
+  std::vector<double> t;
+  for (double v = std::ceil(lo / step) * step; v <= hi + 1e-9 * step; v += step) t.push_back(std::fabs(v) < 1e-12 ? 0 : v);
+  return t;
+}
+
+std::string num_label(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%g", v);
+  return b;
+}
+
+// One chart area: maps steps (x) and a value range (y) to pixels and draws its frame and axes.
+struct Chart {
+  double x0, y0, w, h, steps, lo, hi;
+  double X(double step) const { return x0 + (steps > 0 ? step / steps : 0.5) * w; }
+  double Y(double v) const { return y0 + h - (v - lo) / (hi - lo) * h; }
+};
+
+Chart chart_for(double x0, double y0, double w, double h, double steps, double lo, double hi) {
+  if (!std::isfinite(lo) || !std::isfinite(hi)) lo = 0, hi = 1;
+  if (hi - lo < 1e-9) hi = lo + 1e-3 + std::fabs(lo) * 1e-2;
+  const double pad = 0.06 * (hi - lo);
+  return {x0, y0, w, h, steps, lo - pad, hi + pad};
+}
+
+void axes(std::ostringstream& svg, const Chart& c, const std::string& ylabel, int64_t spe, bool xlabels) {
+  svg << "<rect x='" << c.x0 << "' y='" << c.y0 << "' width='" << c.w << "' height='" << c.h
+      << "' fill='none' stroke='#888'/>\n";
+  for (double v : ticks(c.lo, c.hi)) {
+    svg << "<line x1='" << c.x0 - 4 << "' x2='" << c.x0 + c.w << "' y1='" << c.Y(v) << "' y2='" << c.Y(v)
+        << "' stroke='#eee'/><text x='" << c.x0 - 7 << "' y='" << c.Y(v) + 4
+        << "' font-size='11' text-anchor='end'>" << num_label(v) << "</text>\n";
   }
-  if (!std::isfinite(lo)) lo = 0, hi = 1;
-  if (hi - lo < 1e-9) hi = lo + 1e-3 + std::fabs(lo) * 1e-3;
-  svg << "<rect x='" << x0 << "' y='" << y0 << "' width='" << w << "' height='" << h
-      << "' fill='none' stroke='#999'/>\n";
-  svg << "<text x='" << x0 << "' y='" << y0 - 6 << "' font-size='13'>" << label << " (" << lo << " .. " << hi
-      << ")</text>\n<polyline fill='none' stroke='" << colour << "' stroke-width='1.2' points='";
-  const size_t n = rows.size();
-  const size_t stride = std::max<size_t>(1, n / 1500);
-  for (size_t i = 0; i < n; i += stride) {
-    double v = get(rows[i]);
-    if (!std::isfinite(v)) continue;
-    double x = x0 + (n > 1 ? double(i) / (n - 1) : 0.5) * w;
-    double y = y0 + h - (v - lo) / (hi - lo) * h;
-    svg << x << ',' << y << ' ';
+  svg << "<text transform='translate(" << c.x0 - 46 << "," << c.y0 + c.h / 2
+      << ") rotate(-90)' font-size='12' text-anchor='middle'>" << esc(ylabel) << "</text>\n";
+  const double epochs = c.steps / std::max<int64_t>(1, spe);
+  for (double e : ticks(0, std::max(epochs, 1e-3), 8)) {
+    const double x = c.X(e * spe);
+    svg << "<line x1='" << x << "' x2='" << x << "' y1='" << c.y0 + c.h << "' y2='" << c.y0 + c.h + 4
+        << "' stroke='#888'/>\n";
+    if (xlabels)
+      svg << "<text x='" << x << "' y='" << c.y0 + c.h + 16 << "' font-size='11' text-anchor='middle'>" << num_label(e)
+          << "</text>\n";
+  }
+}
+
+void polyline(std::ostringstream& svg, const Chart& c, const std::vector<SearchLogRow>& rows,
+              double (*get)(const SearchLogRow&), const char* colour, double width, const char* extra = "") {
+  svg << "<polyline fill='none' stroke='" << colour << "' stroke-width='" << width << "' " << extra << " points='";
+  const size_t stride = std::max<size_t>(1, rows.size() / 1500);
+  for (size_t i = 0; i < rows.size(); i += stride) {
+    const double v = get(rows[i]);
+    if (std::isfinite(v)) svg << c.X(double(rows[i].step)) << ',' << c.Y(v) << ' ';
   }
   svg << "'/>\n";
 }
 
-void write_search_svg(const std::string& path, const std::vector<SearchLogRow>& rows, const std::string& title) {
-  const int W = 900, pw = 820, ph = 130, x0 = 60;
+void hline(std::ostringstream& svg, const Chart& c, double v, const char* colour, const std::string& label) {
+  if (!(v >= c.lo && v <= c.hi)) return;
+  svg << "<line x1='" << c.x0 << "' x2='" << c.x0 + c.w << "' y1='" << c.Y(v) << "' y2='" << c.Y(v) << "' stroke='"
+      << colour << "' stroke-dasharray='6,4'/><text x='" << c.x0 + c.w - 4 << "' y='" << c.Y(v) - 4
+      << "' font-size='11' text-anchor='end' fill='" << colour << "'>" << esc(label) << "</text>\n";
+}
+
+}  // namespace
+
+void write_search_svg(const std::string& path, const std::vector<SearchLogRow>& rows, const SearchPlotInfo& info) {
+  const double W = 980, x0 = 80, pw = 800, ph = 170;
   const size_t L = rows.empty() ? 0 : rows.front().d_k5.size();
-  const int cell = 14;
-  const int H = 60 + 2 * (ph + 40) + int(L) * cell + 90;
+  const double cell = 14, top = 56;
+  const double y_r = top + 24, y_ce = y_r + ph + 60, y_dec = y_ce + ph + 60;
+  const double H = y_dec + L * cell + 80;
+  const double steps = rows.empty() ? 1 : double(rows.back().step + 1);
   std::ostringstream svg;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
       << "' font-family='sans-serif'>\n<rect width='100%' height='100%' fill='white'/>\n";
-  svg << "<text x='" << x0 << "' y='24' font-size='15'>" << esc(title) << "</text>\n";
-  line_panel(svg, rows, [](const SearchLogRow& r) { return r.R; }, "runtime R (ms)", "#c0392b", x0, 50, pw, ph);
-  line_panel(svg, rows, [](const SearchLogRow& r) { return r.ce; }, "cross-entropy", "#2c3e50", x0, 50 + ph + 40, pw, ph);
-  // Decisions: one row per searchable layer, colour = decoded choice at that step.
-  const int y0 = 50 + 2 * (ph + 40);
-  svg << "<text x='" << x0 << "' y='" << y0 - 6 << "' font-size='13'>per-layer decision over steps</text>\n";
-  const char* colours[5] = {"#aed6f1", "#2e86c1", "#f9e79f", "#d68910", "#e5e7e9"};  // 3x3-3 3x3-6 5x5-3 5x5-6 skip
-  const size_t n = rows.size();
-  const int cols = int(std::min<size_t>(n, 400));
-  for (size_t l = 0; l < L; ++l) {
-    svg << "<text x='" << x0 - 8 << "' y='" << y0 + l * cell + 11 << "' font-size='10' text-anchor='end'>" << l
+  svg << "<text x='" << W / 2 << "' y='28' font-size='15' text-anchor='middle'>" << esc(info.title) << "</text>\n";
+
+  // 1. Runtime: what the term saw (dropped indicators) and the decoded architecture's R.
+  double lo = INFINITY, hi = -INFINITY;
+  for (const auto& r : rows)
+    for (double v : {r.R, r.R_decoded})
+      if (std::isfinite(v)) lo = std::min(lo, v), hi = std::max(hi, v);
+  if (info.target_ms > 0) lo = std::min(lo, info.target_ms), hi = std::max(hi, info.target_ms);
+  Chart cr = chart_for(x0, y_r, pw, ph, steps, lo, hi);
+  svg << "<text x='" << x0 << "' y='" << y_r - 8 << "' font-size='13'>runtime R: decoded architecture (dark), as the "
+      << "runtime term saw it with dropped indicators (light)</text>\n";
+  axes(svg, cr, "R (ms)", info.steps_per_epoch, false);
+  polyline(svg, cr, rows, [](const SearchLogRow& r) { return r.R; }, "#f1948a", 0.8);
+  polyline(svg, cr, rows, [](const SearchLogRow& r) { return r.R_decoded; }, "#922b21", 1.6);
+  if (info.target_ms > 0) hline(svg, cr, info.target_ms, "#1e8449", "target " + fmt(info.target_ms, 3) + " ms");
+  if (info.supernet_ms > 0) hline(svg, cr, info.supernet_ms, "#7f8c8d", "supernet " + fmt(info.supernet_ms, 3) + " ms");
+
+  // 2. Cross-entropy (left axis) and the monitored accuracy (right axis, %).
+  lo = INFINITY, hi = -INFINITY;
+  for (const auto& r : rows)
+    if (std::isfinite(r.ce)) lo = std::min(lo, r.ce), hi = std::max(hi, r.ce);
+  Chart cc = chart_for(x0, y_ce, pw, ph, steps, lo, hi);
+  svg << "<text x='" << x0 << "' y='" << y_ce - 8 << "' font-size='13'>training cross-entropy (dark) and the "
+      << "supernet's held-out accuracy with its current decisions (blue, right axis)</text>\n";
+  axes(svg, cc, "cross-entropy", info.steps_per_epoch, true);
+  polyline(svg, cc, rows, [](const SearchLogRow& r) { return r.ce; }, "#2c3e50", 0.8);
+  Chart ca{x0, y_ce, pw, ph, steps, 0, 100};
+  for (double v : ticks(0, 100))
+    svg << "<text x='" << x0 + pw + 7 << "' y='" << ca.Y(v) + 4 << "' font-size='11' fill='#2471a3'>" << num_label(v)
         << "</text>\n";
-    for (int c = 0; c < cols; ++c) {
-      const SearchLogRow& r = rows[size_t(c) * n / cols];
-      bool skip = !std::isnan(r.d_skip[l]) && r.d_skip[l] < 0.5f;
-      Choice ch = decode_choice(r.d_k5[l] > 0.5f, r.d_e6[l] > 0.5f, !skip);
-      double x = x0 + double(c) * pw / cols;
-      svg << "<rect x='" << x << "' y='" << y0 + l * cell << "' width='" << double(pw) / cols + 0.5
-          << "' height='" << cell - 1 << "' fill='" << colours[int(ch)] << "'/>\n";
+  svg << "<text transform='translate(" << x0 + pw + 44 << "," << y_ce + ph / 2
+      << ") rotate(90)' font-size='12' text-anchor='middle' fill='#2471a3'>held-out accuracy (%)</text>\n";
+  std::vector<SearchLogRow> acc;
+  for (const auto& r : rows)
+    if (std::isfinite(r.val_accuracy)) acc.push_back(r), acc.back().val_accuracy *= 100;
+  polyline(svg, ca, acc, [](const SearchLogRow& r) { return r.val_accuracy; }, "#2471a3", 1.8);
+  for (const auto& r : acc)
+    svg << "<circle cx='" << ca.X(double(r.step)) << "' cy='" << ca.Y(r.val_accuracy) << "' r='2.2' fill='#2471a3'/>\n";
+  svg << "<text x='" << x0 + pw / 2 << "' y='" << y_ce + ph + 34 << "' font-size='12' text-anchor='middle'>epochs</text>\n";
+
+  // 3. Decisions per layer; warm-up cells faded (indicators dropped at random there, so they flicker).
+  svg << "<text x='" << x0 << "' y='" << y_dec - 8 << "' font-size='13'>decoded choice of each searchable layer "
+      << "(faded: warm-up, where random indicator dropping makes decisions flicker)</text>\n";
+  const char* colours[5] = {"#aed6f1", "#2e86c1", "#f9e79f", "#d68910", "#d5d8dc"};  // 3x3-3 3x3-6 5x5-3 5x5-6 skip
+  const size_t n = rows.size();
+  const size_t cols = std::min<size_t>(n, 400);
+  for (size_t l = 0; l < L; ++l) {
+    svg << "<text x='" << x0 - 8 << "' y='" << y_dec + l * cell + 11 << "' font-size='10' text-anchor='end'>layer " << l
+        << "</text>\n";
+    for (size_t c = 0; c < cols; ++c) {
+      const SearchLogRow& r = rows[c * n / cols];
+      const double xa = x0 + double(c) * pw / cols;
+      svg << "<rect x='" << xa << "' y='" << y_dec + l * cell << "' width='" << pw / double(cols) + 0.4
+          << "' height='" << cell - 1 << "' fill='" << colours[int(logged_choice(r, l))] << "'"
+          << (r.step < info.warmup_steps ? " fill-opacity='0.35'" : "") << "/>\n";
     }
   }
-  const int ly = y0 + int(L) * cell + 24;
-  for (int k = 0; k < 5; ++k) {
-    svg << "<rect x='" << x0 + k * 130 << "' y='" << ly << "' width='14' height='14' fill='" << colours[k]
-        << "' stroke='#777'/><text x='" << x0 + k * 130 + 20 << "' y='" << ly + 12 << "' font-size='12'>"
-        << choice_name(Choice(k)) << "</text>\n";
+  // The end of the warm-up, across all three panels.
+  if (info.warmup_steps > 0 && info.warmup_steps < steps) {
+    const double xw = cr.X(double(info.warmup_steps));
+    svg << "<line x1='" << xw << "' x2='" << xw << "' y1='" << y_r << "' y2='" << y_dec + L * cell
+        << "' stroke='#555' stroke-dasharray='3,3'/><text x='" << xw + 4 << "' y='" << y_r + 12
+        << "' font-size='11' fill='#555'>end of warm-up</text>\n";
   }
-  if (n)
-    svg << "<text x='" << x0 << "' y='" << ly + 40 << "' font-size='12'>steps 0 .. " << rows.back().step << "</text>\n";
+  const double ly = y_dec + L * cell + 22;
+  for (int k = 0; k < 5; ++k)
+    svg << "<rect x='" << x0 + k * 120 << "' y='" << ly << "' width='14' height='14' fill='" << colours[k]
+        << "' stroke='#777'/><text x='" << x0 + k * 120 + 20 << "' y='" << ly + 12 << "' font-size='12'>"
+        << choice_name(Choice(k)) << "</text>\n";
+  svg << "<text x='" << x0 << "' y='" << ly + 38 << "' font-size='11' fill='#555'>steps 0 .. " << (n ? rows.back().step : 0)
+      << ", " << info.steps_per_epoch << " steps per epoch</text>\n";
   svg << "</svg>\n";
   write_file_atomic(path, svg.str());
 }

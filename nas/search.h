@@ -1,15 +1,16 @@
 // The Single-Path NAS search: one supernet, weights and thresholds trained together (one-level, as
 // the reference) or thresholds on a held-out split (bi-level), loss = CE (label smoothing) +
-// L2 weight decay + lambda * runtime term (off during warm-up). Writes a per-step CSV, an SVG plot,
-// checkpoints (every N steps and on SIGINT/SIGTERM) and the decoded architecture.
+// L2 weight decay + the runtime term (off during warm-up). Writes a per-step CSV, an SVG plot,
+// checkpoints (every N steps and on SIGINT/SIGTERM), the decoded architecture, and a verdict that
+// says what the search decided and whether the result meets the latency target.
 #pragma once
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "data/data.h"
+#include "engine/schedule.h"
 #include "nas/model.h"
-#include "nas/run_util.h"
+#include "nas/run.h"
 #include "nas/runtime.h"
 
 namespace spnas {
@@ -23,52 +24,93 @@ struct SearchConfig {
   float epochs = 8;
   float warmup_epochs = 5;        // indicator dropping on, runtime term off
   float indicator_drop = 0.4f;
-  LrConfig lr{"exponential", 0.0f /* 0: 0.016 * batch / 256 */, 0.97f, 2.4f, 0.0f};
+  LrConfig lr{"exponential", 0.0f /* 0: default_learning_rate (engine/optim.h) */, 0.97f, 2.4f, 0.0f};
   float threshold_lr_mult = 1.0f;
   std::string optimizer = "rmsprop";  // rmsprop (TF-1) | sgd | adam
   float weight_decay = 1e-5f;
   float label_smoothing = 0.1f;
-  float lambda = 0.02f;
+  float lambda = 0.02f;            // in the reference's units: the log form adds lambda * 1e3 * ln R
   RuntimeLoss runtime_loss = RuntimeLoss::Log;
-  float target_ms = 0;
+  float target_ms = 0;             // the target form's T; with any form, the verdict compares R with it
   RuntimeMode runtime_mode = RuntimeMode::Formula;
-  std::string table_path;          // latency table (JSON or CSV)
-  double fixed_ms = -1;            // override / CSV fixed cost
   bool search_se = false;
   bool squared_norm = false;
   float threshold_margin = -1.0f;  // SupernetConfig::threshold_margin
   bool bilevel = false;
-  float val_fraction = 0.1f;       // bi-level: held-out fraction of the training set
+  // Held-out fraction of the training set: the supernet's accuracy with its current decisions is
+  // measured on it every monitor_every steps (monitor_batches batches, no indicator dropping), and
+  // with bilevel the thresholds train on it. 0: no held-out split (bilevel needs one).
+  float val_fraction = 0.05f;
+  int64_t monitor_every = 0;       // steps (0: eight times per epoch)
+  int monitor_batches = 4;
   float bn_momentum = 0.99f;
   uint64_t seed = 1;
   int workers = 1;
   std::string out_dir = "runs/search";
   int64_t checkpoint_every = 500;  // steps; 0: only at the end / on a signal
   bool resume = false;
+  bool allow_config_change = false;  // resume even if the recorded configuration differs (logged)
   int64_t max_steps = -1;          // stop after this many steps in total (tests, quick runs)
+  double memory_limit_gib = 0;     // 0: 80 % of the machine's memory
   bool quiet = false;
+};
+
+// What the search decided, in words a user can act on.
+struct SearchVerdict {
+  int layers = 0;
+  int changed_after_warmup = 0;   // layers whose decoded choice at the end differs from the end of warm-up
+  int flips_after_warmup = 0;     // decision changes after warm-up, all layers, all steps
+  bool is_supernet = false;       // every searchable layer still 5x5-6 (and SE on where searched)
+  double predicted_ms = 0, supernet_ms = 0, target_ms = 0;
+  bool has_target = false, target_met = false;
+  double smallest_margin = 0;     // |norm - threshold| closest to 0 at the end, over every indicator
+  std::vector<std::string> lines;  // the verdict as printed: what happened and, if needed, what to change
 };
 
 struct SearchResult {
   Arch arch;
-  double predicted_ms = 0;     // table prediction of the decoded architecture
+  double predicted_ms = 0;     // the table's (additive) prediction of the decoded architecture
   double supernet_ms = 0;      // R with every indicator 1
   int64_t steps = 0;
-  bool finished = false;       // false when stopped early (signal or max_steps)
+  bool finished = false;       // false when stopped early by max_steps
   double seconds = 0;
   double final_ce = 0;
+  double final_val_accuracy = -1;  // last monitored accuracy of the supernet (-1: none)
+  SearchVerdict verdict;
+  std::vector<std::string> warnings;  // settings that cannot do what the user may expect
   std::string arch_path, csv_path, svg_path, checkpoint_path;
 };
 
+// Checks a configuration against a table before any work: errors for what cannot run, warnings
+// (returned) for what runs but cannot do what the user may expect.
+std::vector<std::string> check_search_config(const SearchConfig& cfg, const LatencyTable& table);
+
+// Throws Interrupted (after saving the checkpoint) when a signal stops it.
 SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table);
 
-// One row of the search log.
+// One row of the search log. R is what the runtime term saw (indicators after warm-up dropping);
+// R_decoded is the table's prediction of the architecture decoded at that step (no dropping).
 struct SearchLogRow {
   int64_t step = 0;
-  double epoch = 0, ce = 0, runtime_term = 0, R = 0, lr = 0;
+  double epoch = 0, lr = 0, ce = 0, runtime_term = 0, R = 0, R_decoded = 0;
+  double val_accuracy = NAN;  // measured at this step, else NaN
   std::vector<float> d_k5, d_e6, d_skip, d_se, m_k5, m_e6, m_skip, m_se;
 };
-void write_search_svg(const std::string& path, const std::vector<SearchLogRow>& rows, const std::string& title);
+// The log's rows before `up_to_step`; throws when the file's header is not a search log.
 std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to_step);
+// The decoded choice of searchable layer l at a logged step.
+Choice logged_choice(const SearchLogRow& r, size_t l);
+
+struct SearchPlotInfo {
+  std::string title;
+  int64_t warmup_steps = 0;
+  double target_ms = 0;       // 0: no target line
+  double supernet_ms = 0;
+  int64_t steps_per_epoch = 1;
+};
+void write_search_svg(const std::string& path, const std::vector<SearchLogRow>& rows, const SearchPlotInfo& info);
+
+SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warmup_steps, const Arch& arch,
+                             const LatencyTable& table, const SearchConfig& cfg);
 
 }  // namespace spnas

@@ -9,7 +9,7 @@
 
 #include "engine/checkpoint.h"
 #include "engine/tensor.h"
-#include "nas/run_util.h"
+#include "engine/io.h"
 
 namespace spnas {
 
@@ -58,61 +58,69 @@ SearchSpace load_space(const std::string& name_or_file, const SpaceOptions& opti
   return parse_space(read_text_file(name_or_file, "space"), name_or_file, options);
 }
 
-namespace {
-// Field access with errors that name the file and the field.
-struct Reader {
-  const std::string& src;
-  int get_int(const json& j, const char* key, const std::string& where, int def = -1) const {
-    if (!j.contains(key)) {
-      if (def >= 0) return def;
-      throw std::runtime_error("space '" + src + "': " + where + " is missing \"" + key + "\"");
-    }
-    if (!j[key].is_number_integer() || j[key].get<int>() < 0)
-      throw std::runtime_error("space '" + src + "': " + where + "." + key + " must be a non-negative integer");
-    return j[key].get<int>();
-  }
-};
-}  // namespace
-
 SearchSpace parse_space(const std::string& text, const std::string& source, const SpaceOptions& options) {
-  json j = parse_json(text, "space", source);
-  Reader r{source};
+  const json j = parse_json(text, "space", source);
+  const std::string file = "space '" + source + "'";
+  JsonFields top(j, file, "");
   SearchSpace s;
   s.source = source;
-  s.name = j.value("name", source);
+  s.name = top.string("name", source);
+  if (!(options.width > 0 && options.width <= kMaxWidth))
+    throw std::runtime_error(file + ": the width multiplier must be in (0, " + fmt(kMaxWidth, 0) + "], got " +
+                             fmt(options.width, 3));
   s.width = options.width;
-  if (!(options.width > 0)) throw std::runtime_error("space: width multiplier must be positive");
-  s.input_size = options.input_size ? options.input_size : r.get_int(j, "input_size", "the space");
-  s.num_classes = options.num_classes ? options.num_classes : r.get_int(j, "num_classes", "the space");
-  s.activation = j.value("activation", "relu");
+  s.input_size = options.input_size ? options.input_size : int(top.integer("input_size", 8, kMaxInputSize));
+  s.num_classes = options.num_classes ? options.num_classes : int(top.integer("num_classes", 2, kMaxClasses));
+  if (s.input_size < 8 || s.input_size > kMaxInputSize)
+    throw std::runtime_error(file + ": input size must be in 8.." + std::to_string(kMaxInputSize) + ", got " +
+                             std::to_string(s.input_size));
+  if (s.num_classes < 2 || s.num_classes > kMaxClasses)
+    throw std::runtime_error(file + ": the class count must be in 2.." + std::to_string(kMaxClasses) + ", got " +
+                             std::to_string(s.num_classes));
+  s.input_channels = options.input_channels ? options.input_channels : 3;
+  if (s.input_channels != 1 && s.input_channels != 3)
+    throw std::runtime_error(file + ": input channels must be 1 or 3, got " + std::to_string(s.input_channels));
+  s.activation = top.string("activation", "relu");
   if (s.activation != "relu" && s.activation != "relu6")
-    throw std::runtime_error("space '" + source + "': activation must be \"relu\" or \"relu6\"");
-  if (!j.contains("stem") || !j["stem"].is_object()) throw std::runtime_error("space '" + source + "': missing \"stem\"");
-  s.stem_channels = round_channels(r.get_int(j["stem"], "channels", "stem"), s.width);
-  s.stem_kernel = r.get_int(j["stem"], "kernel", "stem", 3);
-  s.stem_stride = r.get_int(j["stem"], "stride", "stem", 1);
-  if (!j.contains("head") || !j["head"].is_object()) throw std::runtime_error("space '" + source + "': missing \"head\"");
-  s.head_channels = round_channels(r.get_int(j["head"], "channels", "head"), s.width);
-  s.dropout = j["head"].value("dropout", 0.0f);
-  if (!j.contains("blocks") || !j["blocks"].is_array() || j["blocks"].empty())
-    throw std::runtime_error("space '" + source + "': \"blocks\" must be a non-empty list");
+    throw std::runtime_error(file + ": activation must be \"relu\" or \"relu6\", got \"" + s.activation + "\"");
+  // Channels after the width multiplier must stay within bounds too.
+  auto channels = [&](const JsonFields& f, const std::string& where) {
+    const int c = round_channels(int(f.integer("channels", 1, kMaxChannels)), s.width);
+    if (c > kMaxChannels)
+      throw std::runtime_error(file + ": " + where + " has " + std::to_string(c) + " channels at width " +
+                               fmt(s.width, 3) + ", more than " + std::to_string(kMaxChannels));
+    return c;
+  };
+  // One rule for every convolution kernel, stem and blocks: odd, 1..7.
+  auto kernel = [&](const JsonFields& f, int def) {
+    const int k = int(def ? f.integer("kernel", 1, 7, def) : f.integer("kernel", 1, 7));
+    if (k % 2 == 0) f.fail("kernel", "must be odd (1, 3, 5 or 7), got " + std::to_string(k));
+    return k;
+  };
+  JsonFields stem(top.object("stem"), file, "stem");
+  s.stem_channels = channels(stem, "stem");
+  s.stem_kernel = kernel(stem, 3);
+  s.stem_stride = int(stem.integer("stride", 1, 2, 1));
+  JsonFields head(top.object("head"), file, "head");
+  s.head_channels = channels(head, "head");
+  s.dropout = float(head.number("dropout", 0.0, 0.95, 0.0));
+  const json& blocks = top.array("blocks");
+  if (blocks.empty()) throw std::runtime_error(file + ": \"blocks\" must be a non-empty list");
+  if (blocks.size() > 256) throw std::runtime_error(file + ": more than 256 blocks");
 
   int size = (s.input_size + s.stem_stride - 1) / s.stem_stride;
   int cin = s.stem_channels;
-  int bi = 0;
-  for (const json& b : j["blocks"]) {
-    std::string where = "blocks[" + std::to_string(bi++) + "]";
-    std::string type = b.value("type", "");
-    int cout = round_channels(r.get_int(b, "channels", where), s.width);
-    int stride = r.get_int(b, "stride", where, 1);
-    if (stride != 1 && stride != 2) throw std::runtime_error("space '" + source + "': " + where + ".stride must be 1 or 2");
+  for (size_t bi = 0; bi < blocks.size(); ++bi) {
+    const std::string where = "blocks[" + std::to_string(bi) + "]";
+    JsonFields b(blocks[bi], file, where);
+    const std::string type = b.string("type", "");
+    const int cout = channels(b, where);
+    const int stride = int(b.integer("stride", 1, 2, 1));
     if (type == "fixed") {
       LayerSpec l;
       l.cin = cin, l.cout = cout, l.stride = stride;
-      l.expansion = r.get_int(b, "expansion", where);
-      l.kernel = r.get_int(b, "kernel", where);
-      if (l.expansion < 1 || l.kernel < 1 || l.kernel % 2 == 0)
-        throw std::runtime_error("space '" + source + "': " + where + " needs expansion >= 1 and an odd kernel");
+      l.expansion = int(b.integer("expansion", 1, 8));
+      l.kernel = kernel(b, 0);
       l.residual = stride == 1 && cin == cout;
       l.in_size = size;
       size = (size + stride - 1) / stride;
@@ -120,8 +128,7 @@ SearchSpace parse_space(const std::string& text, const std::string& source, cons
       s.layers.push_back(l);
       cin = cout;
     } else if (type == "searchable") {
-      int repeats = r.get_int(b, "repeats", where, 1);
-      if (repeats < 1) throw std::runtime_error("space '" + source + "': " + where + ".repeats must be >= 1");
+      const int repeats = int(b.integer("repeats", 1, kMaxRepeats, 1));
       for (int k = 0; k < repeats; ++k) {
         LayerSpec l;
         l.cin = cin, l.cout = cout, l.stride = k == 0 ? stride : 1;
@@ -138,11 +145,10 @@ SearchSpace parse_space(const std::string& text, const std::string& source, cons
         cin = cout;
       }
     } else {
-      throw std::runtime_error("space '" + source + "': " + where + ".type must be \"fixed\" or \"searchable\", got \"" +
-                               type + "\"");
+      b.fail("type", "must be \"fixed\" or \"searchable\", got \"" + type + "\"");
     }
   }
-  if (s.num_searchable() == 0) throw std::runtime_error("space '" + source + "': no searchable block");
+  if (s.num_searchable() == 0) throw std::runtime_error(file + ": no searchable block");
   return s;
 }
 
@@ -172,39 +178,36 @@ Choice decode_choice(bool d_k5, bool d_e6, bool d_skip) {
 }
 
 Arch parse_arch(const std::string& text, const std::string& source) {
-  json j = parse_json(text, "arch", source);
+  const json j = parse_json(text, "arch", source);
+  const std::string file = "arch '" + source + "'";
+  JsonFields f(j, file, "");
   Arch a;
-  if (!j.is_object()) throw std::runtime_error("arch '" + source + "': must be a JSON object");
-  if (j.contains("space")) {
-    if (!j["space"].is_string()) throw std::runtime_error("arch '" + source + "': \"space\" must be a string");
-    a.space = j["space"].get<std::string>();
+  a.space = f.string("space", a.space);
+  a.width = float(f.number("width", 1e-3, kMaxWidth, 1.0));
+  const json& layers = f.array("layers");
+  if (layers.size() > 1000) throw std::runtime_error(file + ": more than 1000 layers");
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const std::string where = file + ": layers[" + std::to_string(i) + "]";
+    if (!layers[i].is_string()) throw std::runtime_error(where + " must be a string");
+    a.layers.push_back(parse_choice(layers[i].get<std::string>(), where));
   }
-  if (j.contains("width")) {
-    if (!j["width"].is_number() || !(j["width"].get<float>() > 0))
-      throw std::runtime_error("arch '" + source + "': \"width\" must be a positive number");
-    a.width = j["width"].get<float>();
-  }
-  if (!j.contains("layers") || !j["layers"].is_array())
-    throw std::runtime_error("arch '" + source + "': \"layers\" must be a list of choices");
-  for (size_t i = 0; i < j["layers"].size(); ++i) {
-    const json& v = j["layers"][i];
-    std::string where = "arch '" + source + "': layers[" + std::to_string(i) + "]";
-    if (!v.is_string()) throw std::runtime_error(where + " must be a string");
-    a.layers.push_back(parse_choice(v.get<std::string>(), where));
-  }
-  if (j.contains("se")) {
-    if (!j["se"].is_array()) throw std::runtime_error("arch '" + source + "': \"se\" must be a list of booleans");
-    for (size_t i = 0; i < j["se"].size(); ++i) {
-      if (!j["se"][i].is_boolean())
-        throw std::runtime_error("arch '" + source + "': se[" + std::to_string(i) + "] must be true or false");
-      a.se.push_back(j["se"][i].get<bool>());
+  if (f.has("se")) {
+    const json& se = f.array("se");
+    for (size_t i = 0; i < se.size(); ++i) {
+      if (!se[i].is_boolean()) throw std::runtime_error(file + ": se[" + std::to_string(i) + "] must be true or false");
+      a.se.push_back(se[i].get<bool>());
     }
     if (a.se.size() != a.layers.size())
-      throw std::runtime_error("arch '" + source + "': \"se\" has " + std::to_string(a.se.size()) +
-                               " entries but \"layers\" has " + std::to_string(a.layers.size()));
+      throw std::runtime_error(file + ": \"se\" has " + std::to_string(a.se.size()) + " entries but \"layers\" has " +
+                               std::to_string(a.layers.size()));
   }
-  a.input_size = j.value("input_size", 0);
-  a.num_classes = j.value("num_classes", 0);
+  // 0 (or absent) means the space's own.
+  a.input_size = int(f.integer("input_size", 0, kMaxInputSize, 0));
+  if (a.input_size && a.input_size < 8) f.fail("input_size", "must be 0 (the space's) or at least 8");
+  a.num_classes = int(f.integer("num_classes", 0, kMaxClasses, 0));
+  if (a.num_classes == 1) f.fail("num_classes", "must be 0 (the space's) or at least 2");
+  a.input_channels = int(f.integer("input_channels", 0, 3, 0));
+  if (a.input_channels == 2) f.fail("input_channels", "must be 1 or 3");
   return a;
 }
 
@@ -220,6 +223,7 @@ std::string arch_to_json(const Arch& a) {
   if (!a.se.empty()) j["se"] = a.se;
   if (a.input_size) j["input_size"] = a.input_size;
   if (a.num_classes) j["num_classes"] = a.num_classes;
+  if (a.input_channels && a.input_channels != 3) j["input_channels"] = a.input_channels;
   return j.dump(2) + "\n";
 }
 

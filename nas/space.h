@@ -32,6 +32,7 @@ struct SpaceOptions {
   float width = 1.0f;    // width multiplier, channels rounded to multiples of 8 as in MnasNet
   int input_size = 0;    // 0: the space's own
   int num_classes = 0;   // 0: the space's own
+  int input_channels = 0;  // 0: 3 (RGB); 1 for grey datasets (MNIST)
 };
 
 struct SearchSpace {
@@ -39,6 +40,7 @@ struct SearchSpace {
   std::string source;     // built-in name or file path, as given
   float width = 1.0f;
   int input_size = 0, num_classes = 0;
+  int input_channels = 3;
   std::string activation = "relu";
   int stem_channels = 0, stem_kernel = 3, stem_stride = 1;
   int head_channels = 0;
@@ -66,13 +68,15 @@ inline int choice_expansion(Choice c) { return (c == Choice::K3E3 || c == Choice
 Choice decode_choice(bool d_k5, bool d_e6, bool d_skip);
 
 // Architecture file (JSON): {"space": NAME-or-file, "width": w, "layers": ["3x3-3", ..., "skip"],
-// "se": [bools, optional]}, one entry per searchable layer.
+// "se": [bools, optional], "input_size", "num_classes", "input_channels" (optional)}, one entry per
+// searchable layer (format: nas/README.md).
 struct Arch {
   std::string space = "cifar10";
   float width = 1.0f;
   std::vector<Choice> layers;
   std::vector<bool> se;  // empty: no SE anywhere
   int input_size = 0, num_classes = 0;  // optional overrides (0: the space's)
+  int input_channels = 0;               // 0: 3 (RGB)
 };
 Arch load_arch(const std::string& path);
 Arch parse_arch(const std::string& json_text, const std::string& source);

@@ -1,7 +1,6 @@
 #include "nas/train.h"
 
-#include <sys/stat.h>
-
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -12,10 +11,15 @@
 
 #include "engine/checkpoint.h"
 #include "engine/ema.h"
+#include "engine/io.h"
 #include "engine/optim.h"
 #include "ops/ops.h"
 
 namespace spnas {
+
+float ema_decay_for(int64_t total_steps) {
+  return float(std::clamp(1.0 - 10.0 / double(std::max<int64_t>(total_steps, 1)), 0.9, 0.9999));
+}
 
 EvalResult evaluate(Network& net, const std::shared_ptr<Dataset>& ds, int batch, int workers) {
   NoGrad ng;
@@ -25,49 +29,147 @@ EvalResult evaluate(Network& net, const std::shared_ptr<Dataset>& ds, int batch,
   Tensor images;
   std::vector<int> labels;
   EvalResult r;
+  const int64_t K = ds->num_classes();
+  r.class_names = ds->class_names();
+  r.confusion.assign(size_t(K), std::vector<int64_t>(size_t(K), 0));
   double loss = 0;
   int64_t correct = 0;
   ForwardOptions fo;
   fo.training = false;
   while (loader.next(images, labels)) {
     Var logits = net.forward(constant(images), fo);
-    const int64_t N = logits->value.dim(0), K = logits->value.dim(1);
+    const int64_t N = logits->value.dim(0);
+    check(logits->value.dim(1) == K, "evaluate", "the network has " + std::to_string(logits->value.dim(1)) +
+                                                     " outputs but the dataset has " + std::to_string(K) + " classes");
     loss += softmax_cross_entropy(logits, labels, 0.0f)->value.item() * N;
     for (int64_t n = 0; n < N; ++n) {
       const float* l = logits->value.data() + n * K;
-      int64_t best = 0;
-      for (int64_t k = 1; k < K; ++k)
-        if (l[k] > l[best]) best = k;
-      correct += best == labels[n];
+      const int64_t best = std::max_element(l, l + K) - l;
+      correct += best == labels[size_t(n)];
+      ++r.confusion[size_t(labels[size_t(n)])][size_t(best)];
     }
     r.images += N;
   }
   r.accuracy = r.images ? double(correct) / r.images : 0;
   r.loss = r.images ? loss / r.images : 0;
+  for (int64_t k = 0; k < K; ++k) {
+    int64_t row = 0;
+    for (int64_t v : r.confusion[size_t(k)]) row += v;
+    r.class_accuracy.push_back(row ? double(r.confusion[size_t(k)][size_t(k)]) / row : NAN);
+  }
   return r;
+}
+
+namespace {
+
+// What a resume must match; `epochs` may grow with --extend.
+nlohmann::json config_record(const TrainConfig& c, const Arch& arch) {
+  return {{"arch", nlohmann::json::parse(arch_to_json(arch))},
+          {"data", c.data.kind + ":" + c.data.path},
+          {"augment", c.augment},
+          {"batch", c.batch},
+          {"epochs", c.epochs},
+          {"lr", {c.lr.kind, c.lr.lr, c.lr.decay_rate, c.lr.decay_epochs, c.lr.warmup_epochs}},
+          {"optimizer", c.optimizer},
+          {"weight_decay", c.weight_decay},
+          {"label_smoothing", c.label_smoothing},
+          {"ema", c.ema_decay},
+          {"bn_momentum", c.bn_momentum},
+          {"dropout", c.dropout},
+          {"val_fraction", c.val_fraction},
+          {"seed", c.seed},
+          {"init_from", c.init_from}};
+}
+
+nlohmann::json checkpoint_meta(const std::string& path, const CheckpointData& d) {
+  nlohmann::json meta;
+  try {
+    meta = nlohmann::json::parse(d.metadata);
+  } catch (...) {
+    throw std::runtime_error("checkpoint '" + path + "' has no readable metadata (not written by spnas?)");
+  }
+  const std::string kind = meta.is_object() ? meta.value("kind", "") : "";
+  if (kind == "spnas-search")
+    throw std::runtime_error("'" + path + "' is a search checkpoint (the supernet); this needs the checkpoint of "
+                             "`spnas train` (OUT/model.ckpt)");
+  if (kind != "spnas-train" || !meta.contains("arch"))
+    throw std::runtime_error("checkpoint '" + path + "' was not written by `spnas train`");
+  return meta;
+}
+
+// Copies every parameter and buffer of `from` whose name and shape match into `net`; the classifier
+// may differ (another class count) and is then left as initialised. Returns what was done, in words.
+std::string init_weights_from(ParamSet& ps, const std::string& from) {
+  const CheckpointData d = read_checkpoint(from);
+  checkpoint_meta(from, d);
+  std::map<std::string, const Tensor*> have;
+  for (const auto& [name, t] : d.params) have[name] = &t;
+  for (const auto& [name, t] : d.buffers) have[name] = &t;
+  int copied = 0;
+  std::vector<std::string> remade;
+  auto take = [&](const std::string& name, Tensor dst) {  // a handle: writes reach the model
+    auto it = have.find(name);
+    const bool classifier = name.rfind("head/fc", 0) == 0;
+    if (it == have.end() || it->second->shape() != dst.shape()) {
+      if (classifier) return remade.push_back(name);
+      throw std::runtime_error("--init-from '" + from + "': " + name +
+                               (it == have.end() ? " is missing" : " has shape " + shape_str(it->second->shape()) +
+                                                                       " but the network's is " + shape_str(dst.shape())) +
+                               " (another architecture?)");
+    }
+    std::copy(it->second->data(), it->second->data() + dst.numel(), dst.data());
+    ++copied;
+  };
+  for (const Param& p : ps.params()) take(p.name, p.var->value);
+  for (auto& [name, t] : ps.buffers()) take(name, t);
+  std::string s = "initialised " + std::to_string(copied) + " tensors from '" + from + "'";
+  if (!remade.empty()) s += "; the classifier was re-made (another class count)";
+  return s;
+}
+
+}  // namespace
+
+Arch checkpoint_arch(const std::string& path) {
+  const CheckpointData d = read_checkpoint(path);
+  const nlohmann::json meta = checkpoint_meta(path, d);
+  return parse_arch(meta["arch"].dump(), path + " (arch)");
 }
 
 TrainResult run_train(const TrainConfig& cfg) {
   const double t0 = now_seconds();
+  RunFolder folder(cfg.out_dir, "train");
   install_stop_handlers();
-  make_dirs(cfg.out_dir);
   TrainResult res;
-  res.checkpoint_path = cfg.out_dir + "/model.ckpt";
+  res.checkpoint_path = folder.file("model.ckpt");
 
-  Splits data = open_dataset(cfg.data);
+  Splits data = open_dataset(cfg.data, cfg.val_fraction, cfg.seed);
+  if (data.train->num_classes() < 2)
+    throw std::runtime_error("train: dataset '" + data.train->name() + "' has " +
+                             std::to_string(data.train->num_classes()) + " class(es); a classifier needs at least 2");
   Arch arch = cfg.arch;
   if (!arch.num_classes) arch.num_classes = data.train->num_classes();
+  if (!arch.input_channels) arch.input_channels = data.train->channels();
+  if (arch.num_classes != data.train->num_classes())
+    throw std::runtime_error("train: the architecture has " + std::to_string(arch.num_classes) +
+                             " classes but dataset '" + data.train->name() + "' has " +
+                             std::to_string(data.train->num_classes()));
+  if (arch.input_channels != data.train->channels())
+    throw std::runtime_error("train: the architecture takes " + std::to_string(arch.input_channels) +
+                             "-channel images but dataset '" + data.train->name() + "' has " +
+                             std::to_string(data.train->channels()) + " channel(s)");
+  SpaceOptions so;
+  so.width = arch.width, so.input_size = arch.input_size, so.num_classes = arch.num_classes;
+  so.input_channels = arch.input_channels;
+  const SearchSpace space = load_space(arch.space, so);
+  const NetCost cost = child_cost(space, arch);
+  check_memory(cost.training_bytes(cfg.batch, cfg.optimizer == "sgd" ? 1 : 2, cfg.ema_decay != 0),
+               memory_limit_bytes(cfg.memory_limit_gib), "train: this network at batch " + std::to_string(cfg.batch));
+
   NetConfig ncfg;
   ncfg.bn_momentum = cfg.bn_momentum;
   ncfg.dropout = cfg.dropout;
   ncfg.seed = cfg.seed;
   ChildNet net(arch, ncfg);
-  if (net.space().num_classes != data.train->num_classes())
-    throw std::runtime_error("train: the architecture has " + std::to_string(net.space().num_classes) +
-                             " classes but the dataset has " + std::to_string(data.train->num_classes()));
-  if (data.train->channels() != 3)
-    throw std::runtime_error("train: the networks take RGB images; dataset '" + data.train->name() + "' has " +
-                             std::to_string(data.train->channels()) + " channel(s)");
   res.params = net.params().count();
   res.macs = net.macs();
   AugmentConfig aug = cfg.augment ? default_train_augment(*data.train) : default_eval_augment(*data.train);
@@ -76,15 +178,23 @@ TrainResult run_train(const TrainConfig& cfg) {
   const int64_t spe = loader.batches_per_epoch();
   const int64_t total = std::max<int64_t>(1, int64_t(cfg.epochs * spe + 0.5));
   LrConfig lrc = cfg.lr;
-  if (lrc.lr <= 0) lrc.lr = 0.016f * cfg.batch / 256.0f;
+  if (lrc.lr <= 0) lrc.lr = default_learning_rate(cfg.optimizer, cfg.batch);
   Schedule schedule = make_schedule(lrc, spe, total);
   std::unique_ptr<Optimizer> opt = make_optimizer(cfg.optimizer, net.params(), cfg.weight_decay);
+  res.ema_decay = cfg.ema_decay < 0 ? ema_decay_for(total) : cfg.ema_decay;
   std::unique_ptr<Ema> ema;
-  if (cfg.ema_decay > 0) ema = std::make_unique<Ema>(net.params(), cfg.ema_decay, true);
+  if (res.ema_decay > 0) ema = std::make_unique<Ema>(net.params(), res.ema_decay, true);
   Rng rng(cfg.seed ^ 0x7a11ULL);
+  if (!cfg.init_from.empty() && !cfg.resume) {
+    const std::string what = init_weights_from(net.params(), cfg.init_from);
+    if (ema) ema = std::make_unique<Ema>(net.params(), res.ema_decay, true);  // shadows start from these weights
+    if (!cfg.quiet) std::fprintf(stderr, "train: %s\n", what.c_str());
+  }
 
-  nlohmann::json meta = {{"kind", "spnas-train"}, {"arch", nlohmann::json::parse(arch_to_json(arch))},
-                         {"arch_source", cfg.arch_source}, {"bn_momentum", cfg.bn_momentum}};
+  const nlohmann::json config = config_record(cfg, arch);
+  const nlohmann::json meta = {{"kind", "spnas-train"}, {"arch", nlohmann::json::parse(arch_to_json(arch))},
+                               {"arch_source", cfg.arch_source}, {"bn_momentum", cfg.bn_momentum},
+                               {"ema_decay", res.ema_decay}, {"config", config}};
   auto make_ck = [&]() {
     Checkpoint ck;
     ck.params = &net.params();
@@ -101,24 +211,93 @@ TrainResult run_train(const TrainConfig& cfg) {
     ck.blobs["loader"] = std::to_string(p.epoch) + " " + std::to_string(p.batch);
     save_checkpoint(res.checkpoint_path, ck);
   };
+  const std::string log_path = folder.file("train_log.csv");
+  const char* log_head = "step,epoch,lr,loss,test_accuracy";
   int64_t step = 0;
+  std::string log_text = std::string(log_head) + "\n";
   if (cfg.resume) {
+    const CheckpointData recorded = read_checkpoint(res.checkpoint_path);
+    const nlohmann::json m = checkpoint_meta(res.checkpoint_path, recorded);
+    const nlohmann::json old = m.value("config", nlohmann::json::object());
+    if (cfg.extend) {
+      const double before = old.value("epochs", 0.0);
+      if (!(cfg.epochs > before))
+        throw std::runtime_error("train: --extend needs more --epochs than the run had (" + fmt(before, 2) + ")");
+    }
+    const std::vector<std::string> may_differ = cfg.extend ? std::vector<std::string>{"epochs"} : std::vector<std::string>{};
+    for (const std::string& change : compare_run_config(old, config, may_differ, cfg.allow_config_change, res.checkpoint_path)) {
+      const std::string line = "train: resuming with a changed setting (--allow-config-change): " + change;
+      std::fprintf(stderr, "%s\n", line.c_str());
+      std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
+    }
     Checkpoint ck = make_ck();
     load_checkpoint(res.checkpoint_path, ck);
     step = ck.step;
     Loader::Position p{};
     std::istringstream(ck.blobs["loader"]) >> p.epoch >> p.batch;
     loader.seek(p);
+    if (cfg.extend) {
+      // The schedule the run had, evaluated where it stopped, against the new one: said, not silent.
+      const double old_epochs = old.value("epochs", 0.0);
+      Schedule before = make_schedule(lrc, spe, std::max<int64_t>(1, int64_t(old_epochs * spe + 0.5)));
+      auto rate = [](float v) {
+        char b[32];
+        std::snprintf(b, sizeof b, "%.3g", v);
+        return std::string(b);
+      };
+      const std::string line = "train: extending the run from " + fmt(old_epochs, 2) + " to " + fmt(cfg.epochs, 2) +
+                               " epochs: the learning-rate schedule is rebuilt over the new length; at step " +
+                               std::to_string(step) + " the rate was " + rate(before(step)) + " and is now " + rate(schedule(step));
+      std::fprintf(stderr, "%s\n", line.c_str());
+      std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
+    }
+    // The log keeps the rows before the checkpoint's step; a log that lost rows is refused.
+    std::ifstream in(log_path);
+    std::string line;
+    std::getline(in, line);
+    if (line != log_head)
+      throw std::runtime_error("train: the log '" + log_path + "' is missing or not a training log: restore it, or "
+                               "start afresh in another --out");
+    int64_t last = 0;
+    while (std::getline(in, line)) {
+      const int64_t s = std::atoll(line.c_str());
+      if (s > step || line.find(',') == std::string::npos) break;
+      last = s;
+      log_text += line + "\n";
+    }
+    // Rows are written at epoch ends and where a run stopped: the last one is at the checkpoint's
+    // step or at the epoch end before it.
+    if (last != step && last != step / spe * spe)
+      throw std::runtime_error("train: the log '" + log_path + "' ends at step " + std::to_string(last) +
+                               " but the checkpoint is at step " + std::to_string(step) +
+                               " (the log was truncated): restore it, or start afresh in another --out");
     if (!cfg.quiet) std::fprintf(stderr, "train: resumed from %s at step %lld\n", res.checkpoint_path.c_str(), (long long)step);
   }
-  std::ofstream log(cfg.out_dir + "/train_log.csv", cfg.resume ? std::ios::app : std::ios::trunc);
-  if (!cfg.resume) log << "step,epoch,lr,loss,test_accuracy\n";
+  write_file_atomic(log_path, log_text);
+  std::ofstream log(log_path, std::ios::app);
 
   const int64_t end = cfg.max_steps >= 0 ? std::min(total, cfg.max_steps) : total;
-  Progress progress("train", total, cfg.quiet);
+  Progress progress("train", step, end, cfg.batch, cfg.quiet);
+  DivergenceCheck diverged{arch.num_classes, res.checkpoint_path, "training"};
+  auto weights_sq = [&]() {
+    double s = 0;
+    for (const Param& p : net.params().params()) {
+      const float* v = p.var->value.data();
+      for (int64_t i = 0; i < p.var->value.numel(); ++i) s += double(v[i]) * v[i];
+    }
+    return s;
+  };
+  auto evaluate_with = [&](bool use_ema, const std::shared_ptr<Dataset>& ds) {
+    if (use_ema && ema) ema->swap_in();
+    EvalResult r = evaluate(net, ds, cfg.batch, cfg.workers);
+    r.weights = use_ema && ema ? "EMA" : "raw";
+    if (use_ema && ema) ema->restore();
+    return r;
+  };
   Tensor images;
   std::vector<int> labels;
-  double loss_avg = 0;
+  double loss_avg = 0, eval_seconds = 0;
+  bool have_test = false;
   const double t_loop = now_seconds();
   const int64_t first = step;
   for (; step < end; ++step) {
@@ -129,33 +308,31 @@ TrainResult run_train(const TrainConfig& cfg) {
     fo.rng = &rng;
     op_profile_mark();  // loading the batch is not the first op's time
     Var loss = softmax_cross_entropy(net.forward(constant(images), fo), labels, cfg.label_smoothing);
-    if (!std::isfinite(loss->value.item()))
-      throw std::runtime_error("train: loss is not finite at step " + std::to_string(step) +
-                               " (lower the learning rate); the last checkpoint is intact");
+    diverged.check_loss(step, loss->value.item(), 0, 0);
     net.params().zero_grad();
     backward(loss);
     const float lr = schedule(step);
     opt->step(lr);
+    diverged.check_params(step, weights_sq(), -1);
     if (ema) ema->update(step);
     loss_avg = step == first ? loss->value.item() : 0.98 * loss_avg + 0.02 * loss->value.item();
-    char status[64];
-    std::snprintf(status, sizeof status, "loss %.3f", loss_avg);
-    progress.update(step + 1, status);
+    progress.update(step + 1, lr, "loss " + fmt(loss_avg, 3));
     const bool epoch_end = (step + 1) % spe == 0 || step + 1 == end;
     if (epoch_end) {
       double acc = NAN;
       if (cfg.eval_each_epoch || step + 1 == end) {
-        if (ema) ema->swap_in();
-        acc = evaluate(net, data.test, cfg.batch, cfg.workers).accuracy;
-        if (ema) ema->restore();
+        const double te = now_seconds();
+        res.test = evaluate_with(true, data.test);
+        have_test = step + 1 == end;
+        acc = res.test.accuracy;
+        eval_seconds += now_seconds() - te;
       }
       log << step + 1 << ',' << double(step + 1) / spe << ',' << lr << ',' << loss_avg << ',' << acc << '\n';
       log.flush();
-      save(step + 1);
     }
+    if (epoch_end || (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0)) save(step + 1);
     if (stop_requested()) {
       ++step;
-      save(step);
       break;
     }
   }
@@ -165,26 +342,28 @@ TrainResult run_train(const TrainConfig& cfg) {
                  op_profile_report(int(step - first)).c_str());
   res.steps = step;
   res.finished = step >= total;
-  const double loop_s = now_seconds() - t_loop;
+  const double loop_s = now_seconds() - t_loop - eval_seconds;
   res.images_per_second = loop_s > 0 ? double(step - first) * cfg.batch / loop_s : 0;
-  if (step == first) save(step);
-  if (ema) ema->swap_in();
-  res.test = evaluate(net, data.test, cfg.batch, cfg.workers);
-  if (ema) ema->restore();
+  save(step);
+  if (stop_requested()) {
+    const int sig = stop_signal();
+    throw Interrupted(sig, std::string("train: interrupted by ") + (sig == 2 ? "SIGINT" : sig == 15 ? "SIGTERM" : "a signal") +
+                               " at step " + std::to_string(step) + "; the checkpoint '" + res.checkpoint_path +
+                               "' is saved: continue with --resume");
+  }
+  if (!have_test) res.test = evaluate_with(true, data.test);
+  if (ema) res.test_raw = evaluate_with(false, data.test);
+  if (data.val) {
+    res.val = evaluate_with(true, data.val);
+    res.has_val = true;
+  }
   res.seconds = now_seconds() - t0;
   return res;
 }
 
 EvalResult evaluate_checkpoint(const std::string& path, const DataSpec& spec, bool use_ema, int batch, Arch* arch_out) {
-  CheckpointData d = read_checkpoint(path);
-  nlohmann::json meta;
-  try {
-    meta = nlohmann::json::parse(d.metadata);
-  } catch (...) {
-    throw std::runtime_error("eval: checkpoint '" + path + "' has no readable metadata");
-  }
-  if (meta.value("kind", "") != "spnas-train" || !meta.contains("arch"))
-    throw std::runtime_error("eval: checkpoint '" + path + "' was not written by `spnas train`");
+  const CheckpointData d = read_checkpoint(path);
+  const nlohmann::json meta = checkpoint_meta(path, d);
   Arch arch = parse_arch(meta["arch"].dump(), path + " (arch)");
   if (arch_out) *arch_out = arch;
   NetConfig ncfg;
@@ -192,8 +371,8 @@ EvalResult evaluate_checkpoint(const std::string& path, const DataSpec& spec, bo
   ChildNet net(arch, ncfg);
   std::unique_ptr<Ema> ema;
   if (use_ema) {
-    if (!d.has_ema) throw std::runtime_error("eval: checkpoint '" + path + "' has no EMA weights (use --no-ema)");
-    ema = std::make_unique<Ema>(net.params(), 0.999f, true);
+    if (!d.has_ema) throw std::runtime_error("eval: checkpoint '" + path + "' has no EMA weights (use --weights raw)");
+    ema = std::make_unique<Ema>(net.params(), meta.value("ema_decay", 0.999f), true);
   }
   Checkpoint ck;
   ck.params = &net.params();
@@ -204,7 +383,9 @@ EvalResult evaluate_checkpoint(const std::string& path, const DataSpec& spec, bo
   if (data.train->num_classes() != net.space().num_classes)
     throw std::runtime_error("eval: the checkpoint's network has " + std::to_string(net.space().num_classes) +
                              " classes but the dataset has " + std::to_string(data.train->num_classes()));
-  return evaluate(net, data.test, batch);
+  EvalResult r = evaluate(net, data.test, batch);
+  r.weights = use_ema ? "EMA" : "raw";
+  return r;
 }
 
 }  // namespace spnas

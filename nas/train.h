@@ -1,15 +1,23 @@
 // Training a network from scratch (the decoded child, or any architecture file) and evaluating it.
-// EMA of the weights is kept and used for evaluation; checkpoints hold parameters, BN statistics,
-// optimizer slots, EMA, random state and the loader position, so `--resume` continues exactly.
+// An EMA of the weights is kept and used for evaluation; checkpoints hold parameters, BN statistics,
+// optimizer slots, EMA, random state, the loader position and the configuration, so `--resume`
+// continues exactly and refuses a changed configuration (extending a run is `--extend`).
 #pragma once
 #include <string>
+#include <vector>
 
 #include "data/data.h"
+#include "engine/schedule.h"
 #include "nas/model.h"
-#include "nas/run_util.h"
+#include "nas/run.h"
 
 namespace spnas {
 
+// The training recipe (defaults): SGD with Nesterov momentum, a cosine schedule from 0.1 (at batch
+// 64, scaled linearly with the batch) after a 0.3-epoch warm-up, EMA weights for evaluation with a
+// decay chosen from the run's length. The reference trains its found network with RMSProp for 350
+// ImageNet epochs; for the few-epoch CIFAR-10 runs a CPU affords, this recipe learns fastest
+// (nas/README.md, "Training recipe").
 struct TrainConfig {
   Arch arch;
   std::string arch_source;  // for messages and the checkpoint's metadata
@@ -17,41 +25,62 @@ struct TrainConfig {
   bool augment = true;
   int batch = 64;
   float epochs = 10;
-  LrConfig lr{"exponential", 0.0f /* 0: 0.016 * batch / 256 */, 0.97f, 2.4f, 1.0f};
-  std::string optimizer = "rmsprop";
+  LrConfig lr{"cosine", 0.0f /* 0: default_learning_rate (engine/optim.h) */, 0.97f, 2.4f, 0.3f};
+  std::string optimizer = "sgd";
   float weight_decay = 1e-5f;
   float label_smoothing = 0.1f;
-  float ema_decay = 0.999f;  // 0: no EMA
+  float ema_decay = -1;      // < 0: from the run's length (ema_decay_for); 0: no EMA
   float bn_momentum = 0.99f;
   float dropout = -1;        // < 0: the space's
+  float val_fraction = 0;    // > 0: hold out this fraction of the training set and report accuracy on it
   uint64_t seed = 1;
   int workers = 1;
   std::string out_dir = "runs/train";
+  int64_t checkpoint_every = 0;  // steps (0: at the end of every epoch)
   bool resume = false;
-  bool eval_each_epoch = true;
+  bool extend = false;           // resume with a larger `epochs`: the schedule is rebuilt over the new length
+  bool allow_config_change = false;
+  std::string init_from;         // start from another checkpoint's weights (fine-tuning)
+  bool eval_each_epoch = true;   // test accuracy in the log after every epoch (the last one is the result)
   int64_t max_steps = -1;
+  double memory_limit_gib = 0;   // 0: 80 % of the machine's memory
   bool quiet = false;
 };
+
+// The EMA decay for a run of `total_steps`: an average over about a tenth of the run, 0.9-0.9999.
+float ema_decay_for(int64_t total_steps);
 
 struct EvalResult {
   double accuracy = 0, loss = 0;
   int64_t images = 0;
+  std::string weights;                   // "EMA" or "raw"
+  std::vector<std::string> class_names;
+  std::vector<double> class_accuracy;    // per true class
+  std::vector<std::vector<int64_t>> confusion;  // [true class][predicted class]
 };
 
 struct TrainResult {
-  EvalResult test;
+  EvalResult test;       // with the EMA weights when EMA is on
+  EvalResult test_raw;   // with the raw weights (only when EMA is on)
+  EvalResult val;        // on the held-out split (val_fraction > 0), the weights of `test`
+  bool has_val = false;
+  float ema_decay = 0;
   int64_t steps = 0;
-  double seconds = 0, images_per_second = 0;
+  double seconds = 0, images_per_second = 0;  // images/s of the training steps alone
   int64_t params = 0, macs = 0;
   std::string checkpoint_path;
   bool finished = false;
 };
 
+// Throws Interrupted (after saving the checkpoint) when a signal stops it.
 TrainResult run_train(const TrainConfig& cfg);
 // Evaluates `net` (already holding the weights to use) on a split, in evaluation mode.
 EvalResult evaluate(Network& net, const std::shared_ptr<Dataset>& ds, int batch, int workers = 1);
 // Loads a checkpoint written by run_train (EMA weights unless use_ema is false) and evaluates it.
 EvalResult evaluate_checkpoint(const std::string& checkpoint, const DataSpec& data, bool use_ema, int batch,
                                Arch* arch_out = nullptr);
+// The architecture a checkpoint written by run_train holds; throws naming the file when it is
+// another kind of file (a search checkpoint, a foreign file).
+Arch checkpoint_arch(const std::string& checkpoint);
 
 }  // namespace spnas

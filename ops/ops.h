@@ -97,6 +97,20 @@ Var mask_axis(const Var& a, int axis, int64_t begin, int64_t end);
 // Elementwise product with a constant 0/1 (or any) tensor of the same shape.
 Var mask(const Var& a, const Tensor& m);
 
+// The same algebra as operators, so formulas read as written on paper: Supernet::effective_kernel
+// and runtime_model are the README's equations line by line. A float operand is a constant.
+inline Var operator+(const Var& a, const Var& b) { return add(a, b); }
+inline Var operator-(const Var& a, const Var& b) { return sub(a, b); }
+inline Var operator*(const Var& a, const Var& b) { return mul(a, b); }
+inline Var operator/(const Var& a, const Var& b) { return div(a, b); }
+inline Var operator*(const Var& a, float k) { return scale(a, k); }
+inline Var operator*(float k, const Var& a) { return scale(a, k); }
+inline Var operator/(const Var& a, float k) { return scale(a, 1.0f / k); }
+inline Var operator+(const Var& a, float k) { return add_scalar(a, k); }
+inline Var operator+(float k, const Var& a) { return add_scalar(a, k); }
+inline Var operator-(const Var& a, float k) { return add_scalar(a, -k); }
+inline Var operator-(float k, const Var& a) { return add_scalar(scale(a, -1.0f), k); }
+
 // Step indicator with straight-through gradient: forward 1 if x >= 0 else 0;
 // backward dy * sigmoid(x) * (1 - sigmoid(x)).
 Var step_indicator(const Var& x);

@@ -115,8 +115,17 @@ LatencyTable load_table(const TableFlags& t) {
   return load_latency_table(t.path, t.fixed_ms);
 }
 
+void add_memory_limit(CLI::App* c, double& gib) {
+  c->add_option("--memory-limit", gib,
+                "memory the run may use, in GiB (0: 80 % of this machine's); checked before anything is allocated")
+      ->capture_default_str()
+      ->check(number_in(0, 1 << 20));
+}
+
 void add_lr(CLI::App* c, LrConfig& lr) {
-  c->add_option("--lr", lr.lr, "initial learning rate (0: 0.016 * batch / 256, the reference's scaling)")
+  c->add_option("--lr", lr.lr,
+                "initial learning rate (0: the optimizer's default at this batch: rmsprop 0.016*batch/256, the "
+                "reference's; sgd 0.1*batch/64; adam 1e-3*batch/64)")
       ->capture_default_str()
       ->check(number_in(0, 1e6));
   c->add_option("--lr-schedule", lr.kind, "exponential (staircase) | cosine (to 0 over the run) | constant")

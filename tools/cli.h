@@ -6,8 +6,9 @@
 #include <functional>
 #include <string>
 
+#include "engine/io.h"
+#include "engine/schedule.h"
 #include "nas/runtime.h"
-#include "nas/run_util.h"
 #include "nas/space.h"
 
 namespace spnas::cli {
@@ -50,6 +51,8 @@ struct TableFlags {
 };
 void add_table(CLI::App* c, TableFlags& t, bool with_runtime_model = true);
 LatencyTable load_table(const TableFlags& t);  // throws if no --lut was given
+// --memory-limit GIB (0: 80 % of the machine's memory)
+void add_memory_limit(CLI::App* c, double& gib);
 // --lr, --lr-schedule, --lr-decay, --lr-decay-epochs, --lr-warmup-epochs
 void add_lr(CLI::App* c, LrConfig& lr);
 

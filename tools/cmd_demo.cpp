@@ -94,6 +94,7 @@ Command add_demo(CLI::App& app) {
             std::fflush(stdout);
             SearchResult sr = run_search(sc, table);
             std::printf("      %lld steps in %.0f s; plot %s\n", (long long)sr.steps, sr.seconds, sr.svg_path.c_str());
+            for (const std::string& line : sr.verdict.lines) std::printf("      %s\n", line.c_str());
 
             // 3. Train the found network from scratch.
             TrainConfig tc;
@@ -101,13 +102,7 @@ Command add_demo(CLI::App& app) {
             tc.arch_source = sr.arch_path;
             tc.data = sc.data;
             tc.epochs = f->train_epochs;
-            tc.bn_momentum = 0.9f;
-            // A few epochs from scratch: SGD with Nesterov momentum and a cosine schedule learns fastest here.
-            tc.optimizer = "sgd";
-            tc.lr.lr = 0.1f;
-            tc.lr.kind = "cosine";
-            tc.lr.warmup_epochs = 0.3f;
-            tc.ema_decay = 0.99f;
+            tc.bn_momentum = 0.9f;  // a few hundred steps: the running statistics must catch up quickly
             tc.seed = sc.seed;
             tc.out_dir = f->out + "/train";
             tc.quiet = f->quiet;
@@ -122,8 +117,8 @@ Command add_demo(CLI::App& app) {
             std::printf("predicted runtime: %.3f ms at batch 1 on this CPU (all 5x5-6 supernet: %.3f ms)\n",
                         sr.predicted_ms, sr.supernet_ms);
             std::printf("params / MACs:     %lld / %.1f M\n", (long long)tr.params, tr.macs / 1e6);
-            std::printf("test accuracy:     %.2f %% (%lld images, EMA weights)\n", 100 * tr.test.accuracy,
-                        (long long)tr.test.images);
+            std::printf("test accuracy:     %.2f %% (%lld images, %s weights)\n", 100 * tr.test.accuracy,
+                        (long long)tr.test.images, tr.test.weights.c_str());
             std::printf("checkpoint:        %s  (spnas eval --checkpoint %s)\n", tr.checkpoint_path.c_str(),
                         tr.checkpoint_path.c_str());
             return 0;

@@ -1,9 +1,7 @@
 // spnas info: parameters, multiply-adds and predicted runtime of an architecture or of a space's supernet.
-#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "engine/autograd.h"
 #include "nas/model.h"
 #include "tools/cli.h"
 
@@ -55,7 +53,6 @@ Command add_info(CLI::App& app) {
   s->add_flag("--json", f->json, "print JSON");
   return {s, [f, s] {
             nlohmann::json j;
-            NoGrad ng;
             const RuntimeMode mode = parse_runtime_mode(f->table.runtime_model);
             if (!f->arch.empty()) {
               Arch arch = load_arch(f->arch);
@@ -64,14 +61,18 @@ Command add_info(CLI::App& app) {
               if (s->count("--width")) arch.width = f->so.width;
               if (f->so.input_size) arch.input_size = f->so.input_size;
               if (f->so.num_classes) arch.num_classes = f->so.num_classes;
-              ChildNet net(arch);
+              SpaceOptions so;
+              so.width = arch.width, so.input_size = arch.input_size, so.num_classes = arch.num_classes;
+              so.input_channels = arch.input_channels;
+              const SearchSpace sp = load_space(arch.space, so);
+              const NetCost cost = child_cost(sp, arch);  // from shapes: no tensor is built
               j["arch"] = arch_summary(arch);
               j["space"] = arch.space;
-              j["params"] = net.params().count();
-              j["macs"] = net.macs();
+              j["params"] = cost.params;
+              j["macs"] = cost.macs;
               if (!f->table.path.empty()) {
                 LatencyTable t = load_table(f->table);
-                check_table_matches(t, net.space());
+                check_table_matches(t, sp);
                 const double formula = predict_runtime(t, arch, RuntimeMode::Formula);
                 const double table = predict_runtime(t, arch, RuntimeMode::Table);
                 j["runtime_model"] = f->table.runtime_model;
@@ -83,21 +84,19 @@ Command add_info(CLI::App& app) {
               SearchSpace sp = load_space(f->space, f->so);
               SupernetConfig sc;
               sc.search_se = f->se;
-              Supernet net(sp, sc);
+              const NetCost cost = supernet_cost(sp, sc);
+              int64_t th = 0, skippable = 0;
+              for (const LayerSpec& l : sp.layers)
+                if (l.searchable) th += 2 + l.skip_allowed + sc.search_se, skippable += l.skip_allowed;
               j["space"] = sp.name;
               j["searchable_layers"] = sp.num_searchable();
-              j["params"] = net.params().count();
-              int64_t th = 0;
-              for (const Param& p : net.params().params())
-                if (p.group == "thresholds") th += p.var->value.numel();
+              j["params"] = cost.params;
               j["thresholds"] = th;
               // The reference creates t5x5, t50c and t100c in every searchable layer (t50c unused where
               // the layer may not be skipped) and counts them among the trainable parameters.
-              const int64_t unused = sp.num_searchable() - int64_t(std::count_if(
-                  sp.layers.begin(), sp.layers.end(), [](const LayerSpec& l) { return l.searchable && l.skip_allowed; }));
-              j["thresholds_reference"] = th + unused;
-              j["params_reference"] = net.params().count() + unused;
-              j["macs"] = net.macs();
+              j["thresholds_reference"] = th + sp.num_searchable() - skippable;
+              j["params_reference"] = cost.params + sp.num_searchable() - skippable;
+              j["macs"] = cost.macs;
               if (!f->table.path.empty()) {
                 LatencyTable t = load_table(f->table);
                 check_table_matches(t, sp);

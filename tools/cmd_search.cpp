@@ -65,10 +65,15 @@ Command add_search(CLI::App& app) {
                 "margin (nas/README.md: why a full-width search may not move)")
       ->capture_default_str()
       ->check(number_in(-1e9, 1e9));
-  s->add_flag("--bilevel", c.bilevel, "thresholds on a held-out split (default: one level, as the reference)");
-  s->add_option("--val-fraction", c.val_fraction, "held-out fraction of the training set for --bilevel")
+  s->add_flag("--bilevel", c.bilevel, "thresholds on the held-out split (default: one level, as the reference)");
+  s->add_option("--val-fraction", c.val_fraction,
+                "held-out fraction of the training set: the supernet's accuracy with its current decisions is "
+                "measured on it during the search (and --bilevel trains the thresholds on it); 0: none")
       ->capture_default_str()
-      ->check(number_above(0, 0.9));
+      ->check(number_in(0, 0.9));
+  s->add_option("--monitor-every", c.monitor_every, "steps between held-out accuracy measurements (0: 8 per epoch)")
+      ->capture_default_str()
+      ->check(integer_in(0, 1e12));
   s->add_option("--bn-momentum", c.bn_momentum, "batch-norm running-average momentum")
       ->capture_default_str()
       ->check(number_in(0, 0.9999));
@@ -77,7 +82,10 @@ Command add_search(CLI::App& app) {
   s->add_option("--checkpoint-every", c.checkpoint_every, "steps between checkpoints (also on SIGINT/SIGTERM; 0: at the end)")
       ->capture_default_str()
       ->check(integer_in(0, 1e12));
-  s->add_flag("--resume", c.resume, "continue from OUT/search.ckpt");
+  s->add_flag("--resume", c.resume, "continue from OUT/search.ckpt (with the same options)");
+  s->add_flag("--allow-config-change", c.allow_config_change,
+              "resume even where the options differ from the checkpoint's (each change is logged)");
+  add_memory_limit(s, c.memory_limit_gib);
   s->add_option("--max-steps", c.max_steps, "stop after this many steps in all (-1: no limit)")
       ->capture_default_str()
       ->check(integer_in(-1, 1e12));
@@ -93,14 +101,14 @@ Command add_search(CLI::App& app) {
             c.data = parse_data_spec(f->data);
             c.runtime_loss = parse_runtime_loss(f->runtime_loss);
             c.runtime_mode = parse_runtime_mode(f->table.runtime_model);
-            if (c.runtime_loss == RuntimeLoss::Target && !(c.target_ms > 0))
-              throw std::runtime_error("search: --runtime-loss target needs --target-ms");
             LatencyTable table = load_table(f->table);
             SearchResult r = run_search(c, table);
             std::printf("search: %lld steps in %.1f s%s\n", (long long)r.steps, r.seconds,
-                        r.finished ? "" : " (stopped early)");
+                        r.finished ? "" : " (stopped early by --max-steps)");
             std::printf("architecture: %s\n", arch_summary(r.arch).c_str());
-            std::printf("predicted runtime: %.3f ms (supernet, all 5x5-6: %.3f ms)\n", r.predicted_ms, r.supernet_ms);
+            for (const std::string& line : r.verdict.lines) std::printf("%s\n", line.c_str());
+            if (r.final_val_accuracy >= 0)
+              std::printf("held-out accuracy of the supernet with these decisions: %.1f %%\n", 100 * r.final_val_accuracy);
             std::printf("files: %s %s %s %s\n", r.arch_path.c_str(), r.csv_path.c_str(), r.svg_path.c_str(),
                         r.checkpoint_path.c_str());
             return 0;

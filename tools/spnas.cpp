@@ -16,6 +16,7 @@
 #endif
 
 #include "engine/cpu.h"
+#include "nas/run.h"
 #include "ops/kernels.h"
 #include "tools/cli.h"
 
@@ -84,6 +85,9 @@ int main(int argc, char** argv) {
     if (!c.app->parsed()) continue;
     try {
       return c.run();
+    } catch (const Interrupted& e) {
+      std::fprintf(stderr, "spnas %s: %s\n", c.app->get_name().c_str(), e.what());
+      return 128 + e.signal;  // 130 for SIGINT, 143 for SIGTERM: interrupted is not done
     } catch (const std::exception& e) {
       std::fprintf(stderr, "spnas %s: error: %s\n", c.app->get_name().c_str(), e.what());
       return 1;
