@@ -237,14 +237,15 @@ SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warm
 
 SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   const double t0 = now_seconds();
-  SearchResult res;
-  res.warnings = check_search_config(cfg, table);
+  // The result is assembled at the end, once nothing can throw any more: GCC 12 mis-destroys a named
+  // return value that is alive when an exception leaves the function.
+  std::vector<std::string> warnings = check_search_config(cfg, table);
   RunFolder folder(cfg.out_dir, "search");
   install_stop_handlers();
-  res.csv_path = folder.file("search_log.csv");
-  res.svg_path = folder.file("search_plot.svg");
-  res.arch_path = folder.file("arch.json");
-  res.checkpoint_path = folder.file("search.ckpt");
+  struct Paths {
+    std::string csv, svg, arch, checkpoint;
+  } const files{folder.file("search_log.csv"), folder.file("search_plot.svg"), folder.file("arch.json"),
+                folder.file("search.ckpt")};
 
   // Data: train, and the held-out split (monitoring; bi-level: the thresholds' data).
   Splits data = open_dataset(cfg.data, cfg.val_fraction, cfg.seed);
@@ -320,29 +321,29 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
       Loader::Position vp = val_loader->position();
       ck.blobs["val_loader"] = std::to_string(vp.epoch) + " " + std::to_string(vp.batch);
     }
-    save_checkpoint(res.checkpoint_path, ck);
+    save_checkpoint(files.checkpoint, ck);
   };
 
   int64_t step = 0;
   std::vector<SearchLogRow> rows;
   if (cfg.resume) {
-    const CheckpointData recorded = read_checkpoint(res.checkpoint_path);
-    const nlohmann::json m = parse_json(recorded.metadata, "search checkpoint", res.checkpoint_path);
+    const CheckpointData recorded = read_checkpoint(files.checkpoint);
+    const nlohmann::json m = parse_json(recorded.metadata, "search checkpoint", files.checkpoint);
     if (m.value("kind", "") != "spnas-search")
-      throw std::runtime_error("search: '" + res.checkpoint_path + "' is not a search checkpoint (kind '" +
+      throw std::runtime_error("search: '" + files.checkpoint + "' is not a search checkpoint (kind '" +
                                m.value("kind", "?") + "')");
     for (const std::string& change : compare_run_config(m.value("config", nlohmann::json::object()), config, {},
-                                                        cfg.allow_config_change, res.checkpoint_path)) {
+                                                        cfg.allow_config_change, files.checkpoint)) {
       const std::string line = "search: resuming with a changed setting (--allow-config-change): " + change;
       std::fprintf(stderr, "%s\n", line.c_str());
       std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
     }
     Checkpoint ck = make_ck();
-    load_checkpoint(res.checkpoint_path, ck);
+    load_checkpoint(files.checkpoint, ck);
     step = ck.step;
     auto pos = [&](const char* key) {
       auto it = ck.blobs.find(key);
-      if (it == ck.blobs.end()) throw std::runtime_error("search: checkpoint '" + res.checkpoint_path + "' has no " + key + " position");
+      if (it == ck.blobs.end()) throw std::runtime_error("search: checkpoint '" + files.checkpoint + "' has no " + key + " position");
       Loader::Position p{};
       std::istringstream(it->second) >> p.epoch >> p.batch;
       return p;
@@ -351,26 +352,26 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     if (topt) {
       auto it = ck.blobs.find("threshold_optimizer");
       if (it == ck.blobs.end()) throw std::runtime_error("search: checkpoint has no threshold optimizer (was it a one-level search?)");
-      CheckpointData td = decode_checkpoint(it->second, res.checkpoint_path + " (threshold optimizer)");
+      CheckpointData td = decode_checkpoint(it->second, files.checkpoint + " (threshold optimizer)");
       topt->load_state(td.optimizer);
       val_loader->seek(pos("val_loader"));
     }
-    rows = read_search_csv(res.csv_path, step);
+    rows = read_search_csv(files.csv, step);
     if (int64_t(rows.size()) != step)
-      throw std::runtime_error("search: the log '" + res.csv_path + "' holds " + std::to_string(rows.size()) +
+      throw std::runtime_error("search: the log '" + files.csv + "' holds " + std::to_string(rows.size()) +
                                " steps but the checkpoint is at step " + std::to_string(step) +
                                " (the log was truncated or deleted): restore it, or start afresh in another --out");
-    if (!cfg.quiet) std::fprintf(stderr, "search: resumed from %s at step %lld\n", res.checkpoint_path.c_str(), (long long)step);
+    if (!cfg.quiet) std::fprintf(stderr, "search: resumed from %s at step %lld\n", files.checkpoint.c_str(), (long long)step);
   }
   {
     // (Re)write the log: header plus the rows that precede the starting step.
     std::string text = csv_header(net.layers().size()) + "\n";
     for (const auto& r : rows) text += csv_row(r) + "\n";
-    write_file_atomic(res.csv_path, text);
+    write_file_atomic(files.csv, text);
   }
-  std::ofstream csv(res.csv_path, std::ios::app);
+  std::ofstream csv(files.csv, std::ios::app);
   if (!cfg.quiet)
-    for (const std::string& w : res.warnings) std::fprintf(stderr, "search: warning: %s\n", w.c_str());
+    for (const std::string& w : warnings) std::fprintf(stderr, "search: warning: %s\n", w.c_str());
 
   // The supernet's accuracy with its current decisions on a few held-out batches (no dropping).
   auto monitor = [&]() -> double {
@@ -398,7 +399,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
 
   const int64_t end = cfg.max_steps >= 0 ? std::min(total, cfg.max_steps) : total;
   Progress progress("search", step, end, cfg.batch, cfg.quiet);
-  DivergenceCheck diverged{space.num_classes, res.checkpoint_path, "search"};
+  DivergenceCheck diverged{space.num_classes, files.checkpoint, "search"};
   Tensor images, vimages;
   std::vector<int> labels, vlabels;
   auto next_batch = [](Loader& ld, Tensor& im, std::vector<int>& lb) {
@@ -502,29 +503,35 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   if (stop_requested()) {
     const int sig = stop_signal();
     throw Interrupted(sig, std::string("search: interrupted by ") + (sig == 2 ? "SIGINT" : sig == 15 ? "SIGTERM" : "a signal") +
-                               " at step " + std::to_string(step) + "; the checkpoint '" + res.checkpoint_path +
+                               " at step " + std::to_string(step) + "; the checkpoint '" + files.checkpoint +
                                "' is saved: continue with --resume (no architecture was written)");
   }
-  res.steps = step;
-  res.finished = step >= total;
-  res.arch = net.decode(cfg.space);
+  Arch arch = net.decode(cfg.space);
   // The architecture file is self-contained: it records the input size, classes and channels searched for.
-  res.arch.input_size = space.input_size;
-  res.arch.num_classes = space.num_classes;
-  res.arch.input_channels = space.input_channels;
-  save_arch(res.arch_path, res.arch);
-  res.predicted_ms = predict_runtime(table, res.arch);
-  res.supernet_ms = runtime_all_on(table, RuntimeMode::Table, cfg.search_se);
-  res.final_ce = ce_value;
-  res.final_val_accuracy = std::isnan(last_val) ? -1 : last_val;
-  res.verdict = search_verdict(rows, warmup, res.arch, table, cfg);
+  arch.input_size = space.input_size;
+  arch.num_classes = space.num_classes;
+  arch.input_channels = space.input_channels;
+  save_arch(files.arch, arch);
   SearchPlotInfo plot;
-  plot.title = "Single-Path NAS search: " + space.name + " at width " + fmt(space.width, 2) + " -> " + arch_summary(res.arch);
+  plot.title = "Single-Path NAS search: " + space.name + " at width " + fmt(space.width, 2) + " -> " + arch_summary(arch);
   plot.warmup_steps = warmup;
   plot.target_ms = cfg.target_ms;
-  plot.supernet_ms = res.supernet_ms;
+  plot.supernet_ms = runtime_all_on(table, RuntimeMode::Table, cfg.search_se);
   plot.steps_per_epoch = spe;
-  write_search_svg(res.svg_path, rows, plot);
+  write_search_svg(files.svg, rows, plot);
+  SearchVerdict verdict = search_verdict(rows, warmup, arch, table, cfg);
+
+  SearchResult res;
+  res.warnings = std::move(warnings);
+  res.csv_path = files.csv, res.svg_path = files.svg, res.arch_path = files.arch, res.checkpoint_path = files.checkpoint;
+  res.steps = step;
+  res.finished = step >= total;
+  res.arch = std::move(arch);
+  res.predicted_ms = verdict.predicted_ms;
+  res.supernet_ms = plot.supernet_ms;
+  res.final_ce = ce_value;
+  res.final_val_accuracy = std::isnan(last_val) ? -1 : last_val;
+  res.verdict = std::move(verdict);
   res.seconds = now_seconds() - t0;
   return res;
 }

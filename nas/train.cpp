@@ -139,8 +139,8 @@ TrainResult run_train(const TrainConfig& cfg) {
   const double t0 = now_seconds();
   RunFolder folder(cfg.out_dir, "train");
   install_stop_handlers();
-  TrainResult res;
-  res.checkpoint_path = folder.file("model.ckpt");
+  // The result is assembled at the end, once nothing can throw any more (see run_search).
+  const std::string checkpoint_path = folder.file("model.ckpt");
 
   Splits data = open_dataset(cfg.data, cfg.val_fraction, cfg.seed);
   if (data.train->num_classes() < 2)
@@ -170,8 +170,6 @@ TrainResult run_train(const TrainConfig& cfg) {
   ncfg.dropout = cfg.dropout;
   ncfg.seed = cfg.seed;
   ChildNet net(arch, ncfg);
-  res.params = net.params().count();
-  res.macs = net.macs();
   AugmentConfig aug = cfg.augment ? default_train_augment(*data.train) : default_eval_augment(*data.train);
   aug.out_size = net.space().input_size;
   Loader loader(data.train, cfg.batch, true, aug, cfg.seed, cfg.workers);
@@ -181,20 +179,20 @@ TrainResult run_train(const TrainConfig& cfg) {
   if (lrc.lr <= 0) lrc.lr = default_learning_rate(cfg.optimizer, cfg.batch);
   Schedule schedule = make_schedule(lrc, spe, total);
   std::unique_ptr<Optimizer> opt = make_optimizer(cfg.optimizer, net.params(), cfg.weight_decay);
-  res.ema_decay = cfg.ema_decay < 0 ? ema_decay_for(total) : cfg.ema_decay;
+  const float ema_decay = cfg.ema_decay < 0 ? ema_decay_for(total) : cfg.ema_decay;
   std::unique_ptr<Ema> ema;
-  if (res.ema_decay > 0) ema = std::make_unique<Ema>(net.params(), res.ema_decay, true);
+  if (ema_decay > 0) ema = std::make_unique<Ema>(net.params(), ema_decay, true);
   Rng rng(cfg.seed ^ 0x7a11ULL);
   if (!cfg.init_from.empty() && !cfg.resume) {
     const std::string what = init_weights_from(net.params(), cfg.init_from);
-    if (ema) ema = std::make_unique<Ema>(net.params(), res.ema_decay, true);  // shadows start from these weights
+    if (ema) ema = std::make_unique<Ema>(net.params(), ema_decay, true);  // shadows start from these weights
     if (!cfg.quiet) std::fprintf(stderr, "train: %s\n", what.c_str());
   }
 
   const nlohmann::json config = config_record(cfg, arch);
   const nlohmann::json meta = {{"kind", "spnas-train"}, {"arch", nlohmann::json::parse(arch_to_json(arch))},
                                {"arch_source", cfg.arch_source}, {"bn_momentum", cfg.bn_momentum},
-                               {"ema_decay", res.ema_decay}, {"config", config}};
+                               {"ema_decay", ema_decay}, {"config", config}};
   auto make_ck = [&]() {
     Checkpoint ck;
     ck.params = &net.params();
@@ -209,15 +207,15 @@ TrainResult run_train(const TrainConfig& cfg) {
     ck.step = step;
     Loader::Position p = loader.position();
     ck.blobs["loader"] = std::to_string(p.epoch) + " " + std::to_string(p.batch);
-    save_checkpoint(res.checkpoint_path, ck);
+    save_checkpoint(checkpoint_path, ck);
   };
   const std::string log_path = folder.file("train_log.csv");
   const char* log_head = "step,epoch,lr,loss,test_accuracy";
   int64_t step = 0;
   std::string log_text = std::string(log_head) + "\n";
   if (cfg.resume) {
-    const CheckpointData recorded = read_checkpoint(res.checkpoint_path);
-    const nlohmann::json m = checkpoint_meta(res.checkpoint_path, recorded);
+    const CheckpointData recorded = read_checkpoint(checkpoint_path);
+    const nlohmann::json m = checkpoint_meta(checkpoint_path, recorded);
     const nlohmann::json old = m.value("config", nlohmann::json::object());
     if (cfg.extend) {
       const double before = old.value("epochs", 0.0);
@@ -225,13 +223,13 @@ TrainResult run_train(const TrainConfig& cfg) {
         throw std::runtime_error("train: --extend needs more --epochs than the run had (" + fmt(before, 2) + ")");
     }
     const std::vector<std::string> may_differ = cfg.extend ? std::vector<std::string>{"epochs"} : std::vector<std::string>{};
-    for (const std::string& change : compare_run_config(old, config, may_differ, cfg.allow_config_change, res.checkpoint_path)) {
+    for (const std::string& change : compare_run_config(old, config, may_differ, cfg.allow_config_change, checkpoint_path)) {
       const std::string line = "train: resuming with a changed setting (--allow-config-change): " + change;
       std::fprintf(stderr, "%s\n", line.c_str());
       std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
     }
     Checkpoint ck = make_ck();
-    load_checkpoint(res.checkpoint_path, ck);
+    load_checkpoint(checkpoint_path, ck);
     step = ck.step;
     Loader::Position p{};
     std::istringstream(ck.blobs["loader"]) >> p.epoch >> p.batch;
@@ -271,14 +269,14 @@ TrainResult run_train(const TrainConfig& cfg) {
       throw std::runtime_error("train: the log '" + log_path + "' ends at step " + std::to_string(last) +
                                " but the checkpoint is at step " + std::to_string(step) +
                                " (the log was truncated): restore it, or start afresh in another --out");
-    if (!cfg.quiet) std::fprintf(stderr, "train: resumed from %s at step %lld\n", res.checkpoint_path.c_str(), (long long)step);
+    if (!cfg.quiet) std::fprintf(stderr, "train: resumed from %s at step %lld\n", checkpoint_path.c_str(), (long long)step);
   }
   write_file_atomic(log_path, log_text);
   std::ofstream log(log_path, std::ios::app);
 
   const int64_t end = cfg.max_steps >= 0 ? std::min(total, cfg.max_steps) : total;
   Progress progress("train", step, end, cfg.batch, cfg.quiet);
-  DivergenceCheck diverged{arch.num_classes, res.checkpoint_path, "training"};
+  DivergenceCheck diverged{arch.num_classes, checkpoint_path, "training"};
   auto weights_sq = [&]() {
     double s = 0;
     for (const Param& p : net.params().params()) {
@@ -297,6 +295,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   Tensor images;
   std::vector<int> labels;
   double loss_avg = 0, eval_seconds = 0;
+  EvalResult test;
   bool have_test = false;
   const double t_loop = now_seconds();
   const int64_t first = step;
@@ -322,9 +321,9 @@ TrainResult run_train(const TrainConfig& cfg) {
       double acc = NAN;
       if (cfg.eval_each_epoch || step + 1 == end) {
         const double te = now_seconds();
-        res.test = evaluate_with(true, data.test);
+        test = evaluate_with(true, data.test);
         have_test = step + 1 == end;
-        acc = res.test.accuracy;
+        acc = test.accuracy;
         eval_seconds += now_seconds() - te;
       }
       log << step + 1 << ',' << double(step + 1) / spe << ',' << lr << ',' << loss_avg << ',' << acc << '\n';
@@ -340,23 +339,31 @@ TrainResult run_train(const TrainConfig& cfg) {
   if (op_profile())
     std::fprintf(stderr, "op profile (SPNAS_PROFILE), %lld steps:\n%s", (long long)(step - first),
                  op_profile_report(int(step - first)).c_str());
-  res.steps = step;
-  res.finished = step >= total;
   const double loop_s = now_seconds() - t_loop - eval_seconds;
-  res.images_per_second = loop_s > 0 ? double(step - first) * cfg.batch / loop_s : 0;
   save(step);
   if (stop_requested()) {
     const int sig = stop_signal();
     throw Interrupted(sig, std::string("train: interrupted by ") + (sig == 2 ? "SIGINT" : sig == 15 ? "SIGTERM" : "a signal") +
-                               " at step " + std::to_string(step) + "; the checkpoint '" + res.checkpoint_path +
+                               " at step " + std::to_string(step) + "; the checkpoint '" + checkpoint_path +
                                "' is saved: continue with --resume");
   }
-  if (!have_test) res.test = evaluate_with(true, data.test);
-  if (ema) res.test_raw = evaluate_with(false, data.test);
-  if (data.val) {
-    res.val = evaluate_with(true, data.val);
-    res.has_val = true;
-  }
+  if (!have_test) test = evaluate_with(true, data.test);
+  EvalResult test_raw, val;
+  if (ema) test_raw = evaluate_with(false, data.test);
+  if (data.val) val = evaluate_with(true, data.val);
+
+  TrainResult res;
+  res.checkpoint_path = checkpoint_path;
+  res.params = net.params().count();
+  res.macs = net.macs();
+  res.ema_decay = ema_decay;
+  res.steps = step;
+  res.finished = step >= total;
+  res.images_per_second = loop_s > 0 ? double(step - first) * cfg.batch / loop_s : 0;
+  res.test = std::move(test);
+  res.test_raw = std::move(test_raw);
+  res.has_val = data.val != nullptr;
+  res.val = std::move(val);
   res.seconds = now_seconds() - t0;
   return res;
 }

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# What the program promises about a run, checked on the real binary: an empty --out is refused, a
+# second run on a held folder fails at once naming the holder, SIGINT exits 130 with the checkpoint
+# saved and no architecture, SIGTERM exits 143, and `info` on a huge architecture answers from shapes
+# within a small address space. Usage: cli_runs.sh SPNAS WORKDIR
+set -u
+B=$1 W=$2
+rm -rf "$W" && mkdir -p "$W" && cd "$W" || exit 1
+fail() { echo "FAIL: $*"; exit 1; }
+
+cat > tiny.json <<'JSON'
+{"name": "tiny", "input_size": 16, "num_classes": 10,
+ "stem": {"channels": 8, "kernel": 3, "stride": 1},
+ "blocks": [{"type": "fixed", "expansion": 1, "kernel": 3, "channels": 8, "stride": 1},
+            {"type": "searchable", "channels": 8, "repeats": 2, "stride": 1},
+            {"type": "searchable", "channels": 16, "repeats": 2, "stride": 2}],
+ "head": {"channels": 32}}
+JSON
+cat > lut.json <<'JSON'
+{"format": "spnas-latency-table", "version": 1, "space": "tiny", "fixed_ms": 1.0,
+ "layers": [{"k3_e3": 1, "k3_e6": 2, "k5_e3": 1.5, "k5_e6": 3}, {"k3_e3": 1, "k3_e6": 2, "k5_e3": 1.5, "k5_e6": 3},
+            {"k3_e3": 1, "k3_e6": 2, "k5_e3": 1.5, "k5_e6": 3}, {"k3_e3": 1, "k3_e6": 2, "k5_e3": 1.5, "k5_e6": 3}]}
+JSON
+SEARCH=("$B" search --space tiny.json --lut lut.json --data synthetic:train=20000,test=64 --batch 8 --threads 1 --quiet)
+
+out=$("$B" train --arch nothing.json --out "" 2>&1); code=$?
+[ $code -ne 0 ] && grep -q "output folder is empty\|cannot open 'nothing.json'" <<<"$out" || fail "empty --out: $code $out"
+
+# A long search holds its folder; a second one on it fails at once, naming the first.
+"${SEARCH[@]}" --out held > held.log 2>&1 &
+first=$!
+for _ in $(seq 100); do [ -s held/.lock ] && break; sleep 0.1; done
+out=$("${SEARCH[@]}" --out held 2>&1); code=$?
+[ $code -eq 1 ] && grep -q "in use by pid $first" <<<"$out" || fail "second writer: exit $code: $out"
+
+# SIGINT: the first one saves its checkpoint, exits 130, writes no architecture.
+for _ in $(seq 200); do [ -f held/search_log.csv ] && [ "$(wc -l < held/search_log.csv)" -gt 2 ] && break; sleep 0.1; done
+kill -INT $first
+wait $first; code=$?
+[ $code -eq 130 ] || fail "SIGINT exit code $code: $(cat held.log)"
+grep -q "interrupted by SIGINT" held.log || fail "no interruption message: $(cat held.log)"
+[ -f held/search.ckpt ] && [ ! -f held/arch.json ] || fail "after SIGINT: checkpoint missing or an architecture written"
+
+# SIGTERM while resuming: 143.
+"${SEARCH[@]}" --out held --resume > term.log 2>&1 &
+pid=$!
+sleep 1.5
+kill -TERM $pid
+wait $pid; code=$?
+[ $code -eq 143 ] && grep -q "interrupted by SIGTERM" term.log || fail "SIGTERM exit code $code: $(cat term.log)"
+
+# info on a width-8, 2048-pixel architecture: answered from shapes in under 1 GB of address space.
+printf '{"space": "cifar10", "width": 8, "input_size": 2048, "layers": [%s"5x5-6"]}' "$(printf '"5x5-6",%.0s' $(seq 19))" > wide.json
+out=$( (ulimit -v 1000000; "$B" info --arch wide.json --json) 2>&1); code=$?
+[ $code -eq 0 ] && grep -q '"params"' <<<"$out" || fail "info on a wide architecture: exit $code: $out"
+echo "cli runs: ok"
