@@ -237,8 +237,7 @@ SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warm
 
 SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   const double t0 = now_seconds();
-  // The result is assembled at the end, once nothing can throw any more: GCC 12 mis-destroys a named
-  // return value that is alive when an exception leaves the function.
+  // The result is assembled at the end, from what the run wrote.
   std::vector<std::string> warnings = check_search_config(cfg, table);
   RunFolder folder(cfg.out_dir, "search");
   install_stop_handlers();

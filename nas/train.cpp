@@ -139,7 +139,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   const double t0 = now_seconds();
   RunFolder folder(cfg.out_dir, "train");
   install_stop_handlers();
-  // The result is assembled at the end, once nothing can throw any more (see run_search).
+  // The result is assembled at the end, from what the run wrote.
   const std::string checkpoint_path = folder.file("model.ckpt");
 
   Splits data = open_dataset(cfg.data, cfg.val_fraction, cfg.seed);
