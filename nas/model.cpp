@@ -196,7 +196,6 @@ void Network::build_stem(const NetConfig& cfg) {
   const int k = space_.stem_kernel, c = space_.stem_channels;
   stem_w_ = params_.add("stem/conv", he_normal({k, k, space_.input_channels, c}, int64_t(k) * k * c));
   stem_bn_.init(params_, "stem/bn", c, cfg);
-  int out = (space_.input_size + space_.stem_stride - 1) / space_.stem_stride;
 }
 
 void Network::build_head(int cin, const NetConfig& cfg) {

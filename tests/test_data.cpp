@@ -686,12 +686,9 @@ TEST_CASE("loader: no shuffle keeps dataset order; seek resumes exactly; batch t
 
 // ---- synthetic --------------------------------------------------------------------------------------------
 
-TEST_CASE("synthetic dataset: seeded, balanced, fast, distinct splits") {
-  auto t0 = std::chrono::steady_clock::now();
+// Its generation speed is measured by bench_data, not here: a shared machine makes any time limit flaky.
+TEST_CASE("synthetic dataset: seeded, balanced, distinct splits") {
   Splits a = open_synthetic();
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  MESSAGE("synthetic 10000+2000 generated in " << secs << " s");
-  CHECK(secs < 3.0);  // about 0.3 s in Release on 2 cores; generous for sanitizer builds
   CHECK(a.train->size() == 10000);
   CHECK(a.test->size() == 2000);
   CHECK(a.train->num_classes() == 10);
