@@ -378,7 +378,9 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     NoGrad ng;
     AugmentConfig ea = default_eval_augment(*data.val);
     ea.out_size = space.input_size;
-    Loader vl(data.val, cfg.batch, false, ea, 0, 1, false);
+    // The same seeded draw every time: the same images, from every class (a split's own order may
+    // be sorted by class, as an image folder's is).
+    Loader vl(data.val, cfg.batch, true, ea, cfg.seed + 7, 1, false);
     Tensor im;
     std::vector<int> lb;
     int64_t correct = 0, seen = 0;
