@@ -426,26 +426,33 @@ Var Supernet::forward(const Var& images, const ForwardOptions& opt) {
   return head(x, opt);
 }
 
-Arch Supernet::decode(const std::string& space_source) {
+std::vector<LayerIndicators> Supernet::current_indicators() {
   NoGrad ng;
-  Arch a;
-  a.space = space_source;
-  a.width = space_.width;
   ForwardOptions opt;  // no dropping
-  bool any_se = false;
+  std::vector<LayerIndicators> all;
   for (SuperLayer& L : layers_) {
     LayerIndicators ind;
     effective_kernel(L, ind, opt);
-    bool se = false;
+    ind.has_se = L.se;
     if (L.se) {
-      Var m_se = (scfg_.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce)) - L.t_se;
-      se = m_se->value.item() >= 0;
+      ind.m_se = ((scfg_.squared_norm ? sqnorm(L.w_se_reduce) : l2norm(L.w_se_reduce)) - L.t_se)->value.item();
+      ind.d_se = constant(Tensor::scalar(ind.m_se >= 0 ? 1.0f : 0.0f));
     }
-    Choice c = decode_choice(ind.d_k5->value.item() > 0.5f, ind.d_e6->value.item() > 0.5f,
-                             ind.d_skip->value.item() > 0.5f);
+    all.push_back(ind);
+  }
+  return all;
+}
+
+Arch Supernet::decode(const std::string& space_source) {
+  Arch a;
+  a.space = space_source;
+  a.width = space_.width;
+  bool any_se = false;
+  for (const LayerIndicators& ind : current_indicators()) {
+    const Choice c = decode_choice(ind.m_k5 >= 0, ind.m_e6 >= 0, !ind.has_skip || ind.m_skip >= 0);
     a.layers.push_back(c);
-    a.se.push_back(se && c != Choice::Skip);
-    any_se |= L.se;
+    a.se.push_back(ind.has_se && ind.m_se >= 0 && c != Choice::Skip);
+    any_se |= ind.has_se;
   }
   if (!any_se) a.se.clear();
   return a;

@@ -129,8 +129,11 @@ class Supernet : public Network {
   // The superkernel of searchable layer i as a differentiable expression of its weights and
   // thresholds (also fills `ind`). Exposed for tests.
   Var effective_kernel(SuperLayer& L, LayerIndicators& ind, const ForwardOptions& opt);
+  // The indicators and margins of the current weights and thresholds, without dropping (what the
+  // search logs and decodes; during warm-up the forward pass's own indicators are dropped at random).
+  std::vector<LayerIndicators> current_indicators();
   // Decodes the current thresholds (no dropping) into an architecture.
-  Arch decode(const std::string& space_source) ;
+  Arch decode(const std::string& space_source);
   const SupernetConfig& config() const { return scfg_; }
 
  private:

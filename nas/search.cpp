@@ -442,9 +442,10 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     row.ce = ce_value;
     row.runtime_term = term_in_loss ? rt->value.item() : 0.0;
     row.R = R->value.item();
+    // The log and the decided architecture read the indicators without dropping: during the warm-up
+    // the forward pass's own are dropped at random, which is regularisation, not a decision.
     Arch decided;
-    decided.layers.reserve(net.indicators().size());
-    for (const LayerIndicators& d : net.indicators()) {
+    for (const LayerIndicators& d : net.current_indicators()) {
       row.d_k5.push_back(d.m_k5 >= 0), row.d_e6.push_back(d.m_e6 >= 0);
       row.d_skip.push_back(d.has_skip ? float(d.m_skip >= 0) : NAN);
       row.d_se.push_back(d.has_se ? float(d.m_se >= 0) : NAN);
@@ -514,7 +515,9 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   arch.input_channels = space.input_channels;
   save_arch(files.arch, arch);
   SearchPlotInfo plot;
-  plot.title = "Single-Path NAS search: " + space.name + " at width " + fmt(space.width, 2) + " -> " + arch_summary(arch);
+  plot.title = "Single-Path NAS search: " + space.name + " at width " + fmt(space.width, 2) + ", " +
+               std::to_string(step) + " steps";
+  plot.subtitle = "found: " + arch_summary(arch);
   plot.warmup_steps = warmup;
   plot.target_ms = cfg.target_ms;
   plot.supernet_ms = runtime_all_on(table, RuntimeMode::Table, cfg.search_se);
@@ -630,14 +633,16 @@ void hline(std::ostringstream& svg, const Chart& c, double v, const char* colour
 void write_search_svg(const std::string& path, const std::vector<SearchLogRow>& rows, const SearchPlotInfo& info) {
   const double W = 980, x0 = 80, pw = 800, ph = 170;
   const size_t L = rows.empty() ? 0 : rows.front().d_k5.size();
-  const double cell = 14, top = 56;
+  const double cell = 14, top = 64;
   const double y_r = top + 24, y_ce = y_r + ph + 60, y_dec = y_ce + ph + 60;
   const double H = y_dec + L * cell + 80;
   const double steps = rows.empty() ? 1 : double(rows.back().step + 1);
   std::ostringstream svg;
   svg << "<svg xmlns='http://www.w3.org/2000/svg' width='" << W << "' height='" << H
       << "' font-family='sans-serif'>\n<rect width='100%' height='100%' fill='white'/>\n";
-  svg << "<text x='" << W / 2 << "' y='28' font-size='15' text-anchor='middle'>" << esc(info.title) << "</text>\n";
+  svg << "<text x='" << x0 << "' y='24' font-size='15'>" << esc(info.title) << "</text>\n";
+  if (!info.subtitle.empty())
+    svg << "<text x='" << x0 << "' y='44' font-size='11' fill='#444'>" << esc(info.subtitle) << "</text>\n";
 
   // 1. Runtime: what the term saw (dropped indicators) and the decoded architecture's R.
   double lo = INFINITY, hi = -INFINITY;

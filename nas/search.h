@@ -102,7 +102,7 @@ std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to
 Choice logged_choice(const SearchLogRow& r, size_t l);
 
 struct SearchPlotInfo {
-  std::string title;
+  std::string title, subtitle;
   int64_t warmup_steps = 0;
   double target_ms = 0;       // 0: no target line
   double supernet_ms = 0;
