@@ -12,9 +12,11 @@
 #include <thread>
 #include <unistd.h>
 
-#include "nas/predictor.h"
-#include "nas/profile.h"
-#include "nas/runtime.h"
+#include "nas/latency/measure.h"
+#include "nas/latency/predictor.h"
+#include "nas/latency/profile.h"
+#include "nas/latency/stats.h"
+#include "nas/model.h"
 #include "nas/space.h"
 
 using namespace spnas;
