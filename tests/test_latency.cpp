@@ -277,6 +277,20 @@ TEST_CASE("profiler on a tiny space: positive, monotone entries, metadata, sampl
   // Samples: 4 layers x 4 candidates, the stem, 2 fixed layers, the head.
   CHECK(r.samples.size() == 16 + 1 + 2 + 1);
   for (const PieceSample& p : r.samples) CHECK(p.ms > 0);
+  // An entry is its piece's statistic (the calibration's per-candidate terms are 0 here), and the
+  // samples say which piece each is.
+  for (size_t l = 0; l < t.layers.size(); ++l)
+    for (int k = 0; k < 4; ++k) {
+      const PieceSample& p = r.samples[4 * l + size_t(k)];
+      const Choice c = Choice(k);
+      CHECK(p.kind == "mbconv");
+      CHECK(p.cin == t.layers[l].cin);
+      CHECK(p.kernel == choice_kernel(c));
+      CHECK(p.expansion == choice_expansion(c));
+      CHECK(p.ms == t.layers[l].cost(c));
+    }
+  CHECK(r.samples[16].kind == "stem");
+  CHECK(r.samples.back().kind == "head");
   // The table round-trips through the file format.
   LatencyTable u = parse_latency_table(latency_table_to_json(t), "mem");
   CHECK(u.layers[2].k5_e6 == doctest::Approx(t.layers[2].k5_e6));
