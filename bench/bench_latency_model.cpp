@@ -29,9 +29,12 @@
 #include <vector>
 
 #include "engine/rng.h"
-#include "nas/predictor.h"
-#include "nas/profile.h"
-#include "nas/runtime.h"
+#include "engine/cpu.h"
+#include "nas/latency/measure.h"
+#include "nas/latency/predictor.h"
+#include "nas/latency/profile.h"
+#include "nas/latency/stats.h"
+#include "nas/model.h"
 #include "nas/space.h"
 
 using namespace spnas;
@@ -151,8 +154,8 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  std::printf("latency model benchmark: cpu '%s', %d random cifar10 architectures (seed %llu)\n",
-              cpu_info().model_name.c_str(), n_archs, (unsigned long long)seed);
+  std::printf("latency model benchmark: cpu %s, %d random cifar10 architectures (seed %llu)\n",
+              cpu_description().c_str(), n_archs, (unsigned long long)seed);
   auto progress = [&](const std::string& m) {
     if (verbose || m.rfind("warning", 0) == 0) std::printf("  [profile] %s\n", m.c_str());
   };
@@ -193,8 +196,8 @@ int main(int argc, char** argv) {
       MeasureOptions mo = measure_options(c);
       mo.backend = backend;
       // The architectures are measured before and after the profile, and each one's measured latency
-      // is the geometric mean of the two: a machine that drifts (other tenants' load; seen here: +3 to
-      // +9 % over two minutes) then moves both sides of the comparison alike. The drift is reported.
+      // is the geometric mean of the two: a machine that drifts within minutes (bench/RESULTS.md,
+      // "Latency model") then moves both sides of the comparison alike. The drift is reported.
       std::vector<LatencyMeasurement> before;
       if (bracket) before = measure_archs_latency(archs, mo);
       ProfileResult pr = profile_space_full(space, po);
@@ -229,6 +232,12 @@ int main(int argc, char** argv) {
           "spread up to %.1f %%%s: %s\n",
           backend.c_str(), clock.c_str(), c.batch, c.threads, pr.table.fixed_ms, lo, hi, e.mean, e.worst, e.bias, e.tau, max_spread * 100,
           bracket ? (", drift during the profile " + fmt_pct(drift)).c_str() : "", verdict(ok));
+      // One architecture as `spnas latency` checks it against the table: interleaved with the table's
+      // all-5x5-6 network, the ratio's interval, the machine factor, the load warnings.
+      const ArchLatency one = measure_arch_latency(archs[0], mo, &pr.table);
+      std::printf("  arch 0 (%s) against the table:\n", arch_summary(archs[0]).c_str());
+      std::istringstream report(arch_latency_report(one, mo));
+      for (std::string line; std::getline(report, line);) std::printf("    %s\n", line.c_str());
       std::fflush(stdout);
     }
   }

@@ -20,16 +20,7 @@ Var BNLayer::then_pwconv(const Var& x, bool training, Act act, const Var& w) {
   return bn_act_pwconv(x, gamma, beta, state, training, act, w);
 }
 
-// MnasNet's initialisation: normal with std sqrt(2 / fan_out), fan_out = kh * kw * out_channels
-// (for a depthwise kernel out_channels is its depth multiplier, 1).
-Tensor Network::he_normal(const Shape& shape, int64_t fan_out) {
-  Tensor t = Tensor::empty(shape);
-  const float std = std::sqrt(2.0f / float(fan_out));
-  for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = std * init_rng_.normal();
-  return t;
-}
-
-static Tensor he_normal_rng(Rng& rng, const Shape& shape, int64_t fan_out) {
+Tensor he_normal(Rng& rng, const Shape& shape, int64_t fan_out) {
   Tensor t = Tensor::empty(shape);
   const float std = std::sqrt(2.0f / float(fan_out));
   for (int64_t i = 0; i < t.numel(); ++i) t.data()[i] = std * rng.normal();
@@ -60,19 +51,19 @@ MBConvBlock make_mbconv(ParamSet& ps, const std::string& p, const LayerSpec& spe
   b.hidden = spec.cin * expansion;
   b.se = se;
   if (expansion != 1) {
-    b.w_expand = ps.add(p + "/expand", he_normal_rng(rng, {spec.cin, b.hidden}, b.hidden));
+    b.w_expand = ps.add(p + "/expand", he_normal(rng, {spec.cin, b.hidden}, b.hidden));
     b.bn_expand.init(ps, p + "/expand_bn", b.hidden, cfg);
   }
-  b.w_dw = ps.add(p + "/depthwise", he_normal_rng(rng, {kernel, kernel, b.hidden}, kernel * kernel));
+  b.w_dw = ps.add(p + "/depthwise", he_normal(rng, {kernel, kernel, b.hidden}, kernel * kernel));
   b.bn_dw.init(ps, p + "/depthwise_bn", b.hidden, cfg);
   if (se) {
     int s = se_channels(spec.cin);
-    b.w_se_reduce = ps.add(p + "/se_reduce", he_normal_rng(rng, {b.hidden, s}, s));
+    b.w_se_reduce = ps.add(p + "/se_reduce", he_normal(rng, {b.hidden, s}, s));
     b.b_se_reduce = ps.add(p + "/se_reduce_bias", Tensor::zeros({s}));
-    b.w_se_expand = ps.add(p + "/se_expand", he_normal_rng(rng, {s, b.hidden}, b.hidden));
+    b.w_se_expand = ps.add(p + "/se_expand", he_normal(rng, {s, b.hidden}, b.hidden));
     b.b_se_expand = ps.add(p + "/se_expand_bias", Tensor::zeros({b.hidden}));
   }
-  b.w_project = ps.add(p + "/project", he_normal_rng(rng, {b.hidden, spec.cout}, spec.cout));
+  b.w_project = ps.add(p + "/project", he_normal(rng, {b.hidden, spec.cout}, spec.cout));
   b.bn_project.init(ps, p + "/project_bn", spec.cout, cfg);
   return b;
 }
@@ -194,13 +185,13 @@ NetCost supernet_cost(const SearchSpace& s, const SupernetConfig& cfg) {
 
 void Network::build_stem(const NetConfig& cfg) {
   const int k = space_.stem_kernel, c = space_.stem_channels;
-  stem_w_ = params_.add("stem/conv", he_normal({k, k, space_.input_channels, c}, int64_t(k) * k * c));
+  stem_w_ = params_.add("stem/conv", he_normal(init_rng_, {k, k, space_.input_channels, c}, int64_t(k) * k * c));
   stem_bn_.init(params_, "stem/bn", c, cfg);
 }
 
 void Network::build_head(int cin, const NetConfig& cfg) {
   const int c = space_.head_channels, K = space_.num_classes;
-  head_w_ = params_.add("head/conv", he_normal({cin, c}, c));
+  head_w_ = params_.add("head/conv", he_normal(init_rng_, {cin, c}, c));
   head_bn_.init(params_, "head/bn", c, cfg);
   Tensor w = Tensor::empty({c, K});
   const float r = 1.0f / std::sqrt(float(K));
@@ -313,19 +304,19 @@ Supernet::Supernet(const SearchSpace& space, const SupernetConfig& cfg) : scfg_(
     L.hidden = 6 * l.cin;
     L.half = 3 * l.cin;
     L.se = cfg.search_se;
-    L.w_expand = params_.add(p + "/expand", he_normal({l.cin, L.hidden}, L.hidden));
+    L.w_expand = params_.add(p + "/expand", he_normal(init_rng_, {l.cin, L.hidden}, L.hidden));
     L.bn_expand.init(params_, p + "/expand_bn", L.hidden, cfg);
-    L.w_dw = params_.add(p + "/depthwise", he_normal({5, 5, L.hidden}, 25));
+    L.w_dw = params_.add(p + "/depthwise", he_normal(init_rng_, {5, 5, L.hidden}, 25));
     superkernel_masks(L.hidden, &L.ring_mask, &L.center_mask);
     L.bn_dw.init(params_, p + "/depthwise_bn", L.hidden, cfg);
     if (L.se) {
       int s = se_channels(l.cin);
-      L.w_se_reduce = params_.add(p + "/se_reduce", he_normal({L.hidden, s}, s));
+      L.w_se_reduce = params_.add(p + "/se_reduce", he_normal(init_rng_, {L.hidden, s}, s));
       L.b_se_reduce = params_.add(p + "/se_reduce_bias", Tensor::zeros({s}));
-      L.w_se_expand = params_.add(p + "/se_expand", he_normal({s, L.hidden}, L.hidden));
+      L.w_se_expand = params_.add(p + "/se_expand", he_normal(init_rng_, {s, L.hidden}, L.hidden));
       L.b_se_expand = params_.add(p + "/se_expand_bias", Tensor::zeros({L.hidden}));
     }
-    L.w_project = params_.add(p + "/project", he_normal({L.hidden, l.cout}, l.cout));
+    L.w_project = params_.add(p + "/project", he_normal(init_rng_, {L.hidden, l.cout}, l.cout));
     L.bn_project.init(params_, p + "/project_bn", l.cout, cfg);
     L.t_k5 = params_.add(p + "/t_k5", Tensor::scalar(0.0f), true, "thresholds");
     L.t_e6 = params_.add(p + "/t_e6", Tensor::scalar(0.0f), true, "thresholds");

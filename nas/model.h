@@ -73,7 +73,6 @@ class Network {
   Var stem(const Var& x, bool training);
   Var head(const Var& x, const ForwardOptions& opt);
   Rng init_rng_{1};
-  Tensor he_normal(const Shape& shape, int64_t fan_out);
 };
 
 // One MBConv layer with a fixed kernel size, expansion and SE flag (child layers, fixed layers).
@@ -143,6 +142,10 @@ class Supernet : public Network {
   std::vector<int> order_;            // for each space layer: index into fixed_ (>= 0) or -(1 + searchable index)
   std::vector<LayerIndicators> last_;
 };
+
+// MnasNet's initialisation: normal with std sqrt(2 / fan_out), fan_out = kh * kw * out_channels
+// (for a depthwise kernel out_channels is its depth multiplier, 1).
+Tensor he_normal(Rng& rng, const Shape& shape, int64_t fan_out);
 
 // Builds an MBConv block's parameters (used by ChildNet and for the supernet's fixed layers).
 MBConvBlock make_mbconv(ParamSet& ps, const std::string& prefix, const LayerSpec& spec, int kernel, int expansion,

@@ -1,5 +1,7 @@
-// The CPU latency model: table schema, profiler, end-to-end measurement, additive prediction and
-// the NeuralPower-style predictor (nas/profile.h, nas/predictor.h).
+// The latency laboratory (nas/latency/): the table file format, the timed network against ChildNet,
+// the profiler, end-to-end measurement, additive prediction, quantiles and Kendall's tau, and the
+// NeuralPower-style predictor. What tells a user whether to believe a measurement (the reference
+// ratio, load warnings, table settings) is in test_latency_checks.cpp.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -12,9 +14,13 @@
 #include <thread>
 #include <unistd.h>
 
-#include "nas/predictor.h"
-#include "nas/profile.h"
-#include "nas/runtime.h"
+#include "nas/latency/harness.h"
+#include "nas/latency/measure.h"
+#include "nas/latency/networks.h"
+#include "nas/latency/predictor.h"
+#include "nas/latency/profile.h"
+#include "nas/latency/stats.h"
+#include "nas/model.h"
 #include "nas/space.h"
 
 using namespace spnas;
@@ -54,6 +60,18 @@ ProfileOptions quick_options() {
   return o;
 }
 
+// One architecture at a time: the interleaved reference has its own tests (test_latency_checks.cpp).
+MeasureOptions quick_measure_options() {
+  MeasureOptions o;
+  o.batch = 4;
+  o.warmup = 3;
+  o.reps = 15;
+  o.min_seconds = 0.02;
+  o.max_seconds = 4;
+  o.reference = false;
+  return o;
+}
+
 }  // namespace
 
 TEST_CASE("latency table JSON round trip keeps every field") {
@@ -67,6 +85,7 @@ TEST_CASE("latency table JSON round trip keeps every field") {
   t.isa = "avx512";
   t.mode = "training";
   t.backend = "spnas";
+  t.clock = "cpu";
   t.fixed_ms = 1.25;
   t.fixed_spread = 0.03;
   t.quantile = 0.2;
@@ -101,6 +120,7 @@ TEST_CASE("latency table JSON round trip keeps every field") {
   CHECK(u.isa == t.isa);
   CHECK(u.mode == t.mode);
   CHECK(u.backend == t.backend);
+  CHECK(u.clock == t.clock);
   CHECK(u.fixed_ms == doctest::Approx(t.fixed_ms));
   CHECK(u.fixed_spread == doctest::Approx(t.fixed_spread));
   CHECK(u.quantile == doctest::Approx(t.quantile));
@@ -158,6 +178,60 @@ TEST_CASE("additive prediction of a decoded architecture is the fixed cost plus 
   CHECK(predict_runtime(t, a) == doctest::Approx(0.5 + 4 + 22 + 33));
 }
 
+TEST_CASE("the timed network is ChildNet: same weights, same outputs, pieces that add up to the run") {
+  SearchSpace s = parse_space(kTinySpace, "tiny");
+  std::string space_path = temp_path("tiny_space_timed.json");
+  {
+    std::ofstream f(space_path);
+    f << kTinySpace;
+  }
+  Arch a = parse_arch(R"({"space": "x", "layers": ["5x5-6", "skip", "3x3-3", "5x5-3"],
+                         "se": [false, false, true, false]})",
+                      "arch");
+  a.space = space_path;
+  NetConfig cfg;
+  cfg.seed = 9;
+  ChildNet child(a, cfg);
+  TimedNet timed(s, a.layers, a.se, 9);
+  std::remove(space_path.c_str());
+  REQUIRE(timed.params().params().size() == child.params().params().size());
+  for (size_t i = 0; i < child.params().params().size(); ++i) {
+    const Param &p = child.params().params()[i], &q = timed.params().params()[i];
+    CHECK(p.name == q.name);
+    REQUIRE(p.var->value.numel() == q.var->value.numel());
+    CHECK(std::equal(p.var->value.data(), p.var->value.data() + p.var->value.numel(), q.var->value.data()));
+  }
+  // The skipped layer (space layer 2; layer 0 is the fixed layer after the stem) has no piece.
+  CHECK(timed.layer_piece() == std::vector<int>{1, 2, -1, 3, 4, 5});
+  CHECK(timed.num_pieces() == 7);
+
+  Var images = constant(random_images(3, 16, 5));
+  std::vector<int> labels = make_labels(3, 4);
+  ForwardOptions fo;
+  fo.training = false;
+  Tensor expect, got;
+  {
+    NoGrad ng;
+    expect = child.forward(images, fo)->value;
+    got = timed.forward(images, fo)->value;
+  }
+  REQUIRE(got.numel() == expect.numel());
+  CHECK(std::equal(got.data(), got.data() + got.numel(), expect.data()));
+
+  // A run's pieces add up to its total, inference and training step alike.
+  Rng rng(3);
+  std::vector<double> piece(size_t(timed.num_pieces()));
+  for (bool training : {false, true}) {
+    const double total = timed.run(images, labels, training, rng, piece.data());
+    double sum = 0;
+    for (double p : piece) {
+      CHECK(p >= 0);
+      sum += p;
+    }
+    CHECK(sum == doctest::Approx(total).epsilon(1e-9));
+  }
+}
+
 TEST_CASE("profiler on a tiny space: positive, monotone entries, metadata, samples; end-to-end measurement") {
   SearchSpace s = parse_space(kTinySpace, "tiny");
   ProfileOptions o = quick_options();
@@ -203,6 +277,20 @@ TEST_CASE("profiler on a tiny space: positive, monotone entries, metadata, sampl
   // Samples: 4 layers x 4 candidates, the stem, 2 fixed layers, the head.
   CHECK(r.samples.size() == 16 + 1 + 2 + 1);
   for (const PieceSample& p : r.samples) CHECK(p.ms > 0);
+  // An entry is its piece's statistic (the calibration's per-candidate terms are 0 here), and the
+  // samples say which piece each is.
+  for (size_t l = 0; l < t.layers.size(); ++l)
+    for (int k = 0; k < 4; ++k) {
+      const PieceSample& p = r.samples[4 * l + size_t(k)];
+      const Choice c = Choice(k);
+      CHECK(p.kind == "mbconv");
+      CHECK(p.cin == t.layers[l].cin);
+      CHECK(p.kernel == choice_kernel(c));
+      CHECK(p.expansion == choice_expansion(c));
+      CHECK(p.ms == t.layers[l].cost(c));
+    }
+  CHECK(r.samples[16].kind == "stem");
+  CHECK(r.samples.back().kind == "head");
   // The table round-trips through the file format.
   LatencyTable u = parse_latency_table(latency_table_to_json(t), "mem");
   CHECK(u.layers[2].k5_e6 == doctest::Approx(t.layers[2].k5_e6));
@@ -215,12 +303,7 @@ TEST_CASE("profiler on a tiny space: positive, monotone entries, metadata, sampl
   }
   Arch a = uniform_arch(s, Choice::K5E6);
   a.space = space_path;
-  MeasureOptions mo;
-  mo.batch = 4;
-  mo.warmup = 3;
-  mo.reps = 15;
-  mo.min_seconds = 0.02;
-  mo.max_seconds = 4;
+  MeasureOptions mo = quick_measure_options();
   LatencyMeasurement m = measure_arch_latency(a, mo);
   CHECK(m.count >= 5);
   CHECK(m.median_ms > 0);
@@ -326,12 +409,7 @@ TEST_CASE("oneDNN inference backend: positive entries, end-to-end measurement") 
   }
   Arch a = parse_arch(R"({"space": "x", "layers": ["5x5-6", "skip", "3x3-6", "5x5-3"]})", "arch");
   a.space = space_path;
-  MeasureOptions mo;
-  mo.batch = 4;
-  mo.warmup = 3;
-  mo.reps = 15;
-  mo.min_seconds = 0.02;
-  mo.max_seconds = 4;
+  MeasureOptions mo = quick_measure_options();
   mo.backend = "onednn";
   LatencyMeasurement m = measure_arch_latency(a, mo);
   CHECK(m.median_ms > 0);

@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "engine/threads.h"
-#include "nas/profile.h"
+#include "nas/latency/profile.h"
 #include "nas/search.h"
 #include "nas/train.h"
 #include "tools/cli.h"

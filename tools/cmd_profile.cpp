@@ -2,7 +2,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "nas/profile.h"
+#include "nas/latency/measure.h"
+#include "nas/latency/profile.h"
 #include "tools/cli.h"
 
 namespace spnas::cli {

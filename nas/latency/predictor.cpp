@@ -1,4 +1,4 @@
-#include "nas/predictor.h"
+#include "nas/latency/predictor.h"
 #include "engine/io.h"
 
 #include <algorithm>
@@ -10,9 +10,8 @@
 #include <sstream>
 #include <stdexcept>
 
-#include "engine/checkpoint.h"
-#include "engine/rng.h"
 #include "engine/cpu.h"
+#include "engine/rng.h"
 #include "engine/tensor.h"
 
 namespace spnas {
@@ -430,31 +429,12 @@ std::vector<PieceSample> space_pieces(const SearchSpace& space, int batch, bool 
   for (int idx : space.searchable_indices()) {
     const LayerSpec& l = space.layers[idx];
     for (int se = 0; se <= (search_se ? 1 : 0); ++se)
-      for (Choice c : cands) {
-        out.push_back(mbconv_piece(l, choice_kernel(c), choice_expansion(c), se == 1, batch));
-      }
+      for (Choice c : cands) out.push_back(mbconv_piece(l, choice_kernel(c), choice_expansion(c), se == 1, batch));
   }
-  PieceSample stem;
-  stem.kind = "stem";
-  stem.cin = 3;
-  stem.cout = space.stem_channels;
-  stem.in_size = space.input_size;
-  stem.kernel = space.stem_kernel;
-  stem.stride = space.stem_stride;
-  stem.batch = batch;
-  out.push_back(stem);
-  for (const LayerSpec& l : space.layers) {
-    if (l.searchable) continue;
-    out.push_back(mbconv_piece(l, l.kernel, l.expansion, false, batch));
-  }
-  PieceSample head;
-  head.kind = "head";
-  head.cin = space.layers.back().cout;
-  head.cout = space.head_channels;
-  head.in_size = space.layers.back().out_size;
-  head.classes = space.num_classes;
-  head.batch = batch;
-  out.push_back(head);
+  out.push_back(stem_piece(space, batch));
+  for (const LayerSpec& l : space.layers)
+    if (!l.searchable) out.push_back(mbconv_piece(l, l.kernel, l.expansion, false, batch));
+  out.push_back(head_piece(space, batch));
   return out;
 }
 

@@ -1,5 +1,5 @@
 // NeuralPower-style latency predictor: a layer's time from its configuration, by sparse polynomial
-// regression, fitted to profiled pieces (nas/profile.h) and used to fill a latency table for a width
+// regression, fitted to profiled pieces (samples.h, profile.h) and used to fill a latency table for a width
 // multiplier or input size that was never profiled.
 //
 // Model (per piece kind: "mbconv", "stem", "head"): t = sum_j c_j f_j(config), where the candidate
@@ -19,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "nas/profile.h"
-#include "nas/runtime.h"
+#include "nas/latency/samples.h"
+#include "nas/latency/table.h"
 #include "nas/space.h"
 
 namespace spnas {
