@@ -1,7 +1,6 @@
 // Register-blocked GEMMs for pointwise (1x1) convolutions whose channel counts are small, where
-// OpenBLAS spends its time packing (K = 16..144 against M = N*H*W = 65,536 rows). Included by
-// dwconv_avx512.cpp / dwconv_avx2.cpp right after simd_impl.h (same vector type V, same rules:
-// anonymous namespace, no std:: containers).
+// OpenBLAS spends its time packing (K = 16..144 against M = N*H*W = 65,536 rows). Part of the SIMD
+// kernel set (simd_table.h): see simd_vector.h for the rules every kernel header follows.
 //
 // Both kernels are single-threaded over a row range; ops/kernels/pointwise.cpp splits the rows
 // across the pool. No packing: the activations are already row-major [M, C], the weights are small.
@@ -22,6 +21,7 @@
 //              Operands from DRAM: the next row block is requested into L2 during the current one.
 //              The optional ColumnMap on A as in gemm_nn.
 #pragma once
+#include "ops/kernels/simd_vector.h"
 
 namespace spnas {
 namespace {
