@@ -97,7 +97,7 @@ DwChoice correlation(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumul
   c.stream = corr_streams(d, dir, r.lanes, accumulate, output_aligned);
   // Backward-data's correlations read dy, OW wide, at stride 1.
   c.prefetch_rows = prefetch_rows(fwd ? d.W : d.OW, d.C);
-  // Pinning lost up to 1.5x at stride 2 on 32-wide inputs ("Depthwise tile and band kernels").
+  // At stride 2 pinning lost on 32-wide inputs (bench/RESULTS.md, "Depthwise tile and band kernels").
   c.pin_columns = !fwd || d.S == 1 || d.W <= 16;
   if (fwd ? !corr_unrolled(d.K, d.S) : !phases_unrolled(d)) {
     c.variant = DwVariant::corr_generic;
