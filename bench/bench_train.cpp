@@ -202,13 +202,14 @@ int run_one(int k, int threads, int batch, int steps, int warmup, const std::str
               loss_last, (long long)m.ps.count());
   // The work against the machine's limit, measured now, after the timed steps.
   const double flop_img = bench::training_flops_per_image(m.macs);
-  const double peak = bench::measure_fma_peak_gflops();
+  const bench::FmaPeak fma = bench::measure_fma_peak();
+  const double peak = fma.gflops;
   const double achieved = flop_img * batch / med / 1e9;
   std::printf("compute: %.3f GFLOP per image (3 x 2 x %.1f M forward multiply-adds); %.1f GFLOP/s achieved = %.0f %% "
               "of the FMA peak measured now (%.1f GFLOP/s); at 100 %% of that peak: %.0f images/s\n",
               flop_img / 1e9, m.macs / 1e6, achieved, peak > 0 ? 100.0 * achieved / peak : 0.0, peak,
               peak > 0 ? peak * 1e9 / flop_img : 0.0);
-  std::printf("cpu: %s\n", cpu_description().c_str());
+  std::printf("%s\ncpu: %s\n", fma.describe().c_str(), cpu_description().c_str());
   if (g_profile) {
     std::printf("%s", op_profile_report(steps).c_str());
     std::printf("optimizer step + zero_grad: %.3f ms per step (not in the table)\n", optim_s * 1e3 / steps);
