@@ -138,7 +138,7 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
   const size_t in = size_t(d.in_elems()), out = size_t(d.out_elems()), wn = size_t(d.K) * d.K * d.C;
   const auto x = random_vec(in, seed), w = random_vec(wn, seed + 1), dy = random_vec(out, seed + 2);
   const double taps = double(d.K) * d.K;
-  INFO(kt.name, " ", shape_name(d));
+  INFO(std::string(kt.name), " ", shape_name(d));
 
   // forward
   std::vector<float> y_ref(out);
@@ -249,8 +249,8 @@ TEST_CASE("dw_variant: the kernel each training shape takes, per ISA") {
     INFO("mb64 ", e.H, "x", e.H, "x", e.C, " k", e.K, " s", e.S, " ", dw_direction_name(e.dir));
     const DwChoice a2 = dw_variant(dwconv_desc(64, e.H, e.H, e.C, e.K, e.S), e.dir, Isa::avx2);
     const DwChoice a5 = dw_variant(dwconv_desc(64, e.H, e.H, e.C, e.K, e.S), e.dir, Isa::avx512);
-    CHECK(std::string(dw_variant_name(a2.variant)) == dw_variant_name(e.avx2));
-    CHECK(std::string(dw_variant_name(a5.variant)) == dw_variant_name(e.avx512));
+    CHECK(std::string(dw_variant_name(a2.variant)) == std::string(dw_variant_name(e.avx2)));
+    CHECK(std::string(dw_variant_name(a5.variant)) == std::string(dw_variant_name(e.avx512)));
     CHECK(std::string(a2.why).size() > 10);  // every rule says why
   }
   // Accumulating into the output, or an unaligned output, never streams.
