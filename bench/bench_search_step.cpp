@@ -114,13 +114,14 @@ int main(int argc, char** argv) {
   // The supernet's work against the machine's limit: an 8-epoch search on 50,000 images (the
   // CIFAR-10 training set) cannot take less than its FLOPs at the FMA peak.
   const double flop_step = bench::training_flops_per_image(super.macs()) * batch;
-  const double peak = bench::measure_fma_peak_gflops();
+  const bench::FmaPeak fma = bench::measure_fma_peak();
+  const double peak = fma.gflops;
   const double achieved = flop_step / (ms / 1e3) / 1e9;
   const double search_steps = 8.0 * (50000 / batch);
   std::printf("supernet compute: %.1f GFLOP per step (3 x 2 x %.1f M forward multiply-adds x %d images); %.1f GFLOP/s "
               "achieved = %.0f %% of the FMA peak measured now (%.1f GFLOP/s)\n",
               flop_step / 1e9, super.macs() / 1e6, batch, achieved, peak > 0 ? 100.0 * achieved / peak : 0.0, peak);
-  std::printf("cpu: %s\n", cpu_description().c_str());
+  std::printf("%s\ncpu: %s\n", fma.describe().c_str(), cpu_description().c_str());
   std::printf("8 epochs of 50,000 images (%.0f steps): %.1f min at this step time; >= %.1f min at 100 %% of the peak\n",
               search_steps, search_steps * ms / 6e4, peak > 0 ? search_steps * flop_step / (peak * 1e9) / 60 : 0.0);
   if (!json_path.empty()) {

@@ -5,9 +5,10 @@
 // Plain SGD with momentum on a fixed synthetic batch (throughput does not depend on the data).
 //
 //   bench_train [--k 3|5] [--threads N] [--batch B] [--steps S] [--warmup W] [--json FILE]
-//               [--keep-openblas-coretype] [--no-low-memory] [--profile]
+//               [--keep-openblas-coretype] [--no-low-memory] [--profile] [--losses]
 // --profile prints the engine's op profile (time per op and output shape, forward/backward/
-// recompute) over the timed steps.
+// recompute) over the timed steps. --losses prints every step's loss, exactly (hex float), so two
+// builds' trajectories can be compared bit for bit (diff their outputs' "loss" lines).
 //
 // After the timed steps it measures the machine's FMA peak (bench/machine.h) and prints the step's
 // FLOPs per image, the GFLOP/s achieved, its share of the peak and the images/s the peak would allow.
@@ -152,6 +153,7 @@ double median(std::vector<double> v) {
 }
 
 bool g_profile = false;
+bool g_losses = false;
 
 int run_one(int k, int threads, int batch, int steps, int warmup, const std::string& json) {
   set_num_threads(threads);
@@ -184,6 +186,7 @@ int run_one(int k, int threads, int batch, int steps, int warmup, const std::str
     m.ps.zero_grad();
     if (g_profile && s >= warmup) optim_s += std::chrono::duration<double>(std::chrono::steady_clock::now() - tb).count();
     double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (g_losses) std::printf("loss step %d: %a (%.9g)\n", s, lv, lv);
     if (s == 0) loss_first = lv;
     loss_last = lv;
     if (s >= warmup) step_s.push_back(dt);
@@ -199,13 +202,14 @@ int run_one(int k, int threads, int batch, int steps, int warmup, const std::str
               loss_last, (long long)m.ps.count());
   // The work against the machine's limit, measured now, after the timed steps.
   const double flop_img = bench::training_flops_per_image(m.macs);
-  const double peak = bench::measure_fma_peak_gflops();
+  const bench::FmaPeak fma = bench::measure_fma_peak();
+  const double peak = fma.gflops;
   const double achieved = flop_img * batch / med / 1e9;
   std::printf("compute: %.3f GFLOP per image (3 x 2 x %.1f M forward multiply-adds); %.1f GFLOP/s achieved = %.0f %% "
               "of the FMA peak measured now (%.1f GFLOP/s); at 100 %% of that peak: %.0f images/s\n",
               flop_img / 1e9, m.macs / 1e6, achieved, peak > 0 ? 100.0 * achieved / peak : 0.0, peak,
               peak > 0 ? peak * 1e9 / flop_img : 0.0);
-  std::printf("cpu: %s\n", cpu_description().c_str());
+  std::printf("%s\ncpu: %s\n", fma.describe().c_str(), cpu_description().c_str());
   if (g_profile) {
     std::printf("%s", op_profile_report(steps).c_str());
     std::printf("optimizer step + zero_grad: %.3f ms per step (not in the table)\n", optim_s * 1e3 / steps);
@@ -241,9 +245,11 @@ int main(int argc, char** argv) {
     else if (a == "--keep-openblas-coretype") keep_coretype = true;
     else if (a == "--no-low-memory") spnas::set_low_memory(false);
     else if (a == "--profile") g_profile = true;
+    else if (a == "--losses") g_losses = true;
     else {
       std::fprintf(stderr, "usage: bench_train [--k 3|5] [--threads N] [--batch B] [--steps S] [--warmup W] "
-                           "[--json FILE (JSON lines, appended)] [--keep-openblas-coretype] [--no-low-memory] [--profile]\n");
+                           "[--json FILE (JSON lines, appended)] [--keep-openblas-coretype] [--no-low-memory] [--profile] "
+                           "[--losses]\n");
       return 2;
     }
   }

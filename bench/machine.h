@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -62,53 +63,92 @@ inline Bandwidth measure_bandwidth() {
   return bw;
 }
 
-// `iters` rounds of 16 independent FMA chains; returns a value that depends on every chain (so the
-// compiler keeps them): lane 0 of their sum. FLOPs: iters * 16 * lanes * 2.
-#define SPNAS_FMA_CHAINS(T, SET1, FMA, ADD)                                                   \
-  T a0 = SET1(0.0f), a1 = SET1(0.1f), a2 = SET1(0.2f), a3 = SET1(0.3f), a4 = SET1(0.4f),    \
-    a5 = SET1(0.5f), a6 = SET1(0.6f), a7 = SET1(0.7f), a8 = SET1(0.8f), a9 = SET1(0.9f),    \
-    a10 = SET1(1.0f), a11 = SET1(1.1f), a12 = SET1(1.2f), a13 = SET1(1.3f), a14 = SET1(1.4f), \
-    a15 = SET1(1.5f);                                                                        \
-  const T m = SET1(0.999f), c = SET1(1e-4f);                                                 \
-  for (long i = 0; i < iters; ++i) {                                                         \
-    a0 = FMA(a0, m, c), a1 = FMA(a1, m, c), a2 = FMA(a2, m, c), a3 = FMA(a3, m, c);          \
-    a4 = FMA(a4, m, c), a5 = FMA(a5, m, c), a6 = FMA(a6, m, c), a7 = FMA(a7, m, c);          \
-    a8 = FMA(a8, m, c), a9 = FMA(a9, m, c), a10 = FMA(a10, m, c), a11 = FMA(a11, m, c);      \
-    a12 = FMA(a12, m, c), a13 = FMA(a13, m, c), a14 = FMA(a14, m, c), a15 = FMA(a15, m, c);  \
-  }                                                                                          \
-  T s = ADD(ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7))),               \
-            ADD(ADD(ADD(a8, a9), ADD(a10, a11)), ADD(ADD(a12, a13), ADD(a14, a15))));
+// The FMA peak: what the FMA units deliver on register-resident data, nothing else, so no kernel (ours
+// or a library's) can beat it. Each pool thread runs `chains` independent chains of vector FMAs:
+// enough to cover the FMA latency times the FMA pipes of current x86 cores (4-5 cycles x 2 pipes),
+// and few enough to stay in registers (12 of AVX2's 16 ymm, 24 of AVX-512's 32 zmm, with the two
+// constants). It first warms up (so the core reaches its boosted clock), then times many short
+// windows and keeps each thread's best: on a shared machine a long window is almost always
+// interrupted, which made the previous probe (best of 5 windows of 0.1 s) read below what kernels in
+// the same run achieved. The peak is the sum of the threads' best rates, measured while all of them
+// run at once.
+struct FmaPeak {
+  double gflops = 0;                // all pool threads together
+  std::vector<double> per_thread;   // each thread's best window, GFLOP/s
+  std::string isa;                  // the ISA of the engine's kernel table ("avx2", "avx512")
+  int lanes = 0, chains = 0, windows = 0;
+  double window_ms = 0, warmup_s = 0;
+  // One line: the figure and what the probe assumed.
+  std::string describe() const {
+    if (lanes == 0) return "FMA peak: not measured (scalar reference kernels)";
+    char b[512];
+    std::snprintf(b, sizeof b,
+                  "FMA peak %.1f GFLOP/s with %zu thread(s) (%s, %d-float FMAs, %d independent chains per thread, "
+                  "best of %d windows of %.2f ms after %.2f s of warm-up; per thread:",
+                  gflops, per_thread.size(), isa.c_str(), lanes, chains, windows, window_ms, warmup_s);
+    std::string s = b;
+    for (double g : per_thread) {
+      std::snprintf(b, sizeof b, " %.1f", g);
+      s += b;
+    }
+    return s + ")";
+  }
+};
 
-__attribute__((target("avx512f"))) inline float fma_chains_avx512(long iters) {
-  SPNAS_FMA_CHAINS(__m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps)
-  return _mm512_cvtss_f32(s);  // lane 0 already depends on every chain
-}
+// `iters` rounds of N independent FMA chains (a[i] = a[i] * m + c); returns a value that depends on
+// every chain, so the compiler keeps them. FLOPs: iters * N * lanes * 2.
+#define SPNAS_FMA_CHAINS(T, N, SET1, FMA, ADD)                                \
+  T a[N];                                                                     \
+  for (int i = 0; i < N; ++i) a[i] = SET1(0.01f * float(i));                  \
+  const T m = SET1(0.999f), c = SET1(1e-4f);                                  \
+  for (long it = 0; it < iters; ++it) {                                       \
+    _Pragma("GCC unroll 32") for (int i = 0; i < N; ++i) a[i] = FMA(a[i], m, c); \
+  }                                                                           \
+  for (int i = 1; i < N; ++i) a[0] = ADD(a[0], a[i]);
+
+constexpr int kFmaChainsAvx2 = 12, kFmaChainsAvx512 = 24;
 __attribute__((target("avx2,fma"))) inline float fma_chains_avx2(long iters) {
-  SPNAS_FMA_CHAINS(__m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps)
-  return _mm256_cvtss_f32(s);
+  SPNAS_FMA_CHAINS(__m256, kFmaChainsAvx2, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps)
+  return _mm256_cvtss_f32(a[0]);
+}
+__attribute__((target("avx512f"))) inline float fma_chains_avx512(long iters) {
+  SPNAS_FMA_CHAINS(__m512, kFmaChainsAvx512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps)
+  return _mm512_cvtss_f32(a[0]);
 }
 #undef SPNAS_FMA_CHAINS
 
-// FMA peak of the ISA the engine dispatches to (kernels().name), all pool threads at once, best of
-// 5 runs of ~0.1 s; 0 for the scalar reference table.
-inline double measure_fma_peak_gflops() {
-  const std::string isa = kernels().name;
-  const int lanes = isa == "avx512" ? 16 : isa == "avx2" ? 8 : 0;
-  if (lanes == 0) return 0;
-  const long iters = 5000000;
-  std::vector<float> sink(64, 0.0f);
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const int used = num_threads();
-    double t0 = seconds_now();
-    parallel_run([&](int tid, int) {
-      sink[size_t(tid) % 64] += lanes == 16 ? fma_chains_avx512(iters) : fma_chains_avx2(iters);
-    });
-    double t = seconds_now() - t0;
-    best = std::max(best, double(used) * iters * 16 * lanes * 2 / t / 1e9);
-  }
+// The FMA peak of the ISA the engine dispatches to (kernels().name), all pool threads at once.
+inline FmaPeak measure_fma_peak() {
+  FmaPeak p;
+  p.isa = kernels().name;
+  p.lanes = p.isa == "avx512" ? 16 : p.isa == "avx2" ? 8 : 0;
+  if (p.lanes == 0) return p;
+  p.chains = p.lanes == 16 ? kFmaChainsAvx512 : kFmaChainsAvx2;
+  p.windows = 200;
+  p.warmup_s = 0.3;
+  const long iters = 100000;  // ~0.2-0.5 ms per window at 3-4 GHz
+  auto run = [&](long n) { return p.lanes == 16 ? fma_chains_avx512(n) : fma_chains_avx2(n); };
+  const int threads = num_threads();
+  std::vector<double> best_s(size_t(threads), 1e30);
+  std::vector<float> sink(size_t(threads), 0.0f);
+  parallel_run([&](int tid, int) {
+    const double t_end = seconds_now() + p.warmup_s;
+    while (seconds_now() < t_end) sink[size_t(tid)] += run(iters);
+    for (int w = 0; w < p.windows; ++w) {
+      const double t0 = seconds_now();
+      sink[size_t(tid)] += run(iters);
+      best_s[size_t(tid)] = std::min(best_s[size_t(tid)], seconds_now() - t0);
+    }
+  });
   if (sink[0] == 12345.0f) std::abort();  // keeps the results observable
-  return best;
+  const double flops = double(iters) * p.chains * p.lanes * 2;
+  p.window_ms = 0;
+  for (double s : best_s) {
+    p.per_thread.push_back(flops / s / 1e9);
+    p.gflops += p.per_thread.back();
+    p.window_ms = std::max(p.window_ms, s * 1e3);
+  }
+  return p;
 }
 
 // FLOPs of one training step per image from the forward multiply-adds: forward, backward-data and

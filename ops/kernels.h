@@ -39,19 +39,16 @@ DwConvDesc dwconv_desc(int64_t N, int64_t H, int64_t W, int64_t C, int K, int S)
 // cannot be read), the output is vector-aligned, C is a multiple of the vector width, and the op does
 // not accumulate. Below it both can stay in the L3, so a normal store writes into cache and the next
 // op (or the next call) finds the output there; above it the output goes to DRAM anyway and a normal
-// store would first read every line (write-allocate). Measured against the former fixed 1 MiB output
-// threshold, interleaved in one process, 2 threads, batch 64 (L3 32 MiB): 3x3 on 64x32x32x32
-// 1.33-1.45x, 64x4x4x1152 1.2-1.37x, backward-data at stride 2 on 16x16 and 8x8 maps 1.2-2.05x;
-// outputs of 32x32 maps with C >= 96 stream as before. Stride-2 forwards also stream outputs of at
-// least 1 MiB (simd_impl.h: stream_output). Batch-1 shapes stay below both.
+// store would first read every line (write-allocate). Stride-2 forwards also stream outputs of at
+// least 1 MiB. The rule is part of the depthwise variant choice (ops/kernels/dw_variant.cpp); the
+// figures behind it are in bench/RESULTS.md ("Depthwise streaming stores").
 int64_t stream_min_bytes();
 // Overrides stream_min_bytes() (bytes > 0; 0 restores the L3-derived value): for tests, which reach
 // both store paths with small tensors on any machine.
 void set_stream_min_bytes(int64_t bytes);
 // Batch norm's apply and backward-data passes stream from this size: only tensors that cannot stay in
-// the shared L3 for the next op (measured on 64x32x32x144 = 37.7 MB, 2 threads: forward 2.37 -> 1.96
-// ms, backward-data 3.6-4.0 -> 3.1-3.3 ms). Smaller ones keep normal stores: a 2-16 MB output may
-// still be in L3 when the next op reads it, and the demo-width networks showed no gain at 1 MiB.
+// the shared L3 for the next op. Smaller ones keep normal stores: a 2-16 MB output may still be in L3
+// when the next op reads it (bench/RESULTS.md, "Batch norm streaming stores").
 constexpr int64_t kBnStreamBytes = int64_t(16) << 20;
 
 // Batch-norm apply + activation over M = N*H*W rows of C channels: y = act(x * scale[c] + shift[c]).
@@ -63,6 +60,47 @@ constexpr int64_t kBnStreamBytes = int64_t(16) << 20;
 struct BnDesc {
   int64_t M = 0, C = 0;
   Act act = Act::None;
+};
+
+// One product for KernelTable::gemm_nn: C[r, :] (+)= A'[r, :] * B over `rows` rows, where
+// A' = A, or a_map applied to A (batch norm's output, never materialized: ColumnMap). Strides may
+// exceed the widths (a column slice of a wider matrix, as the column split uses). Built by baseline
+// code (ops/kernels/pointwise.cpp); the kernels only read it.
+struct GemmNN {
+  int64_t rows = 0, K = 0, N = 0;
+  const float* A = nullptr;  // [rows, K], row stride lda
+  int64_t lda = 0;
+  const ColumnMap* a_map = nullptr;
+  const float* B = nullptr;  // [K, N], row stride ldb
+  int64_t ldb = 0;
+  float* C = nullptr;  // [rows, N], row stride ldc
+  int64_t ldc = 0;
+  bool accumulate = false;  // C += instead of C =
+  // Epilogue: with scale != nullptr the stored value is act(that * scale[n] + shift[n]).
+  const float* scale = nullptr;
+  const float* shift = nullptr;
+  Act act = Act::None;
+  // C goes to memory with non-temporal stores (the caller's choice, for outputs that cannot stay in
+  // the L3; taken only where C is not accumulated, N and ldc are whole 16-float lines and C is
+  // 64-byte aligned, else ignored).
+  bool stream = false;
+};
+
+// One product for KernelTable::gemm_tn: C[K, N] (+)= sum over rows of A'[r, :]^T B[r, :] (a weight
+// gradient), A' as in GemmNN.
+struct GemmTN {
+  int64_t rows = 0, K = 0, N = 0;
+  const float* A = nullptr;  // [rows, K], row stride lda
+  int64_t lda = 0;
+  const ColumnMap* a_map = nullptr;
+  const float* B = nullptr;  // [rows, N], row stride ldb
+  int64_t ldb = 0;
+  float* C = nullptr;  // [K, N], row stride ldc
+  int64_t ldc = 0;
+  bool accumulate = false;
+  // A and B come from DRAM (the caller's estimate): the kernel requests each next row block into L2
+  // while it computes on the current one.
+  bool from_memory = false;
 };
 
 struct KernelTable {
@@ -90,24 +128,10 @@ struct KernelTable {
   void (*dwconv_bn_act_forward)(const DwConvDesc&, const float* x, const float* w, const float* scale,
                                 const float* shift, Act act, float* y);
 
-  // Register-blocked row-range GEMMs for small pointwise shapes (ops/kernels/gemm_simd.h), single-
-  // threaded; nullptr in the reference table (pointwise then always uses OpenBLAS).
-  //   gemm_nn: C[r, :] (+)= A'[r, :] * B     A [rows, K] stride lda, B [K, N] stride ldb, C stride ldc;
-  //            A' = A, or a_map applied to A (ColumnMap) when a_map != nullptr;
-  //            with scale != nullptr the stored value is act(that * scale[n] + shift[n]);
-  //            stream: C goes to memory with non-temporal stores (the caller's choice, for outputs
-  //            that cannot stay in the L3; taken only where C is not accumulated, N and ldc are whole
-  //            16-float lines and C is 64-byte aligned, else ignored)
-  //   gemm_tn: C[K, N] (+)= sum_r A'[r, :]^T Bm[r, :]   A [rows, K] stride lda, Bm [rows, N] stride ldb,
-  //            C stride ldc; A' = A, or a_map applied to A (ColumnMap) when a_map != nullptr;
-  //            from_memory: A and Bm come from DRAM (the caller's estimate), so the kernel
-  //            requests each next row block into L2 while it computes on the current one
-  // (A stride larger than the width: a column slice of a wider matrix, as the column split uses.)
-  void (*gemm_nn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
-                  float* C, int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act,
-                  bool stream, const ColumnMap* a_map);
-  void (*gemm_tn)(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
-                  float* C, int64_t ldc, bool accumulate, bool from_memory, const ColumnMap* a_map);
+  // Register-blocked row-range GEMMs for the pointwise products (ops/kernels/gemm_simd.h, arguments
+  // below), single-threaded; nullptr in the reference table (pointwise then always uses OpenBLAS).
+  void (*gemm_nn)(const GemmNN&);
+  void (*gemm_tn)(const GemmTN&);
 };
 
 const KernelTable& kernels();          // the active table

@@ -1,20 +1,28 @@
-// The fast kernel tables (AVX2, AVX-512) against the scalar reference: every depthwise direction x
-// stride x kernel size on odd shapes (H, W, C not multiples of the vector width, 1x1 spatial, batch 1),
-// the fused dwconv + BN-apply + activation against the unfused reference pair, the batch-norm kernels,
-// and the pointwise GEMMs. Inputs are random in [-1, 1]; tolerances are ~1e-5 relative to the size of
-// the terms summed, so a single wrong tap or index fails by orders of magnitude.
+// The kernels behind the ops (ops/kernels.h), path by path against the scalar reference:
+//  * which depthwise variant each shape takes (dw_variant, per ISA, asked for every ISA whether or not
+//    this CPU has it), and that the depthwise test cases below reach every variant of each ISA;
+//  * the AVX2 and AVX-512 depthwise kernels (forward, fused forward + batch norm + activation against
+//    the unfused reference pair, backward-data, backward-weights, overwrite and accumulate) on odd
+//    shapes (H, W, C not multiples of the vector width, 1x1 maps, batch 1), on 1-3 threads, with and
+//    without streamed outputs; an ISA this CPU lacks is reported as skipped;
+//  * the batch-norm kernels, and the pointwise GEMMs (ours and OpenBLAS, both work splits, streamed
+//    outputs, prefetched row blocks, the batch-norm column map) against double-precision loops.
+// Inputs are random in [-1, 1]; tolerances are ~1e-5 relative to the size of the terms summed, so a
+// single wrong tap or index fails by orders of magnitude.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "engine/aligned_vector.h"
 #include "engine/threads.h"
 #include "ops/kernels.h"
+#include "ops/kernels/dw_variant.h"
 
 using namespace spnas;
 
@@ -69,20 +77,57 @@ const DwShape kDwShapes[] = {
     {1, 1, 1, 5},  {1, 1, 1, 16}, {2, 7, 5, 19}, {1, 9, 11, 33}, {3, 6, 4, 17},  {1, 8, 8, 16},
     {2, 13, 3, 40}, {1, 2, 9, 7},  {1, 3, 3, 24}, {2, 16, 16, 9}, {1, 32, 32, 8}, {1, 12, 20, 72},
     // A 4-wide map with channel blocks and a tail, and rows whose last tile is 4 wide (12, 24 / 2):
-    // the tiles whose border is resolved at compile time (ops/kernels/simd_impl.h, corr_tile_all_c_border).
+    // the tiles whose border is resolved at compile time (dw_correlation.h, corr_tile_all_c_border).
     {1, 4, 4, 40},  {1, 5, 12, 24}, {1, 3, 24, 16},
-    // Rows 8 wide (stride 1 and 2) with pairs of channel blocks, then a block and a tail (the 3x3
-    // weight gradient's two-block pass, bwwb2_band; the 4x4 case is {1, 4, 4, 40} above), on 8 and 5 rows.
+    // Rows 8 wide (stride 1 and 2) with pairs of channel blocks, then a block and a tail
+    // (dw_wgrad_band_2blocks; the 4x4 case is {1, 4, 4, 40} above), on 8 and 5 rows.
     {2, 8, 8, 72},  {1, 5, 8, 48},
-    // The 5x5 stride-2 forward in groups of four channel blocks (corr_rows_grouped): two groups and a
-    // tail on 7-wide rows, and with two threads one starts in the middle of an image.
+    // dw_corr_channel_groups (5x5 stride 2, 4-wide outputs): two groups and a tail on 7-wide rows,
+    // and with two threads one starts in the middle of an image.
     {3, 8, 7, 136},
-    // The 3x3 weight gradient's image kernel (bwwk_groups): 8- and 4-wide maps at stride 1, 16- and
-    // 8-wide inputs at stride 2 (also {2, 8, 8, 72} and {1, 5, 8, 48} above). One input row (H = 1)
-    // with a group and a block left over; 3-row images whose groups end in a masked tail; groups and
-    // a block on 16-wide rows, with an odd height (a group is two blocks on AVX2, one on AVX-512).
+    // dw_wgrad_image: 8- and 4-wide maps at stride 1, 16- and 8-wide inputs at stride 2 (also
+    // {2, 8, 8, 72} and {1, 5, 8, 48} above). One input row (H = 1) with a group and a block left
+    // over; 3-row images whose groups end in a masked tail; groups and a block on 16-wide rows, with
+    // an odd height (a group is two blocks on AVX2, one on AVX-512).
     {2, 1, 8, 24}, {2, 3, 4, 33}, {2, 7, 16, 40},
 };
+
+// One depthwise test case: a shape and the streaming threshold it runs under (set_stream_min_bytes),
+// which decides whether outputs stream and so which correlation tile AVX2 takes.
+struct DwCase {
+  DwConvDesc d;
+  int64_t stream_min_bytes;
+  bool all_thread_counts;  // also run on 1 and 3 threads (else on 2)
+};
+constexpr int64_t kNoStreaming = int64_t(1) << 40;
+
+// Every case the depthwise kernel tests run, in one list, so that the coverage test below asks the
+// chooser about exactly these.
+std::vector<DwCase> dw_cases() {
+  std::vector<DwCase> v;
+  // The odd shapes: kernel sizes 3 and 5 (the unrolled ones, on all thread counts), 1 and 2 (unrolled
+  // for stride 1 only), 4 and 7 (the generic kernels); strides 1, 2, and 5 (backward-data falls back
+  // to the reference above 4).
+  for (const DwShape& s : kDwShapes)
+    for (int K : {3, 5, 1, 2, 4, 7})
+      for (int S : {1, 2, 5}) {
+        if (S == 5 && K != 3) continue;
+        v.push_back({dwconv_desc(s.N, s.H, s.W, s.C, K, S), kNoStreaming, K == 3 || K == 5});
+      }
+  // Large shapes: ops whose input and output exceed stream_min_bytes() take non-temporal stores, and
+  // rows wider than 8 pixels with C >= 64 prefetch the next rows; the small shapes reach neither. The
+  // threshold is 1 MiB here (3/4 of the L3 by default): N = 3 at 32x32x136 is 1.7 MB of input and as
+  // much output at stride 1, 2.1 MB in all at stride 2; 16-wide rows, 8 images: 1.1 MB each way. The
+  // same shapes with the threshold above them take normal stores. 136 channels: AVX2's whole-line
+  // tiles (dw_corr_tile4x2) leave one 8-channel block over.
+  for (int64_t min_bytes : {int64_t(1) << 20, kNoStreaming})
+    for (int K : {3, 5})
+      for (int S : {1, 2}) {
+        v.push_back({dwconv_desc(3, 32, 32, 136, K, S), min_bytes, false});
+        v.push_back({dwconv_desc(8, 16, 16, 136, K, S), min_bytes, false});
+      }
+  return v;
+}
 
 std::string shape_name(const DwConvDesc& d) {
   return "N" + std::to_string(d.N) + " H" + std::to_string(d.H) + " W" + std::to_string(d.W) + " C" +
@@ -93,7 +138,7 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
   const size_t in = size_t(d.in_elems()), out = size_t(d.out_elems()), wn = size_t(d.K) * d.K * d.C;
   const auto x = random_vec(in, seed), w = random_vec(wn, seed + 1), dy = random_vec(out, seed + 2);
   const double taps = double(d.K) * d.K;
-  INFO(kt.name, " ", shape_name(d));
+  INFO(std::string(kt.name), " ", shape_name(d));
 
   // forward
   std::vector<float> y_ref(out);
@@ -155,50 +200,126 @@ TEST_CASE("dispatch: tables exist for the CPU's ISA") {
   CHECK(std::string(reference_kernels().name) == "ref");
 }
 
-TEST_CASE("depthwise: every ISA x direction x stride x kernel size against the reference") {
+const DwDirection kDirections[] = {DwDirection::forward, DwDirection::backward_data, DwDirection::backward_weights};
+
+DwVariant variant_of(int64_t N, int64_t H, int64_t W, int64_t C, int K, int S, DwDirection dir, Isa isa) {
+  return dw_variant(dwconv_desc(N, H, W, C, K, S), dir, isa).variant;
+}
+
+TEST_CASE("dw_variant: the kernel each training shape takes, per ISA") {
+  // Under a fixed streaming threshold (that of a 32 MiB L3), so the answers do not depend on this CPU.
+  set_stream_min_bytes(int64_t(24) << 20);
+  using D = DwDirection;
+  using Var = DwVariant;
+  const D fwd = D::forward, bwd_d = D::backward_data, bwd_w = D::backward_weights;
+  struct Expect {
+    int64_t H, C;
+    int K, S;
+    DwDirection dir;
+    DwVariant avx2, avx512;
+  };
+  const Expect expected[] = {
+      // 3x3 weight gradient on small maps: image by image; on AVX-512 the two-block band where the
+      // image kernel was slower (8-wide inputs at stride 2, 4x4 maps)
+      {16, 240, 3, 2, bwd_w, Var::wgrad_image, Var::wgrad_image},
+      {8, 480, 3, 1, bwd_w, Var::wgrad_image, Var::wgrad_image},
+      {8, 576, 3, 2, bwd_w, Var::wgrad_image, Var::wgrad_band_2blocks},
+      {4, 1152, 3, 1, bwd_w, Var::wgrad_image, Var::wgrad_band_2blocks},
+      // 3x3 on wide maps: the band at stride 1 (and on C <= 32), tiles at stride 2
+      {32, 144, 3, 1, bwd_w, Var::wgrad_band, Var::wgrad_band},
+      {32, 32, 3, 2, bwd_w, Var::wgrad_band, Var::wgrad_band},
+      {32, 144, 3, 2, bwd_w, Var::wgrad_tile, Var::wgrad_tile},
+      // 5x5: the band needs AVX-512's 32 registers, and is no faster at stride 2 on 32-wide inputs
+      {16, 240, 5, 1, bwd_w, Var::wgrad_tile, Var::wgrad_band},
+      {32, 144, 5, 2, bwd_w, Var::wgrad_tile, Var::wgrad_tile},
+      // correlations: streamed outputs (input + output > 24 MiB, or a stride-2 forward with >= 1 MiB
+      // of output) take whole-line tiles on AVX2
+      {32, 144, 3, 1, fwd, Var::corr_tile4x2, Var::corr_tile8},
+      {8, 480, 3, 1, fwd, Var::corr_tile8, Var::corr_tile8},
+      {16, 240, 3, 2, fwd, Var::corr_tile4x2, Var::corr_tile8},
+      {8, 576, 5, 2, fwd, Var::corr_tile4x2, Var::corr_channel_groups},
+      {32, 144, 5, 1, bwd_d, Var::corr_tile4x2, Var::corr_tile8},
+      {16, 240, 5, 2, bwd_d, Var::corr_tile8, Var::corr_tile8},
+      // kernel sizes without unrolled kernels, and backward-data beyond stride 4
+      {16, 64, 7, 1, fwd, Var::corr_generic, Var::corr_generic},
+      {16, 64, 4, 2, bwd_w, Var::wgrad_generic, Var::wgrad_generic},
+      {16, 64, 3, 5, bwd_d, Var::reference, Var::reference},
+  };
+  for (const Expect& e : expected) {
+    INFO("mb64 ", e.H, "x", e.H, "x", e.C, " k", e.K, " s", e.S, " ", dw_direction_name(e.dir));
+    const DwChoice a2 = dw_variant(dwconv_desc(64, e.H, e.H, e.C, e.K, e.S), e.dir, Isa::avx2);
+    const DwChoice a5 = dw_variant(dwconv_desc(64, e.H, e.H, e.C, e.K, e.S), e.dir, Isa::avx512);
+    CHECK(std::string(dw_variant_name(a2.variant)) == std::string(dw_variant_name(e.avx2)));
+    CHECK(std::string(dw_variant_name(a5.variant)) == std::string(dw_variant_name(e.avx512)));
+    CHECK(std::string(a2.why).size() > 10);  // every rule says why
+  }
+  // Accumulating into the output, or an unaligned output, never streams.
+  CHECK(dw_variant(dwconv_desc(64, 32, 32, 144, 3, 1), bwd_d, Isa::avx2, true).variant == Var::corr_tile8);
+  CHECK(dw_variant(dwconv_desc(64, 32, 32, 144, 3, 1), fwd, Isa::avx2, false, false).variant == Var::corr_tile8);
+  CHECK(variant_of(64, 8, 8, 576, 3, 1, bwd_w, Isa::ref) == Var::reference);
+  set_stream_min_bytes(0);
+}
+
+TEST_CASE("dw_variant: the depthwise test cases reach every variant of each ISA") {
+  // The kernel tests below run dw_cases() on each ISA this CPU has; here the chooser is asked about
+  // the same cases for both ISAs, so a variant no case reaches fails even where its ISA cannot run.
+  const std::pair<Isa, std::set<DwVariant>> want[] = {
+      {Isa::avx2,
+       {DwVariant::reference, DwVariant::corr_tile8, DwVariant::corr_tile4x2, DwVariant::corr_generic,
+        DwVariant::wgrad_tile, DwVariant::wgrad_band, DwVariant::wgrad_image, DwVariant::wgrad_generic}},
+      {Isa::avx512,
+       {DwVariant::reference, DwVariant::corr_tile8, DwVariant::corr_channel_groups, DwVariant::corr_generic,
+        DwVariant::wgrad_tile, DwVariant::wgrad_band, DwVariant::wgrad_band_2blocks, DwVariant::wgrad_image,
+        DwVariant::wgrad_generic}},
+  };
+  for (const auto& [isa, variants] : want) {
+    std::set<DwVariant> reached;
+    for (const DwCase& c : dw_cases()) {
+      set_stream_min_bytes(c.stream_min_bytes);
+      for (DwDirection dir : kDirections) reached.insert(dw_variant(c.d, dir, isa).variant);
+    }
+    std::string got;
+    for (DwVariant v : reached) got += std::string(" ") + dw_variant_name(v);
+    INFO(isa_name(isa), " reached:", got);
+    CHECK(reached == variants);
+  }
+  set_stream_min_bytes(0);
+}
+
+// Runs every depthwise case on the isa's table against the reference (skipped where this CPU lacks it).
+void check_dw_cases(const std::string& isa) {
+  const KernelTable* kt = kernels_for(isa);
+  REQUIRE(kt != nullptr);
   for (int threads : {2, 1, 3}) {
     set_num_threads(threads);
     uint32_t seed = 100;
-    for (const std::string& isa : fast_isas()) {
-      const KernelTable& kt = *kernels_for(isa);
-      for (const DwShape& s : kDwShapes)
-        for (int K : {3, 5, 1, 2, 4, 7})
-          for (int S : {1, 2}) {
-            if (threads != 2 && K != 3 && K != 5) continue;  // odd sizes: once is enough
-            check_dw_all(kt, dwconv_desc(s.N, s.H, s.W, s.C, K, S), seed++);
-          }
+    for (const DwCase& c : dw_cases()) {
+      if (threads != 2 && !c.all_thread_counts) continue;
+      set_stream_min_bytes(c.stream_min_bytes);
+      check_dw_all(*kt, c.d, seed++);
     }
   }
-  set_num_threads(2);
-}
-
-TEST_CASE("depthwise: streamed outputs and prefetched rows (large shapes) against the reference") {
-  // Ops whose input and output exceed stream_min_bytes() take non-temporal stores, and rows wider
-  // than 8 pixels with C >= 64 prefetch the next rows: the small shapes above never reach either
-  // path. The threshold is lowered to 1 MiB here (it is 3/4 of the L3 by default): N = 3 at
-  // 32x32x136 is 1.7 MB of input and as much output at stride 1, 2.1 MB in all at stride 2. The
-  // same shapes with the threshold above them take normal stores. 136 channels: on AVX2 streamed
-  // outputs take 16-channel tiles (line_tiles) and one 8-channel block is left over.
-  const int64_t N = 3;
-  set_num_threads(2);
-  uint32_t seed = 900;
-  for (int64_t min_bytes : {int64_t(1) << 20, int64_t(1) << 30}) {
-    set_stream_min_bytes(min_bytes);
-    for (const std::string& isa : fast_isas())
-      for (int K : {3, 5})
-        for (int S : {1, 2}) {
-          check_dw_all(*kernels_for(isa), dwconv_desc(N, 32, 32, 136, K, S), seed++);
-          // 16-wide rows (8 images: 1.1 MB each way at stride 1), whole-line tiles on AVX2 too
-          check_dw_all(*kernels_for(isa), dwconv_desc(8, 16, 16, 136, K, S), seed++);
-        }
-  }
   set_stream_min_bytes(0);
-  CHECK(stream_min_bytes() >= (int64_t(1) << 20));  // the L3-derived default (24 MiB if unreadable)
+  set_num_threads(2);
 }
 
-TEST_CASE("depthwise: the reference table's fused forward equals its unfused pair") {
-  DwConvDesc d = dwconv_desc(2, 5, 7, 11, 3, 2);
-  check_dw_all(reference_kernels(), d, 7);
+TEST_CASE("depthwise AVX2 kernels against the reference" * doctest::skip(cpu_isa() == "ref") *
+          doctest::description("skipped on a CPU without AVX2")) {
+  check_dw_cases("avx2");
+}
+
+// The AVX-512 table cannot run on a CPU without AVX-512 (doctest reports the test as skipped there);
+// its variants are still covered above by the chooser.
+TEST_CASE("depthwise AVX-512 kernels against the reference" * doctest::skip(cpu_isa() != "avx512") *
+          doctest::description("skipped on a CPU without AVX-512")) {
+  check_dw_cases("avx512");
+}
+
+TEST_CASE("depthwise: the streaming threshold defaults to the L3-derived value") {
+  set_stream_min_bytes(123456);
+  CHECK(stream_min_bytes() == 123456);
+  set_stream_min_bytes(0);
+  CHECK(stream_min_bytes() >= (int64_t(1) << 20));  // 3/4 of the L3 (24 MiB if unreadable)
 }
 
 TEST_CASE("batch norm kernels against the reference") {

@@ -8,7 +8,7 @@
 
 namespace spnas {
 
-// Provided by ops/kernels/dwconv_avx2.cpp and dwconv_avx512.cpp (ops/kernels/simd_impl.h).
+// Provided by ops/kernels/kernels_avx2.cpp and kernels_avx512.cpp (ops/kernels/simd_table.h).
 const KernelTable* avx2_kernel_table();
 const KernelTable* avx512_kernel_table();
 

@@ -1,7 +1,6 @@
 // Register-blocked GEMMs for pointwise (1x1) convolutions whose channel counts are small, where
-// OpenBLAS spends its time packing (K = 16..144 against M = N*H*W = 65,536 rows). Included by
-// dwconv_avx512.cpp / dwconv_avx2.cpp right after simd_impl.h (same vector type V, same rules:
-// anonymous namespace, no std:: containers).
+// OpenBLAS spends its time packing (K = 16..144 against M = N*H*W = 65,536 rows). Part of the SIMD
+// kernel set (simd_table.h): see simd_vector.h for the rules every kernel header follows.
 //
 // Both kernels are single-threaded over a row range; ops/kernels/pointwise.cpp splits the rows
 // across the pool. No packing: the activations are already row-major [M, C], the weights are small.
@@ -22,6 +21,7 @@
 //              Operands from DRAM: the next row block is requested into L2 during the current one.
 //              The optional ColumnMap on A as in gemm_nn.
 #pragma once
+#include "ops/kernels/simd_vector.h"
 
 namespace spnas {
 namespace {
@@ -102,9 +102,8 @@ inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int6
 
 // All rows of one N tile of width NV vectors: full RB-row tiles, then the leftover rows one by one.
 // pf_rows > 0 (the first N tile, which reads A from memory): each tile first asks L2 for the next
-// tile's rows of A, while they exist within pf_rows rows of A. The hardware prefetchers do not keep
-// up with RB rows walked in parallel: K = 144 -> N = 24 over 32,768 rows (A from DRAM) took 5.4-5.7 ms
-// single-threaded without it, 3.3-3.9 ms with it; other cifar shapes within +-2 %.
+// tile's rows of A, while they exist within pf_rows rows of A: the hardware prefetchers do not keep
+// up with RB rows walked in parallel (bench/RESULTS.md, "Pointwise: the next tile's A rows").
 template <int NV, bool TAIL>
 inline void nn_column(int64_t rows, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                       int64_t ldc, M m, bool acc, const NnEpilogue& ep, int64_t pf_rows, bool nt) {
@@ -136,14 +135,18 @@ inline void nn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
   else nn_column<NV, false>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep, pf_rows, nt);
 }
 
-void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* B, int64_t ldb,
-                  float* C, int64_t ldc, bool accumulate, const float* scale, const float* shift, Act act,
-                  bool stream, const ColumnMap* a_map) {
+void gemm_nn_simd(const GemmNN& g) {
+  const int64_t rows = g.rows, K = g.K, N = g.N, lda = g.lda, ldb = g.ldb, ldc = g.ldc;
+  const float* A = g.A;
+  const float* B = g.B;
+  float* C = g.C;
+  const ColumnMap* a_map = g.a_map;
+  const bool accumulate = g.accumulate;
   const int64_t nvec = (N + L - 1) / L;
   const M tail_mask = V::mask(int(N % L == 0 ? L : N % L));
   // Non-temporal stores only of whole, aligned lines: every row's N columns are whole 16-float lines
   // (on AVX2 a line is the two vectors of one NV = 2 tile, stored back to back).
-  const bool nt = stream && !accumulate && N % 16 == 0 && ldc % 16 == 0 && reinterpret_cast<uintptr_t>(C) % 64 == 0;
+  const bool nt = g.stream && !accumulate && N % 16 == 0 && ldc % 16 == 0 && reinterpret_cast<uintptr_t>(C) % 64 == 0;
   for (int64_t r0 = 0; r0 < rows; r0 += kGemmRowBlock) {
     const int64_t rb = rows - r0 < kGemmRowBlock ? rows - r0 : kGemmRowBlock;
     const float* Ab = A + r0 * lda;
@@ -161,7 +164,7 @@ void gemm_nn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
       const float* Bt = B + v0 * L;
       float* Ct = Cb + v0 * L;
       NnEpilogue ep;
-      if (scale) ep = {scale + v0 * L, shift + v0 * L, act};
+      if (g.scale) ep = {g.scale + v0 * L, g.shift + v0 * L, g.act};
       // A from memory (not for a mapped copy); into the next row block too
       const int64_t pf_rows = v0 == 0 && !a_map ? rows - r0 : 0;
       switch (nv) {
@@ -208,8 +211,8 @@ inline void tn_tile(int64_t rows, const float* A, int64_t lda, const float* Bm, 
 // The next row block's lines of A and Bm requested into L2 in equal shares, one share after each
 // tn_tile of the current block (which then runs from L2 while DRAM delivers the next). Without it a
 // block's first pass waits on DRAM and its other passes leave DRAM idle. Only where K >= 64: there
-// a block takes enough passes to hide its successor (2 threads, batch 64, in one process against
-// no prefetch: K = 144 -> N = 24 1.11-1.21x, 96 -> 24 1.09-1.23x; at K = 16-32 0.46-1.07x).
+// a block takes enough passes to hide its successor; below, it lost (bench/RESULTS.md, "Pointwise:
+// large products").
 struct TnPrefetch {
   const char* p[2] = {nullptr, nullptr};  // next lines of Bm's and A's ranges
   int64_t left[2] = {0, 0};                // lines not yet requested
@@ -262,9 +265,13 @@ inline void tn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
   else tn_column<NV, false>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
 }
 
-void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t lda, const float* Bm, int64_t ldb,
-                  float* C, int64_t ldc, bool accumulate, bool from_memory, const ColumnMap* a_map) {
-  if (!accumulate)
+void gemm_tn_simd(const GemmTN& g) {
+  const int64_t rows = g.rows, K = g.K, N = g.N, lda = g.lda, ldb = g.ldb, ldc = g.ldc;
+  const float* A = g.A;
+  const float* Bm = g.B;
+  float* C = g.C;
+  const ColumnMap* a_map = g.a_map;
+  if (!g.accumulate)
     for (int64_t k = 0; k < K; ++k)
       for (int64_t n = 0; n < N; ++n) C[k * ldc + n] = 0.0f;
   const int64_t nvec = (N + L - 1) / L;
@@ -285,7 +292,7 @@ void gemm_tn_simd(int64_t rows, int64_t K, int64_t N, const float* A, int64_t ld
     }
     TnPrefetch next;
     const int64_t rn = rows - r0 - rb < block ? rows - r0 - rb : block;  // the next block's rows
-    const bool prefetch = from_memory && K >= kTnPrefetchMinK && rn > 0;
+    const bool prefetch = g.from_memory && K >= kTnPrefetchMinK && rn > 0;
     if (prefetch) {
       next.p[0] = reinterpret_cast<const char*>(Bb + rb * ldb);
       next.p[1] = reinterpret_cast<const char*>(Ab + rb * lda);

@@ -45,10 +45,8 @@ void set_pointwise_impl(const std::string& impl) {
   else throw std::invalid_argument("pointwise implementation must be auto, blas or own, got '" + impl + "'");
 }
 
-// From bench_conv on the cifar10 space's 19 batch-64 shapes, idle machine (the pw_openblas
-// variant against ours, bench/README.md): the register-blocked products are 1.48x (forward), 1.27x
-// (backward-data) and 1.43x (backward-weights) faster than row-split OpenBLAS by geometric mean,
-// worst shape 0.87x (96 -> 576 forward). So "auto" is ours whenever the ISA table has it.
+// "auto" is ours whenever the ISA table has it: the register-blocked products beat row-split OpenBLAS
+// on the pointwise shapes (bench_conv's pw_openblas variant; bench/RESULTS.md).
 bool pointwise_uses_own_gemm() {
   if (g_pw_impl < 0) {
     const char* e = std::getenv("SPNAS_PW");
@@ -62,8 +60,8 @@ bool pointwise_uses_own_gemm() {
 // Split by rows, every thread reads all of the weights; split by output columns, every thread reads
 // all of the rows. Columns move less where the rows are fewer than the output channels: batch-1 maps
 // of 4x4 and 8x8 (16 and 64 rows against 96-1280 channels). There a row split also leaves the
-// weight gradient with a full-size partial sum per thread and a reduction. Figures (bench_conv,
-// cifar_mb1.txt, 2 threads, against the row split in the same process): ops/README.md.
+// weight gradient with a full-size partial sum per thread and a reduction (bench/RESULTS.md,
+// "Batch 1: the pool and small pointwise products").
 // Returns the number of column chunks (1: split the rows).
 static int column_chunks(int64_t M, int64_t N) {
   const int nt = num_threads();
@@ -91,15 +89,32 @@ static void for_column_chunks(int64_t N, int c, const F& f) {
   });
 }
 
+// Rows [b, e) of a product (A and C move down), and columns [n0, n1) of its output (B, C and the
+// epilogue move right): the shares the row and column splits hand to the kernels.
+static GemmNN rows_of(GemmNN g, int64_t b, int64_t e) {
+  g.rows = e - b, g.A += b * g.lda, g.C += b * g.ldc;
+  return g;
+}
+static GemmNN columns_of(GemmNN g, int64_t n0, int64_t n1) {
+  g.N = n1 - n0, g.B += n0, g.C += n0;
+  if (g.scale) g.scale += n0, g.shift += n0;
+  return g;
+}
+static GemmTN rows_of(GemmTN g, int64_t b, int64_t e) {
+  g.rows = e - b, g.A += b * g.lda, g.B += b * g.ldb;
+  return g;
+}
+static GemmTN columns_of(GemmTN g, int64_t n0, int64_t n1) {
+  g.N = n1 - n0, g.B += n0, g.C += n0;
+  return g;
+}
+
 // ---- memory ------------------------------------------------------------------------------------
 // A product [M, K] -> [M, N] streams its output past the caches (KernelTable::gemm_nn's `stream`)
 // when input and output cannot stay in the L3 together (the depthwise rule, stream_min_bytes) and
 // the output is the larger: a normal store would first read every output line from DRAM. A smaller
-// output keeps normal stores, for the next op to find in cache. Against normal stores, in one
-// process (bench_conv, 2 threads, batch 64, two runs): 24 -> 144 forward on 32x32 maps (37.7 MB
-// out) 1.17-1.28x, the 144 -> 24 backward-data (37.7 MB) 1.35-1.36x, 96 -> 24 backward-data (25 MB)
-// 1.07-1.28x, 16 -> 96 forward (25 MB) 1.05-1.2x; an output smaller than its input (16 -> 96
-// backward-data, 4 MB out of 25 MB in) 0.95-1.05x, so those keep normal stores.
+// output keeps normal stores, for the next op to find in cache; streaming an output smaller than
+// its input did not pay (bench/RESULTS.md, "Pointwise: large products").
 static bool stream_product(int64_t M, int64_t K, int64_t N, bool accumulate) {
   const int64_t in = int64_t(sizeof(float)) * M * K, out = int64_t(sizeof(float)) * M * N;
   return !accumulate && out >= in && in + out > stream_min_bytes();
@@ -111,7 +126,7 @@ static bool tn_from_memory(int64_t M, int64_t Cin, int64_t Cout) {
 }
 
 // wt[o * Cin + i] = w[i * Cout + o] for the rows i in [i0, i1) of w: the columns [i0, i1) of W^T, in
-// 16 x 16 blocks (a plain loop writes one element per cache line: 1152 x 320 took 0.38 ms, blocked 0.12).
+// 16 x 16 blocks (a plain loop writes one element per cache line).
 static void transpose_rows(const float* w, int64_t Cin, int64_t Cout, int64_t i0, int64_t i1, float* wt) {
   constexpr int64_t B = 16;
   for (int64_t ib = i0; ib < i1; ib += B)
@@ -152,19 +167,20 @@ void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float*
     x_map = nullptr;
   }
   if (pointwise_uses_own_gemm()) {
-    const bool stream = stream_product(M, Cin, Cout, false);
+    GemmNN g;  // Y = X W, with the epilogue
+    g.rows = M, g.K = Cin, g.N = Cout;
+    g.A = x, g.lda = Cin, g.a_map = x_map;
+    g.B = w, g.ldb = Cout;
+    g.C = y, g.ldc = Cout;
+    g.scale = scale, g.shift = shift, g.act = act;
+    g.stream = stream_product(M, Cin, Cout, false);
     const int cc = column_chunks(M, Cout);
     if (cc > 1) {
-      for_column_chunks(Cout, cc, [&](int64_t n0, int64_t n1) {
-        k.gemm_nn(M, Cin, n1 - n0, x, Cin, w + n0, Cout, y + n0, Cout, false, scale ? scale + n0 : nullptr,
-                  shift ? shift + n0 : nullptr, act, stream, x_map);
-      });
+      for_column_chunks(Cout, cc, [&](int64_t n0, int64_t n1) { k.gemm_nn(columns_of(g, n0, n1)); });
       return;
     }
     for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
-      if (e > b)
-        k.gemm_nn(e - b, Cin, Cout, x + b * Cin, Cin, w, Cout, y + b * Cout, Cout, false, scale, shift, act, stream,
-                  x_map);
+      if (e > b) k.gemm_nn(rows_of(g, b, e));
     });
     return;
   }
@@ -183,37 +199,42 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
     const KernelTable& k = kernels();
     if (M * (Cin + Cout) * 4 < Cin * Cout) {
       // So few rows that transposing the weights would cost more than the product: dX^T = W * dY^T,
-      // the weights read once in place (rows of W split across the threads), only dY and dX moved
-      // (1.7-2.5x on batch-1 4x4 maps, ops/README.md).
+      // the weights read once in place (rows of W split across the threads), only dY and dX moved.
       float* dyt = transpose_buffer(M * (Cin + Cout));
       float* dxt = dyt + M * Cout;
       transpose_rows(dy, M, Cout, 0, M, dyt);  // dY^T [Cout, M]
+      GemmNN g;  // dX^T [Cin, M] = W [Cin, Cout] dY^T
+      g.rows = Cin, g.K = Cout, g.N = M;
+      g.A = w, g.lda = Cout;
+      g.B = dyt, g.ldb = M;
+      g.C = dxt, g.ldc = M;
       for_row_blocks(Cin, row_blocks(Cin), [&](int, int64_t b, int64_t e) {
-        if (e > b)
-          k.gemm_nn(e - b, Cout, M, w + b * Cout, Cout, dyt, M, dxt + b * M, M, false, nullptr, nullptr, Act::None,
-                    false, nullptr);
+        if (e > b) k.gemm_nn(rows_of(g, b, e));
       });
       for (int64_t r = 0; r < M; ++r)
         for (int64_t i = 0; i < Cin; ++i) dx[r * Cin + i] = (accumulate ? dx[r * Cin + i] : 0.0f) + dxt[i * M + r];
       return;
     }
     float* wt = transpose_buffer(Cin * Cout);
-    const bool stream = stream_product(M, Cout, Cin, accumulate);
+    GemmNN g;  // dX = dY W^T
+    g.rows = M, g.K = Cout, g.N = Cin;
+    g.A = dy, g.lda = Cout;
+    g.B = wt, g.ldb = Cin;
+    g.C = dx, g.ldc = Cin;
+    g.accumulate = accumulate;
+    g.stream = stream_product(M, Cout, Cin, accumulate);
     const int cc = column_chunks(M, Cin);
     if (cc > 1) {  // each chunk transposes its own columns of W^T, then uses only those
       for_column_chunks(Cin, cc, [&](int64_t i0, int64_t i1) {
         transpose_rows(w, Cin, Cout, i0, i1, wt);
-        k.gemm_nn(M, Cout, i1 - i0, dy, Cout, wt + i0, Cin, dx + i0, Cin, accumulate, nullptr, nullptr, Act::None,
-                  stream, nullptr);
+        k.gemm_nn(columns_of(g, i0, i1));
       });
       return;
     }
     for_column_chunks(Cin, std::min<int>(num_threads(), int((Cin + 15) / 16)),
                       [&](int64_t i0, int64_t i1) { transpose_rows(w, Cin, Cout, i0, i1, wt); });
     for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
-      if (e > b)
-        k.gemm_nn(e - b, Cout, Cin, dy + b * Cout, Cout, wt, Cin, dx + b * Cin, Cin, accumulate, nullptr, nullptr,
-                  Act::None, stream, nullptr);
+      if (e > b) k.gemm_nn(rows_of(g, b, e));
     });
     return;
   }
@@ -234,16 +255,20 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
     x_map = nullptr;
   }
   const int cc = own ? column_chunks(M, Cout) : 1;
-  const bool from_memory = tn_from_memory(M, Cin, Cout);
+  GemmTN g;  // dW = X^T dY
+  g.rows = M, g.K = Cin, g.N = Cout;
+  g.A = x, g.lda = Cin, g.a_map = x_map;
+  g.B = dy, g.ldb = Cout;
+  g.C = dw, g.ldc = Cout;
+  g.accumulate = accumulate;
+  g.from_memory = tn_from_memory(M, Cin, Cout);
   if (cc > 1) {  // each chunk owns its columns of dW: no partial sums, no reduction
-    for_column_chunks(Cout, cc, [&](int64_t n0, int64_t n1) {
-      k.gemm_tn(M, Cin, n1 - n0, x, Cin, dy + n0, Cout, dw + n0, Cout, accumulate, from_memory, x_map);
-    });
+    for_column_chunks(Cout, cc, [&](int64_t n0, int64_t n1) { k.gemm_tn(columns_of(g, n0, n1)); });
     return;
   }
   if (nb == 1) {
     if (own) {
-      k.gemm_tn(M, Cin, Cout, x, Cin, dy, Cout, dw, Cout, accumulate, from_memory, x_map);
+      k.gemm_tn(g);
       return;
     }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(Cin), int(Cout), int(M), 1.0f, x, int(Cin), dy,
@@ -252,20 +277,23 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
   }
   // Share 0 writes into dw directly; the others into partial buffers, summed afterwards.
   const int64_t KN = Cin * Cout;
-  // Reused across calls (fresh pages cost ~1.5 us each to touch); owned by the calling thread.
+  // Reused across calls (touching fresh pages is slow); owned by the calling thread.
   static thread_local std::vector<float> parts;
   if (parts.size() < size_t(nb - 1) * KN) parts.resize(size_t(nb - 1) * KN);
   float* part_base = parts.data();  // the pool threads must use the caller's buffer, not their own thread_local
   for_row_blocks(M, nb, [&](int tid, int64_t b, int64_t e) {
     float* out = tid == 0 ? dw : part_base + (tid - 1) * KN;
     float beta = (tid == 0 && accumulate) ? 1.0f : 0.0f;
-    if (own)
-      k.gemm_tn(e - b, Cin, Cout, x + b * Cin, Cin, dy + b * Cout, Cout, out, Cout, beta != 0.0f, from_memory, x_map);
-    else if (e > b)
+    if (own) {
+      GemmTN share = rows_of(g, b, e);
+      share.C = out, share.accumulate = beta != 0.0f;
+      k.gemm_tn(share);
+    } else if (e > b) {
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(Cin), int(Cout), int(e - b), 1.0f, x + b * Cin,
                   int(Cin), dy + b * Cout, int(Cout), beta, out, int(Cout));
-    else if (beta == 0.0f)
+    } else if (beta == 0.0f) {
       std::fill(out, out + KN, 0.0f);
+    }
   });
   parallel_for(KN, [&](int64_t b, int64_t e) {
     for (int t = 0; t < nb - 1; ++t) {
