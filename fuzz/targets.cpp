@@ -1,10 +1,15 @@
 #include "fuzz/targets.h"
 
+#include <unistd.h>
 #include <zlib.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <limits>
 #include <memory>
 #include <stdexcept>
 
@@ -13,6 +18,7 @@
 #include "nas/predictor.h"
 #include "nas/profile.h"
 #include "nas/runtime.h"
+#include "nas/search.h"
 #include "nas/space.h"
 #include "tests/nas_fixtures.h"
 #include "tests/test_data_jpeg.h"
@@ -381,6 +387,53 @@ std::vector<std::string> predictor_seeds() {
   return {LatencyPredictor::fit(v).to_json(), LatencyPredictor::fit(v, all).to_json()};
 }
 
+// ---- the search log (read back when a search resumes) ----
+
+constexpr size_t kLogLayers = 4;  // the tiny space's searchable layers
+
+// read_search_csv reads a file: each input goes through this one (removed at exit).
+struct LogFile {
+  std::string path = (std::filesystem::temp_directory_path() /
+                      ("spnas_fuzz_search_log_" + std::to_string(::getpid()) + ".csv"))
+                         .string();
+  ~LogFile() { std::remove(path.c_str()); }
+};
+
+void parse_search_log_input(const uint8_t* data, size_t size) {
+  static const LogFile file;
+  {
+    std::ofstream out(file.path, std::ios::binary | std::ios::trunc);
+    out.write(reinterpret_cast<const char*>(data), std::streamsize(size));
+  }
+  const std::vector<SearchLogRow> rows = read_search_csv(file.path, std::numeric_limits<int64_t>::max(), kLogLayers);
+  for (const SearchLogRow& r : rows)
+    for (const auto* v : {&r.d_k5, &r.d_e6, &r.d_skip, &r.d_se, &r.m_k5, &r.m_e6, &r.m_skip, &r.m_se})
+      expect(v->size() == kLogLayers, "a row has another number of layers than the search");
+  // What the search does with them when it ends: the verdict reads every row's decisions.
+  static const SearchSpace tiny = parse_space(kTinySpaceJson, "tiny");
+  static const LatencyTable table = tiny_table(tiny);
+  Arch a;
+  a.layers.assign(kLogLayers, Choice::K5E6);
+  search_verdict(rows, 2, a, table, SearchConfig());
+}
+
+// A log as `search` writes it (nas/search.cpp, csv_header and csv_row), for the tiny space.
+std::vector<std::string> search_log_seeds() {
+  std::string text = "step,epoch,lr,ce,runtime_term,R,R_decoded,val_accuracy";
+  for (size_t l = 0; l < kLogLayers; ++l)
+    for (const char* column : {"d_k5", "d_e6", "d_skip", "d_se", "m_k5", "m_e6", "m_skip", "m_se"})
+      text += ",l" + std::to_string(l) + "_" + column;
+  text += "\n";
+  for (int step = 0; step < 6; ++step) {
+    text += std::to_string(step) + "," + std::to_string(step / 3.0) + ",0.01,2.3,0.5,9.5,8.25,";
+    if (step == 5) text += "0.41";
+    for (size_t l = 0; l < kLogLayers; ++l)
+      text += ",1," + std::to_string((step + l) % 2) + ",1,,0.25,-0.125,0.5,";
+    text += "\n";
+  }
+  return {text};
+}
+
 // ---- data files ----
 
 void parse_idx_images_input(const uint8_t* data, size_t size) {
@@ -492,6 +545,8 @@ const std::vector<ParserTarget>& parser_targets() {
       {"pieces", "parse_piece_samples + LatencyPredictor::fit (profiler samples JSON)", parse_pieces_input,
        pieces_seeds, 1000},
       {"predictor", "LatencyPredictor::from_json (predictor JSON)", parse_predictor_input, predictor_seeds, 5000},
+      {"search_log", "read_search_csv + search_verdict (the search log a resume reads)", parse_search_log_input,
+       search_log_seeds, 2000},
       {"idx_images", "parse_idx_images (MNIST idx3)", parse_idx_images_input, idx_images_seeds, 20000},
       {"idx_labels", "parse_idx_labels (MNIST idx1)", parse_idx_labels_input, idx_labels_seeds, 20000},
       {"cifar", "parse_cifar10_bin (CIFAR-10 binary)", parse_cifar_input, cifar_seeds, 10000},

@@ -5,11 +5,13 @@
 // is refused with a std::runtime_error naming the file and the field.
 #include <doctest/doctest.h>
 
+#include <fstream>
 #include <string>
 
 #include "fuzz/targets.h"
 #include "nas/predictor.h"
 #include "nas/profile.h"
+#include "nas/search.h"
 #include "nas_fixtures.h"
 
 using namespace spnas;
@@ -117,4 +119,27 @@ TEST_CASE("predictor file: wrong types and negative counts") {
   refused("\"terms\": [", "\"terms\": [{}, ", "models.head.terms must be a list of strings");
   // Was accepted.
   refused("\"samples\": ", "\"samples\": -5, \"x\": ", "models.head.samples must be in 0..2147483647, got -5");
+}
+
+TEST_CASE("search log: rows and headers with another number of layers than the search") {
+  // Rows with fewer layers than the network were accepted (any multiple of 8 columns), and the
+  // verdict at the end of a resumed search read their decisions past the end of the vectors.
+  const std::string log = seed_of("search_log");  // 4 layers, 6 rows
+  const size_t row2 = log.find("\n2,"), row3 = log.find("\n3,");
+  REQUIRE((row2 != std::string::npos && row3 != std::string::npos));
+  // Row 2 cut after its second layer: 8 + 16 columns.
+  std::string short_row = log.substr(row2 + 1, row3 - row2 - 1);
+  size_t cut = 0;
+  for (int commas = 0; commas < 8 + 16; ++cut)
+    if (short_row[cut] == ',') ++commas;
+  const std::string damaged = log.substr(0, row2 + 1) + short_row.substr(0, cut - 1) + log.substr(row3);
+  {
+    std::ofstream("damaged_log.csv") << damaged;
+  }
+  const std::vector<SearchLogRow> rows = read_search_csv("damaged_log.csv", 100, 4);
+  CHECK(rows.size() == 2);  // stops at the damaged row (the resume then refuses the short log)
+  for (const SearchLogRow& r : rows) CHECK(r.d_k5.size() == 4);
+  CHECK_THROWS_WITH_AS(read_search_csv("damaged_log.csv", 100, 2),
+                       Contains("search log 'damaged_log.csv' is not the log of a search with 2 searchable layers"),
+                       std::runtime_error);
 }
