@@ -40,7 +40,7 @@ static constexpr int64_t kMaxPixels = int64_t(1) << 28;
 
 // Debian's stb_image (2.27) lacks upstream's check that a JPEG Huffman table holds at most 256
 // symbols, so a corrupt DHT segment makes it write past a 257-byte array (found by
-// tests/test_data_fuzz.cpp under ASan). This walks the JPEG's markers the way stb_image does and
+// the parser fuzzing under ASan, tests/README.md). This walks the JPEG's markers the way stb_image does and
 // rejects such tables before stb_image sees them.
 static void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::string& name) {
   size_t p = 0;

@@ -323,9 +323,12 @@ CheckpointData read_checkpoint(const std::string& path) {
 }
 
 void load_checkpoint(const std::string& path, Checkpoint& ck) {
+  restore_checkpoint(read_checkpoint(path), path, ck);
+}
+
+void restore_checkpoint(CheckpointData d, const std::string& name, Checkpoint& ck) {
   check(ck.params != nullptr, "load_checkpoint", "Checkpoint::params is not set");
-  CheckpointData d = read_checkpoint(path);
-  const std::string file = quoted(path);
+  const std::string file = quoted(name);
 
   // 1. Validate everything against the targets; nothing is modified yet.
   std::vector<std::pair<std::string, Shape>> pshapes, bshapes;

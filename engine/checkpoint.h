@@ -64,6 +64,8 @@ CheckpointData read_checkpoint(const std::string& path);
 // read_checkpoint, checks it matches `ck` exactly, then restores everything `ck` points at and sets
 // ck.step, ck.metadata and ck.blobs. RNGs and sections in the file that `ck` does not ask for are ignored.
 void load_checkpoint(const std::string& path, Checkpoint& ck);
+// The second half of load_checkpoint, for contents already read (`name` is used in errors).
+void restore_checkpoint(CheckpointData d, const std::string& name, Checkpoint& ck);
 
 // The serialized bytes (what save_checkpoint writes) and their parser, for tests and tools.
 std::string encode_checkpoint(const Checkpoint& ck);

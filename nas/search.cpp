@@ -52,7 +52,7 @@ std::string csv_row(const SearchLogRow& r) {
 
 }  // namespace
 
-std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to_step) {
+std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to_step, size_t layers) {
   std::vector<SearchLogRow> rows;
   std::ifstream in(path);
   if (!in) return rows;
@@ -61,6 +61,10 @@ std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to
   if (line.rfind(kCsvHead, 0) != 0)
     throw std::runtime_error("search log '" + path + "' does not start with the header '" + kCsvHead +
                              "' (another program's file, or an older version's log)");
+  // Rows of another length would be read past their end by the verdict and the plot.
+  if (line != csv_header(layers))
+    throw std::runtime_error("search log '" + path + "' is not the log of a search with " + std::to_string(layers) +
+                             " searchable layers");
   while (std::getline(in, line)) {
     std::vector<std::string> f;
     std::string cur;
@@ -69,7 +73,7 @@ std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to
       else cur += c;
     }
     f.push_back(cur);
-    if (f.size() < kCsvFixed || (f.size() - kCsvFixed) % 8 != 0) break;  // a torn last line
+    if (f.size() != kCsvFixed + 8 * layers) break;  // a torn last line
     auto num = [](const std::string& s) { return s.empty() ? NAN : std::strtod(s.c_str(), nullptr); };
     SearchLogRow r;
     r.step = std::atoll(f[0].c_str());
@@ -355,7 +359,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
       topt->load_state(td.optimizer);
       val_loader->seek(pos("val_loader"));
     }
-    rows = read_search_csv(files.csv, step);
+    rows = read_search_csv(files.csv, step, net.layers().size());
     if (int64_t(rows.size()) != step)
       throw std::runtime_error("search: the log '" + files.csv + "' holds " + std::to_string(rows.size()) +
                                " steps but the checkpoint is at step " + std::to_string(step) +

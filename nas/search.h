@@ -96,8 +96,10 @@ struct SearchLogRow {
   double val_accuracy = NAN;  // measured at this step, else NaN
   std::vector<float> d_k5, d_e6, d_skip, d_se, m_k5, m_e6, m_skip, m_se;
 };
-// The log's rows before `up_to_step`; throws when the file's header is not a search log.
-std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to_step);
+// The log's rows before `up_to_step`, each with `layers` searchable layers; throws when the file's
+// header is not the log of a search with that many layers. Rows stop at the first one that is not
+// complete (a torn last line).
+std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to_step, size_t layers);
 // The decoded choice of searchable layer l at a logged step.
 Choice logged_choice(const SearchLogRow& r, size_t l);
 

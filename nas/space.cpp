@@ -93,7 +93,7 @@ SearchSpace parse_space(const std::string& text, const std::string& source, cons
   };
   // One rule for every convolution kernel, stem and blocks: odd, 1..7.
   auto kernel = [&](const JsonFields& f, int def) {
-    const int k = int(def ? f.integer("kernel", 1, 7, def) : f.integer("kernel", 1, 7));
+    const int k = int(def ? f.integer("kernel", 1, kMaxKernel, def) : f.integer("kernel", 1, kMaxKernel));
     if (k % 2 == 0) f.fail("kernel", "must be odd (1, 3, 5 or 7), got " + std::to_string(k));
     return k;
   };
@@ -119,7 +119,7 @@ SearchSpace parse_space(const std::string& text, const std::string& source, cons
     if (type == "fixed") {
       LayerSpec l;
       l.cin = cin, l.cout = cout, l.stride = stride;
-      l.expansion = int(b.integer("expansion", 1, 8));
+      l.expansion = int(b.integer("expansion", 1, kMaxExpansion));
       l.kernel = kernel(b, 0);
       l.residual = stride == 1 && cin == cout;
       l.in_size = size;

@@ -27,6 +27,8 @@ constexpr int kMaxInputSize = 2048;
 constexpr int kMaxClasses = 100000;
 constexpr int kMaxChannels = 16384;
 constexpr int kMaxRepeats = 64;
+constexpr int kMaxKernel = 7;     // odd, for the stem and every block
+constexpr int kMaxExpansion = 8;
 
 struct SpaceOptions {
   float width = 1.0f;    // width multiplier, channels rounded to multiples of 8 as in MnasNet

@@ -713,3 +713,44 @@ TEST_CASE("synthetic dataset: seeded, balanced, distinct splits") {
     CHECK(sd[size_t(k)] > 0.15f);
   }
 }
+
+// ---- decoder regressions (found by fuzzing) ---------------------------------------------------------
+
+static void to_vec(void* ctx, void* data, int size) {
+  auto* v = static_cast<std::vector<uint8_t>*>(ctx);
+  v->insert(v->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+}
+
+TEST_CASE("decoder guards: oversized JPEG Huffman table rejected, empty PNG IDAT chunks tolerated") {
+  // A DHT segment whose 16 code-length counts add up to more than 256 symbols (stb_image 2.27
+  // would write past its table).
+  std::vector<uint8_t> j = jpeg_rgb_8x8();
+  size_t dht = 0;
+  for (size_t i = 2; i + 1 < j.size(); ++i)
+    if (j[i] == 0xFF && j[i + 1] == 0xC4) {
+      dht = i;
+      break;
+    }
+  REQUIRE(dht > 0);
+  for (int k = 0; k < 16; ++k) j[dht + 5 + size_t(k)] = 0x40;  // 16 * 64 = 1024 symbols
+  int h = 0, w = 0;
+  std::string e = error_of([&] { decode_image(j.data(), j.size(), "bad.jpg", &h, &w); });
+  CHECK(contains(e, "bad.jpg: corrupt JPEG: Huffman table with 1024 symbols"));
+
+  // A PNG with a zero-length IDAT chunk inserted before the real one decodes like the original.
+  std::vector<uint8_t> rgb(6 * 5 * 3), png;
+  for (size_t i = 0; i < rgb.size(); ++i) rgb[i] = uint8_t(i * 5);
+  REQUIRE(stbi_write_png_to_func(to_vec, &png, 6, 5, 3, rgb.data(), 18));
+  auto ref = decode_image(png.data(), png.size(), "ok.png", &h, &w);
+  CHECK(ref == rgb);
+  size_t idat = 0;
+  for (size_t i = 8; i + 4 < png.size(); ++i)
+    if (std::memcmp(png.data() + i, "IDAT", 4) == 0) {
+      idat = i - 4;
+      break;
+    }
+  REQUIRE(idat > 0);
+  const uint8_t empty[12] = {0, 0, 0, 0, 'I', 'D', 'A', 'T', 0x35, 0xAF, 0x06, 0x1E};
+  png.insert(png.begin() + long(idat), empty, empty + 12);
+  CHECK(decode_image(png.data(), png.size(), "empty-idat.png", &h, &w) == rgb);
+}

@@ -179,11 +179,11 @@ TEST_CASE("table metadata: an older file loads with unknown fields, bad fields a
            R"(, "fixed_ms": 1.0, "layers": [{"k3_e3": 0.1, "k3_e6": 0.2, "k5_e3": 0.15, "k5_e6": 0.3}]})";
   };
   CHECK_THROWS_WITH(parse_latency_table(with(R"("clock": "gpu")"), "t.json"),
-                    doctest::Contains("'t.json': \"clock\" must be \"wall\" or \"cpu\", got \"gpu\""));
-  CHECK_THROWS_WITH(parse_latency_table(with(R"("batch": -1)"), "t.json"), doctest::Contains("\"batch\""));
-  CHECK_THROWS_WITH(parse_latency_table(with(R"("width": "wide")"), "t.json"), doctest::Contains("\"width\""));
-  CHECK_THROWS_WITH(parse_latency_table(with(R"("quantile": 1.5)"), "t.json"), doctest::Contains("\"quantile\""));
-  CHECK_THROWS_WITH(parse_latency_table(with(R"("mode": "train")"), "t.json"), doctest::Contains("\"mode\""));
+                    doctest::Contains("'t.json': clock must be wall or cpu, got \"gpu\""));
+  CHECK_THROWS_WITH(parse_latency_table(with(R"("batch": -1)"), "t.json"), doctest::Contains("'t.json': batch must be"));
+  CHECK_THROWS_WITH(parse_latency_table(with(R"("width": "wide")"), "t.json"), doctest::Contains("'t.json': width must be"));
+  CHECK_THROWS_WITH(parse_latency_table(with(R"("quantile": 1.5)"), "t.json"), doctest::Contains("'t.json': quantile must be"));
+  CHECK_THROWS_WITH(parse_latency_table(with(R"("mode": "train")"), "t.json"), doctest::Contains("'t.json': mode must be"));
 
   // The paper's CSV knows nothing but the entries.
   LatencyTable csv = parse_latency_table(

@@ -384,7 +384,7 @@ TEST_CASE("search end-to-end on the embedded data; resume equals an uninterrupte
   CHECK(a.steps == 24);
   CHECK(a.arch.layers.size() == 4);
   CHECK(std::isfinite(a.final_ce));
-  auto rows = read_search_csv(a.csv_path, 1 << 30);
+  auto rows = read_search_csv(a.csv_path, 1 << 30, 4);
   CHECK(rows.size() == 24);
   CHECK(rows.front().runtime_term == 0);  // the log holds what enters the loss: nothing during warm-up
   CHECK(rows.back().runtime_term > 0);

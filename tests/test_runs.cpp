@@ -139,7 +139,9 @@ TEST_CASE("search: a resume with another configuration or a damaged log is refus
   // A log that lost its rows cannot continue silently with a gap.
   c.allow_config_change = true;
   c.max_steps = 10;
-  std::ofstream("runs_resume_rules/search_log.csv", std::ios::trunc) << "step,epoch,lr,ce,runtime_term,R,R_decoded,val_accuracy\n";
+  std::string header;  // the log's own header (its layer columns included), and no rows
+  std::getline(std::ifstream("runs_resume_rules/search_log.csv") >> std::ws, header);
+  std::ofstream("runs_resume_rules/search_log.csv", std::ios::trunc) << header << "\n";
   CHECK_THROWS_WITH_AS(run_search(c, t), doctest::Contains("holds 0 steps but the checkpoint is at step 8"), std::runtime_error);
   // A training checkpoint is not a search checkpoint.
   TrainConfig tc = tiny_train("runs_resume_rules_train");

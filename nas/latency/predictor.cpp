@@ -235,7 +235,9 @@ LatencyPredictor LatencyPredictor::fit(const std::vector<PieceSample>& samples, 
   LatencyPredictor P;
   std::map<std::string, std::vector<const PieceSample*>> by_kind;
   for (const PieceSample& s : samples) {
-    check(s.ms > 0, "LatencyPredictor::fit", "a sample has a non-positive time");
+    // Weights are 1 / ms: a time below a nanosecond (a denormal, say) would make them infinite.
+    check(s.ms >= 1e-6 && s.ms <= 1e9, "LatencyPredictor::fit",
+          "a sample has a time outside [1e-6, 1e9] ms: " + std::to_string(s.ms));
     by_kind[s.kind].push_back(&s);
   }
   check(!by_kind.empty(), "LatencyPredictor::fit", "no samples");
@@ -269,6 +271,7 @@ LatencyPredictor LatencyPredictor::fit(const std::vector<PieceSample>& samples, 
       M.cv_mape = std::numeric_limits<double>::quiet_NaN();
     } else {
       std::vector<int> path = stepwise_path(X, y, w, opt.max_terms);
+      check(!path.empty(), "LatencyPredictor::fit", "no term explains the times of the " + kind + " pieces");
       // Cross-validate every prefix of the path.
       const int K = int(std::min<size_t>(size_t(std::max(2, opt.folds)), n));
       std::vector<int> fold(n);
@@ -369,34 +372,35 @@ std::string LatencyPredictor::to_json() const {
 
 LatencyPredictor LatencyPredictor::from_json(const std::string& text, const std::string& source) {
   json j = parse_json(text, "latency predictor", source);
-  if (j.value("format", "") != "spnas-latency-predictor" || j.value("version", 0) != 1 || !j.contains("models") ||
+  const std::string file = "latency predictor '" + source + "'";
+  const JsonFields root(j, file, "");
+  if (root.string("format", "") != "spnas-latency-predictor" ||
+      root.integer("version", 0, std::numeric_limits<int>::max(), 0) != 1 || !root.has("models") ||
       !j["models"].is_object())
-    throw std::runtime_error("latency predictor '" + source +
-                             "': expected {\"format\": \"spnas-latency-predictor\", \"version\": 1, \"models\": {...}}");
+    throw std::runtime_error(file + ": expected {\"format\": \"spnas-latency-predictor\", \"version\": 1, \"models\": {...}}");
   LatencyPredictor P;
   for (auto it = j["models"].begin(); it != j["models"].end(); ++it) {
     const std::string kind = it.key();
     if (kind != "mbconv" && kind != "stem" && kind != "head")
-      throw std::runtime_error("latency predictor '" + source + "': unknown kind '" + kind + "'");
-    const json& m = it.value();
+      throw std::runtime_error(file + ": unknown kind '" + kind + "'");
+    const JsonFields m(it.value(), file, "models." + kind);
     Model M;
-    try {
-      M.terms = m.at("terms").get<std::vector<std::string>>();
-      M.coef = m.at("coef").get<std::vector<double>>();
-    } catch (const std::exception& e) {
-      throw std::runtime_error("latency predictor '" + source + "': models." + kind + ": " + e.what());
+    for (const json& t : m.array("terms")) {
+      if (!t.is_string()) m.fail("terms", "must be a list of strings");
+      M.terms.push_back(t.get<std::string>());
+    }
+    for (const json& c : m.array("coef")) {
+      if (!c.is_number() || !std::isfinite(c.get<double>())) m.fail("coef", "must be a list of numbers");
+      M.coef.push_back(c.get<double>());
     }
     if (M.terms.size() != M.coef.size())
-      throw std::runtime_error("latency predictor '" + source + "': models." + kind + " has " +
-                               std::to_string(M.terms.size()) + " terms but " + std::to_string(M.coef.size()) +
-                               " coefficients");
-    M.samples = m.value("samples", 0);
-    M.cv_mape = m.value("cv_mape", std::numeric_limits<double>::quiet_NaN());
+      m.fail("terms", "has " + std::to_string(M.terms.size()) + " entries but coef has " + std::to_string(M.coef.size()));
+    M.samples = int(m.integer("samples", 0, std::numeric_limits<int>::max(), 0));
+    M.cv_mape = m.number("cv_mape", 0, std::numeric_limits<double>::max(), std::numeric_limits<double>::quiet_NaN());
     std::vector<std::string> names = predictor_feature_names(kind);
     for (const std::string& t : M.terms) {
       auto f = std::find(names.begin(), names.end(), t);
-      if (f == names.end())
-        throw std::runtime_error("latency predictor '" + source + "': models." + kind + ": unknown term '" + t + "'");
+      if (f == names.end()) m.fail("terms", "has an unknown term '" + t + "'");
       M.index.push_back(int(f - names.begin()));
     }
     P.models_[kind] = M;

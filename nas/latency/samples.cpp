@@ -1,5 +1,6 @@
 #include "nas/latency/samples.h"
 
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
@@ -75,34 +76,33 @@ std::string piece_samples_to_json(const std::vector<PieceSample>& samples) {
 
 std::vector<PieceSample> parse_piece_samples(const std::string& text, const std::string& source) {
   json j = parse_json(text, "piece samples", source);
-  if (j.value("format", "") != "spnas-piece-samples" || j.value("version", 0) != 1 || !j.contains("samples") ||
+  const std::string file = "piece samples '" + source + "'";
+  const JsonFields root(j, file, "");
+  if (root.string("format", "") != "spnas-piece-samples" ||
+      root.integer("version", 0, std::numeric_limits<int>::max(), 0) != 1 || !root.has("samples") ||
       !j["samples"].is_array())
-    throw std::runtime_error("piece samples '" + source +
-                             "': expected {\"format\": \"spnas-piece-samples\", \"version\": 1, \"samples\": [...]}");
+    throw std::runtime_error(file + ": expected {\"format\": \"spnas-piece-samples\", \"version\": 1, \"samples\": [...]}");
+  // Sizes as a space file may have them (nas/space.h), so that every feature the predictor computes
+  // from them is finite.
   std::vector<PieceSample> out;
   for (size_t i = 0; i < j["samples"].size(); ++i) {
-    const json& o = j["samples"][i];
+    const JsonFields o(j["samples"][i], file, "samples[" + std::to_string(i) + "]");
     PieceSample s;
-    try {
-      s.kind = o.at("kind").get<std::string>();
-      s.cin = o.at("cin").get<int>();
-      s.cout = o.at("cout").get<int>();
-      s.in_size = o.at("in_size").get<int>();
-      s.kernel = o.value("kernel", 1);
-      s.stride = o.value("stride", 1);
-      s.expansion = o.value("expansion", 1);
-      s.se = o.value("se", false);
-      s.residual = o.value("residual", false);
-      s.classes = o.value("classes", 0);
-      s.batch = o.value("batch", 1);
-      s.ms = o.at("ms").get<double>();
-      s.spread = o.value("spread", 0.0);
-    } catch (const std::exception& e) {
-      throw std::runtime_error("piece samples '" + source + "': samples[" + std::to_string(i) + "]: " + e.what());
-    }
-    if (s.kind != "mbconv" && s.kind != "stem" && s.kind != "head")
-      throw std::runtime_error("piece samples '" + source + "': samples[" + std::to_string(i) +
-                               "]: kind must be mbconv, stem or head");
+    s.kind = o.string("kind");
+    if (s.kind != "mbconv" && s.kind != "stem" && s.kind != "head") o.fail("kind", "must be mbconv, stem or head");
+    s.cin = int(o.integer("cin", 1, kMaxChannels));
+    s.cout = int(o.integer("cout", 1, kMaxChannels));
+    s.in_size = int(o.integer("in_size", 1, kMaxInputSize));
+    s.kernel = int(o.integer("kernel", 1, kMaxKernel, 1));
+    if (s.kernel % 2 == 0) o.fail("kernel", "must be odd, got " + std::to_string(s.kernel));
+    s.stride = int(o.integer("stride", 1, 2, 1));
+    s.expansion = int(o.integer("expansion", 1, kMaxExpansion, 1));
+    s.se = o.boolean("se", false);
+    s.residual = o.boolean("residual", false);
+    s.classes = int(o.integer("classes", 0, kMaxClasses, 0));
+    s.batch = int(o.integer("batch", 1, 65536, 1));
+    s.ms = o.number("ms", 0, 1e9);
+    s.spread = o.number("spread", 0, 1e9, 0.0);
     out.push_back(s);
   }
   return out;

@@ -1,7 +1,9 @@
 #include "nas/latency/table.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <stdexcept>
@@ -39,6 +41,11 @@ static std::vector<std::string> split(const std::string& s, char sep) {
   return out;
 }
 
+// Bounds on a table's fields. Times: far beyond any layer's, and they keep the runtime model's sums
+// and its ratio k3_e6 / k5_e6 finite (k5_e6 is at least a nanosecond).
+constexpr double kMaxMs = 1e9, kMinK5E6Ms = 1e-6, kMaxSpread = 1e9;
+constexpr int kMaxTableChannels = 1 << 20, kMaxTableBatch = 65536, kMaxTableThreads = 4096;
+
 static double parse_number(const std::string& s, const std::string& where) {
   try {
     size_t pos = 0;
@@ -48,6 +55,14 @@ static double parse_number(const std::string& s, const std::string& where) {
   } catch (...) {
     throw std::runtime_error(where + ": \"" + s + "\" is not a number");
   }
+}
+
+static int parse_int(const std::string& s, int lo, int hi, const std::string& where) {
+  const double v = parse_number(s, where);
+  if (!(v >= lo && v <= hi && v == std::floor(v)))
+    throw std::runtime_error(where + ": \"" + s + "\" is not an integer in [" + std::to_string(lo) + ", " +
+                             std::to_string(hi) + "]");
+  return int(v);
 }
 
 static LatencyTable parse_csv(const std::string& text, const std::string& source, double fixed_ms) {
@@ -76,9 +91,9 @@ static LatencyTable parse_csv(const std::string& text, const std::string& source
       throw std::runtime_error(where + ": " + std::to_string(f.size()) + " fields, expected " +
                                std::to_string(expect.size()));
     LayerCost c;
-    c.cin = int(parse_number(f[1], where + " cin"));
-    c.cout = int(parse_number(f[2], where + " cout"));
-    c.stride = int(parse_number(f[3], where + " stride"));
+    c.cin = parse_int(f[1], 1, kMaxTableChannels, where + " cin");
+    c.cout = parse_int(f[2], 1, kMaxTableChannels, where + " cout");
+    c.stride = parse_int(f[3], 1, 2, where + " stride");
     if (f[5] != "yes" && f[5] != "no") throw std::runtime_error(where + ": skip_allowed must be yes or no");
     c.skip_allowed = f[5] == "yes";
     c.k3_e3 = parse_number(f[6], where + " ms_k3_e3");
@@ -92,95 +107,63 @@ static LatencyTable parse_csv(const std::string& text, const std::string& source
 
 namespace {
 
-// Metadata fields: a missing one is unknown, a present one must have the right type and range.
-struct MetadataReader {
-  const json& j;
-  const std::string& source;
-  [[noreturn]] void fail(const char* key, const std::string& expected) const {
-    throw std::runtime_error("latency table '" + source + "': \"" + key + "\" must be " + expected);
-  }
-  std::string text(const char* key, std::initializer_list<const char*> allowed = {}) const {
-    if (!j.contains(key)) return "";
-    if (!j[key].is_string()) fail(key, "a string");
-    const std::string v = j[key].get<std::string>();
-    if (allowed.size() == 0) return v;
-    std::string list;
-    for (const char* a : allowed) {
-      if (v == a) return v;
-      list += std::string(list.empty() ? "" : " or ") + "\"" + a + "\"";
-    }
-    fail(key, list + ", got \"" + v + "\"");
-  }
-  double number(const char* key, double lo, double hi, const std::string& range) const {
-    if (!j.contains(key)) return 0;
-    if (!j[key].is_number()) fail(key, "a number");
-    const double v = j[key].get<double>();
-    if (!(v > lo && v < hi)) fail(key, range + ", got " + fmt(v, 4));
-    return v;
-  }
-  int count(const char* key) const {
-    if (!j.contains(key)) return 0;
-    if (!j[key].is_number_integer() || j[key].get<long long>() < 1) fail(key, "a positive integer");
-    return j[key].get<int>();
-  }
-};
-
 LatencyTable parse_json_table(const std::string& text, const std::string& source) {
   json j = parse_json(text, "latency table", source);
   LatencyTable t;
   t.source = source;
-  auto num = [&](const json& o, const char* key, const std::string& where) {
-    if (!o.contains(key) || !o[key].is_number())
-      throw std::runtime_error("latency table '" + source + "': " + where + " needs a number \"" + key + "\"");
-    return o[key].get<double>();
-  };
-  if (!j.is_object() || j.value("format", "") != "spnas-latency-table")
-    throw std::runtime_error("latency table '" + source + "': \"format\" must be \"spnas-latency-table\"");
-  const int version = j.value("version", 0);
-  if (version != 1)
-    throw std::runtime_error("latency table '" + source + "': unsupported version " + std::to_string(version));
-  const MetadataReader meta{j, source};
-  t.space = meta.text("space");
-  t.width = float(meta.number("width", 0, 1e6, "positive"));
-  t.input_size = meta.count("input_size");
-  t.batch = meta.count("batch");
-  t.threads = meta.count("threads");
-  t.mode = meta.text("mode", {"inference", "training"});
-  t.backend = meta.text("backend");
-  t.clock = meta.text("clock", {"wall", "cpu"});
-  t.quantile = meta.number("quantile", 0, 1, "in (0, 1)");
-  t.cpu = meta.text("cpu");
-  t.isa = meta.text("isa");
-  t.fixed_ms = num(j, "fixed_ms", "the table");
-  t.fixed_spread = j.value("fixed_spread", 0.0);
-  t.fixed_calibration_ms = j.value("fixed_calibration_ms", 0.0);
-  if (j.contains("candidate_calibration_ms")) {
-    const json& cc = j["candidate_calibration_ms"];
-    if (!cc.is_array() || cc.size() != 4)
-      throw std::runtime_error("latency table '" + source + "': \"candidate_calibration_ms\" must be a list of 4 numbers");
-    for (int k = 0; k < 4; ++k) {
-      if (!cc[size_t(k)].is_number())
-        throw std::runtime_error("latency table '" + source + "': \"candidate_calibration_ms\" must be a list of 4 numbers");
-      t.candidate_calibration_ms[k] = cc[size_t(k)].get<double>();
+  const std::string file = "latency table '" + source + "'";
+  const JsonFields root(j, file, "");
+  if (root.string("format", "") != "spnas-latency-table") root.fail("format", "must be \"spnas-latency-table\"");
+  const int64_t version = root.integer("version", 0, std::numeric_limits<int>::max(), 0);
+  if (version != 1) throw std::runtime_error(file + ": unsupported version " + std::to_string(version));
+  // Metadata: a missing field is unknown (0 or ""; older tables have no clock), a present one must
+  // have the right type and range.
+  auto one_of = [&](const char* key, std::initializer_list<const char*> allowed) {
+    const std::string v = root.string(key, "");
+    if (v.empty()) return v;
+    std::string list;
+    for (const char* a : allowed) {
+      if (v == a) return v;
+      list += std::string(list.empty() ? "" : " or ") + a;
     }
+    root.fail(key, "must be " + list + ", got \"" + v + "\"");
+  };
+  t.space = root.string("space", "");
+  t.width = float(root.number("width", 1e-3, kMaxWidth, 0.0));
+  t.input_size = int(root.integer("input_size", 1, kMaxInputSize, 0));
+  t.batch = int(root.integer("batch", 1, kMaxTableBatch, 0));
+  t.threads = int(root.integer("threads", 1, kMaxTableThreads, 0));
+  t.mode = one_of("mode", {"inference", "training"});
+  t.backend = root.string("backend", "");
+  t.clock = one_of("clock", {"wall", "cpu"});
+  t.quantile = root.number("quantile", 0, 1, 0.0);
+  t.cpu = root.string("cpu", "");
+  t.isa = root.string("isa", "");
+  t.fixed_ms = root.number("fixed_ms", 0, kMaxMs);
+  t.fixed_spread = root.number("fixed_spread", 0, kMaxSpread, 0.0);
+  t.fixed_calibration_ms = root.number("fixed_calibration_ms", -kMaxMs, kMaxMs, 0.0);
+  if (root.has("candidate_calibration_ms")) {
+    const json& cc = j["candidate_calibration_ms"];
+    auto in_range = [](const json& v) { return v.is_number() && std::fabs(v.get<double>()) <= kMaxMs; };
+    if (!cc.is_array() || cc.size() != 4 || !std::all_of(cc.begin(), cc.end(), in_range))
+      throw std::runtime_error(file + ": \"candidate_calibration_ms\" must be a list of 4 numbers");
+    for (int k = 0; k < 4; ++k) t.candidate_calibration_ms[k] = cc[size_t(k)].get<double>();
   }
-  if (!j.contains("layers") || !j["layers"].is_array())
-    throw std::runtime_error("latency table '" + source + "': \"layers\" must be a list");
-  for (size_t i = 0; i < j["layers"].size(); ++i) {
-    const json& l = j["layers"][i];
-    std::string where = "layers[" + std::to_string(i) + "]";
+  const json& layers = root.array("layers");
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const JsonFields l(layers[i], file, "layers[" + std::to_string(i) + "]");
     LayerCost c;
-    c.k3_e3 = num(l, "k3_e3", where);
-    c.k3_e6 = num(l, "k3_e6", where);
-    c.k5_e3 = num(l, "k5_e3", where);
-    c.k5_e6 = num(l, "k5_e6", where);
-    c.se = l.value("se", 0.0);
-    c.cin = l.value("cin", 0);
-    c.cout = l.value("cout", 0);
-    c.stride = l.value("stride", 0);
-    c.skip_allowed = l.value("skip_allowed", false);
-    c.spread = l.value("spread", 0.0);
-    c.count = l.value("count", 0);
+    c.k3_e3 = l.number("k3_e3", 0, kMaxMs);
+    c.k3_e6 = l.number("k3_e6", 0, kMaxMs);
+    c.k5_e3 = l.number("k5_e3", 0, kMaxMs);
+    c.k5_e6 = l.number("k5_e6", 0, kMaxMs);
+    c.se = l.number("se", 0, kMaxMs, 0.0);
+    c.cin = int(l.integer("cin", 0, kMaxTableChannels, 0));
+    c.cout = int(l.integer("cout", 0, kMaxTableChannels, 0));
+    c.stride = int(l.integer("stride", 0, 2, 0));
+    c.skip_allowed = l.boolean("skip_allowed", false);
+    c.spread = l.number("spread", 0, kMaxSpread, 0.0);
+    c.count = int(l.integer("count", 0, std::numeric_limits<int>::max(), 0));
     t.layers.push_back(c);
   }
   return t;
@@ -202,13 +185,15 @@ LatencyTable parse_latency_table(const std::string& text, const std::string& sou
   for (size_t i = 0; i < t.layers.size(); ++i) {
     const LayerCost& c = t.layers[i];
     for (double v : {c.k3_e3, c.k3_e6, c.k5_e3, c.k5_e6, c.se})
-      if (!(v >= 0))
-        throw std::runtime_error("latency table '" + source + "': layer " + std::to_string(i) + " has a negative cost");
-    if (!(c.k5_e6 > 0))
+      if (!(v >= 0 && v <= kMaxMs))
+        throw std::runtime_error("latency table '" + source + "': layer " + std::to_string(i) +
+                                 " has a cost outside [0, 1e9] ms");
+    if (!(c.k5_e6 >= kMinK5E6Ms))
       throw std::runtime_error("latency table '" + source + "': layer " + std::to_string(i) +
-                               " needs a positive k5_e6 (the formula divides by it)");
+                               " needs a k5_e6 of at least 1e-6 ms (the formula divides by it)");
   }
-  if (!(t.fixed_ms >= 0)) throw std::runtime_error("latency table '" + source + "': fixed cost must be >= 0");
+  if (!(t.fixed_ms >= 0 && t.fixed_ms <= kMaxMs))
+    throw std::runtime_error("latency table '" + source + "': fixed cost must be in [0, 1e9] ms");
   return t;
 }
 
