@@ -29,6 +29,7 @@ double radical_inverse(uint64_t i, int base) {
 }
 
 const int kHaltonBases[] = {2, 3, 5, 7, 11, 13, 17, 19, 23, 29};
+const double kMinDistance = 1e-3;  // in the unit cube: 0.7 % of lambda's factor-1000 range
 
 // The tail t(x) = 1 / (x + 2 / (x + 3 / (x + ...))) of the continued fraction of the Mills ratio
 // Phi(-x) / phi(x) = 1 / (x + t(x)), evaluated bottom-up; for x >= 6, 100 levels are exact in double.
@@ -123,7 +124,7 @@ BoProposal propose_bo(const std::vector<BoObservation>& done, const std::vector<
       if (in_goal_band(o.R_ms, s.target_ms, s.window)) best = std::max(best, o.accuracy);
     }
   }
-  GaussianProcess r_gp(lower, upper);
+  GaussianProcess r_gp(lower, upper);  // log R falls with the runtime term's strength: a trend extrapolates
   r_gp.fit_max_likelihood(xr, yr, GpBounds{}, s.gp_restarts, seeds.next_u64());
   // The objective's model: accuracy of the trained trials.
   std::unique_ptr<GaussianProcess> a_gp;
@@ -147,8 +148,22 @@ BoProposal propose_bo(const std::vector<BoObservation>& done, const std::vector<
     if (a_gp) a_gp->fit(xa2, ya2, a_gp->hyper());
   }
 
+  // A trial is a deterministic function of its point (every trial has the same seed), so a point
+  // already run or running teaches nothing: those within kMinDistance score -inf.
+  std::vector<std::vector<double>> taken = pending;
+  for (const auto& o : done) taken.push_back(o.u);
+  auto is_taken = [&](const std::vector<double>& u) {
+    for (const auto& t : taken) {
+      double d2 = 0;
+      for (int k = 0; k < dims; ++k) d2 += (u[k] - t[k]) * (u[k] - t[k]);
+      if (d2 < kMinDistance * kMinDistance) return true;
+    }
+    return false;
+  };
+
   const bool use_ei = best > -kInf;
   auto score = [&](const std::vector<double>& u, BoProposal* out) {
+    if (is_taken(u) && !out) return -kInf;
     const GpPrediction r = r_gp.predict(u);
     // The outcome's spread, noise included: the band is about the R a trial will actually get.
     const double log_p = log_probability_between(r.mean, std::sqrt(r.variance + r_gp.noise_variance()), log_lo, log_hi);

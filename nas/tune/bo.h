@@ -68,7 +68,9 @@ struct BoProposal {
 // The next point: fits both processes on `done` (pending points are added with the processes'
 // own predictions, "kriging believer", so parallel proposals spread out), then maximises
 //   a(u) = EI(u; best accuracy among trained trials in the goal band) * P(goal | u),
-// or P(goal | u) alone while no trained trial is in the band. `done` must not be empty.
+// or P(goal | u) alone while no trained trial is in the band. Points within 1e-3 of a done or
+// pending one are not proposed (a trial is a deterministic function of its point). `done` must not
+// be empty.
 BoProposal propose_bo(const std::vector<BoObservation>& done, const std::vector<std::vector<double>>& pending,
                       int dims, const BoSettings& settings, uint64_t seed);
 // A uniform point of the unit cube drawn from `seed` (the random method, and BO's first trials).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <stdexcept>
 #include <string>
@@ -96,6 +97,88 @@ GpHyper from_log(const std::vector<double>& p) {
   h.signal_variance = std::exp(p[p.size() - 2]);
   h.noise_variance = std::exp(p.back());
   return h;
+}
+
+// Maximises f over the box [lo, hi] by BFGS in unbounded coordinates q, x = lo + (hi - lo) sigmoid(q)
+// (an optimum on a bound is approached as q grows), with Armijo backtracking. Returns the best x and
+// writes f there; -inf when f is not finite at the start.
+std::vector<double> maximise_in_box(const std::function<double(const std::vector<double>&, std::vector<double>*)>& f,
+                                    const std::vector<double>& start, const std::vector<double>& lo,
+                                    const std::vector<double>& hi, double* value) {
+  const size_t m = start.size();
+  auto to_x = [&](const std::vector<double>& q, std::vector<double>* dx_dq) {
+    std::vector<double> x(m);
+    for (size_t i = 0; i < m; ++i) {
+      const double s = 1.0 / (1.0 + std::exp(-q[i]));
+      x[i] = lo[i] + (hi[i] - lo[i]) * s;
+      if (dx_dq) (*dx_dq)[i] = (hi[i] - lo[i]) * s * (1.0 - s);
+    }
+    return x;
+  };
+  // Minimises h(q) = -f(x(q)); its gradient by the chain rule.
+  auto h = [&](const std::vector<double>& q, std::vector<double>& grad) {
+    std::vector<double> dx(m), g;
+    const double v = f(to_x(q, &dx), &g);
+    grad.assign(m, 0.0);
+    if (std::isfinite(v))
+      for (size_t i = 0; i < m; ++i) grad[i] = -g[i] * dx[i];
+    return -v;
+  };
+  std::vector<double> q(m);
+  for (size_t i = 0; i < m; ++i) {
+    const double s = hi[i] > lo[i] ? std::min(1 - 1e-6, std::max(1e-6, (start[i] - lo[i]) / (hi[i] - lo[i]))) : 0.5;
+    q[i] = std::log(s / (1 - s));
+  }
+  std::vector<double> g, q2(m), g2;
+  double v = h(q, g);
+  *value = -v;
+  if (!std::isfinite(v)) return to_x(q, nullptr);
+  std::vector<double> H(m * m, 0.0);  // inverse Hessian estimate
+  for (size_t i = 0; i < m; ++i) H[i * m + i] = 1.0;
+  for (int it = 0; it < 200; ++it) {
+    std::vector<double> d(m, 0.0);
+    double slope = 0;
+    for (size_t i = 0; i < m; ++i) {
+      for (size_t k = 0; k < m; ++k) d[i] -= H[i * m + k] * g[k];
+      slope += d[i] * g[i];
+    }
+    if (!(slope < 0)) {  // not a descent direction: restart from the gradient
+      H.assign(m * m, 0.0);
+      slope = 0;
+      for (size_t i = 0; i < m; ++i) H[i * m + i] = 1.0, d[i] = -g[i], slope -= g[i] * g[i];
+      if (!(slope < 0)) break;  // stationary
+    }
+    double step = 1.0, v2 = 0;
+    bool accepted = false;
+    for (; step > 1e-10; step *= 0.5) {
+      for (size_t i = 0; i < m; ++i) q2[i] = q[i] + step * d[i];
+      v2 = h(q2, g2);
+      if (std::isfinite(v2) && v2 <= v + 1e-4 * step * slope) {
+        accepted = true;
+        break;
+      }
+    }
+    if (!accepted) break;
+    // BFGS update of the inverse Hessian with s = q2 - q, y = g2 - g.
+    std::vector<double> sv(m), yv(m), Hy(m, 0.0);
+    double sy = 0, yHy = 0;
+    for (size_t i = 0; i < m; ++i) sv[i] = q2[i] - q[i], yv[i] = g2[i] - g[i], sy += sv[i] * yv[i];
+    for (size_t i = 0; i < m; ++i)
+      for (size_t k = 0; k < m; ++k) Hy[i] += H[i * m + k] * yv[k];
+    for (size_t i = 0; i < m; ++i) yHy += yv[i] * Hy[i];
+    if (sy > 1e-12) {
+      for (size_t i = 0; i < m; ++i)
+        for (size_t k = 0; k < m; ++k)
+          H[i * m + k] += (sy + yHy) * sv[i] * sv[k] / (sy * sy) - (Hy[i] * sv[k] + sv[i] * Hy[k]) / sy;
+    }
+    const double gain = v - v2;
+    q = q2, g = g2, v = v2;
+    double largest = 0;
+    for (double x : g) largest = std::max(largest, std::fabs(x));
+    if (gain < 1e-12 * (1 + std::fabs(v)) || largest < 1e-8) break;
+  }
+  *value = -v;
+  return to_x(q, nullptr);
 }
 
 void check_hyper(const GpHyper& h, int d) {
@@ -261,35 +344,13 @@ void GaussianProcess::fit_max_likelihood(const std::vector<std::vector<double>>&
     starts.push_back(p);
   }
 
-  // Projected gradient ascent with Armijo backtracking; the step grows after each accepted move.
   std::vector<double> best_p;
   double best_f = -std::numeric_limits<double>::infinity();
   for (const auto& start : starts) {
-    std::vector<double> p = start, g, q(p.size()), gq;
-    double f = log_marginal_likelihood(from_log(p), &g);
-    if (!std::isfinite(f)) continue;
-    double step = 0.1;
-    for (int it = 0; it < 300; ++it) {
-      bool moved = false;
-      double gain = 0;
-      while (step > 1e-10) {
-        for (size_t i = 0; i < p.size(); ++i) q[i] = p[i] + step * g[i];
-        q = clamp(q);
-        double ascent = 0;
-        for (size_t i = 0; i < p.size(); ++i) ascent += g[i] * (q[i] - p[i]);
-        if (ascent <= 1e-14) break;  // the projected gradient vanishes: a stationary point of the box
-        const double fq = log_marginal_likelihood(from_log(q), &gq);
-        if (std::isfinite(fq) && fq >= f + 1e-4 * ascent) {
-          gain = fq - f;
-          p = q, g = gq, f = fq;
-          step = std::min(step * 2, 10.0);
-          moved = true;
-          break;
-        }
-        step *= 0.5;
-      }
-      if (!moved || gain < 1e-10 * (1 + std::fabs(f))) break;
-    }
+    double f = -std::numeric_limits<double>::infinity();
+    const std::vector<double> p = maximise_in_box(
+        [&](const std::vector<double>& q, std::vector<double>* g) { return log_marginal_likelihood(from_log(q), g); },
+        start, lo, hi, &f);
     if (f > best_f) best_f = f, best_p = p;
   }
   if (best_p.empty())
