@@ -342,6 +342,24 @@ TEST_CASE("the tuning view holds out training images as the only evaluation spli
   CHECK_THROWS_WITH_AS(open_dataset(d), doctest::Contains("training fraction"), std::runtime_error);
 }
 
+TEST_CASE("BO never proposes a point already run, nor one next to a running trial") {
+  BoSettings s;
+  s.target_ms = 12;  // band 11.64-12
+  // Two trials right in the band between two outside it: the model is surest of the band at those
+  // very points (without the exclusion it proposes 0.30002).
+  const std::vector<BoObservation> in_band = {
+      {{0.0}, 19.0, false, 0}, {{0.3}, 11.8, false, 0}, {{0.7}, 11.8, false, 0}, {{1.0}, 7.0, false, 0}};
+  const BoProposal p = propose_bo(in_band, {}, 1, s, 1);
+  for (const BoObservation& o : in_band) CHECK(std::fabs(p.u[0] - o.u[0]) >= 1e-3);
+  // Two trials on either side of T: the same proposal again unless a running trial holds it.
+  const std::vector<BoObservation> across = {{{0.78}, 7.18, true, 0.49}, {{0.33}, 17.0, false, 0}};
+  const BoProposal first = propose_bo(across, {}, 1, s, 1);
+  CHECK(first.u[0] > 0.33);
+  CHECK(first.u[0] < 0.78);
+  const BoProposal second = propose_bo(across, {first.u}, 1, s, 1);
+  CHECK(std::fabs(second.u[0] - first.u[0]) >= 0.05);
+}
+
 TEST_CASE("BO reaches the goal band in fewer trials than random search (analytic problem)") {
   const AnalyticSearch p;
   const int budget = 30, seeds = 10;

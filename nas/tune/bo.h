@@ -65,12 +65,11 @@ struct BoProposal {
   bool has_incumbent = false;   // a trained trial in the goal band existed (else: acquisition = P(goal))
 };
 
-// The next point: fits both processes on `done` (pending points are added with the processes'
-// own predictions, "kriging believer", so parallel proposals spread out), then maximises
+// The next point: fits both processes on `done`, then maximises
 //   a(u) = EI(u; best accuracy among trained trials in the goal band) * P(goal | u),
-// or P(goal | u) alone while no trained trial is in the band. Points within 1e-3 of a done or
-// pending one are not proposed (a trial is a deterministic function of its point). `done` must not
-// be empty.
+// or P(goal | u) alone while no trained trial is in the band, over the points farther than 1e-3
+// from every done one (a trial is a deterministic function of its point) and farther than 0.05 from
+// every pending (running) one (parallel proposals spread out). `done` must not be empty.
 BoProposal propose_bo(const std::vector<BoObservation>& done, const std::vector<std::vector<double>>& pending,
                       int dims, const BoSettings& settings, uint64_t seed);
 // A uniform point of the unit cube drawn from `seed` (the random method, and BO's first trials).
