@@ -158,6 +158,16 @@ TEST_CASE("the table's bounds respect skips; a target outside them is an error n
   CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("from 6.000 ms"), std::runtime_error);
   CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("20.000 ms"), std::runtime_error);
 
+  // Options are checked, naming what is wrong.
+  c = fake_config("tune_bounds", 2, "grid");
+  CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("method must be bo or random"), std::runtime_error);
+  c = fake_config("tune_bounds", 2, "bo");
+  c.lambda = {0, 1};
+  CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("range of lambda"), std::runtime_error);
+  c = fake_config("tune_bounds", 2, "bo");
+  c.window = NAN;
+  CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("window"), std::runtime_error);
+
   // An unreadable table or dataset fails before the first trial.
   FakeStages fake;
   c = fake_config("tune_bad_input", 2, "bo");

@@ -314,7 +314,7 @@ void GaussianProcess::fit(const std::vector<std::vector<double>>& X, const std::
 }
 
 void GaussianProcess::fit_max_likelihood(const std::vector<std::vector<double>>& X, const std::vector<double>& y,
-                                         const GpBounds& b, int restarts, uint64_t seed, const GpHyper& hint) {
+                                         const GpBounds& b, int restarts, uint64_t seed) {
   set_data(X, y);
   const int d = dims();
   std::vector<double> lo, hi;
@@ -330,9 +330,7 @@ void GaussianProcess::fit_max_likelihood(const std::vector<std::vector<double>>&
   };
 
   std::vector<std::vector<double>> starts;
-  if (int(hint.length_scales.size()) == d && hint.signal_variance > 0 && hint.noise_variance > 0)
-    starts.push_back(clamp(to_log(hint)));
-  GpHyper typical;  // half the range, unit signal, small noise
+  GpHyper typical;
   typical.length_scales.assign(size_t(d), 0.5);
   typical.signal_variance = 1.0;
   typical.noise_variance = 1e-2;

@@ -38,10 +38,11 @@ class GaussianProcess {
   // Conditions on (X, y) with the given hyperparameters. Throws on a non-finite value or a shape
   // mismatch, and when the covariance stays singular after the largest jitter.
   void fit(const std::vector<std::vector<double>>& X, const std::vector<double>& y, const GpHyper& hyper);
-  // Chooses the hyperparameters by maximum marginal likelihood (starts: `hint` if it has the right
-  // dimension, a default, then `restarts` random points of the box drawn from `seed`), then conditions.
+  // Chooses the hyperparameters by maximum marginal likelihood (starts: a typical point - half the
+  // range, unit signal, small noise - and `restarts` random points of the box drawn from `seed`),
+  // then conditions.
   void fit_max_likelihood(const std::vector<std::vector<double>>& X, const std::vector<double>& y,
-                          const GpBounds& bounds, int restarts, uint64_t seed, const GpHyper& hint = {});
+                          const GpBounds& bounds, int restarts, uint64_t seed);
 
   GpPrediction predict(const std::vector<double>& x) const;  // in the units of y
   double noise_variance() const;                              // sigma_n^2 in the units of y (squared)

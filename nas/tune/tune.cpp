@@ -471,11 +471,13 @@ void validate_options(const TuneConfig& c) {
   parse_runtime_loss(c.runtime_loss);
   parse_runtime_mode(c.runtime_mode);
   for (const TuneVariable& v : tune_variables(c)) {
-    if (!(v.hi > v.lo) || (v.log_scale && !(v.lo > 0)))
+    if (!(v.hi > v.lo) || !std::isfinite(v.lo) || !std::isfinite(v.hi) || (v.log_scale && !(v.lo > 0)))
       fail("the range of " + v.name + " must have lo < hi" + (v.log_scale ? " and lo > 0 (log scale)" : "") +
            ", got [" + std::to_string(v.lo) + ", " + std::to_string(v.hi) + "]");
   }
   if (c.tune_threshold_margin && c.threshold_margin_range.lo < 0) fail("the threshold margin range must be >= 0");
+  if (!(c.threshold_lr_mult > 0) || !std::isfinite(c.threshold_margin))
+    fail("the fixed threshold lr multiplier must be positive and the margin finite");
 }
 
 // The first difference between two configurations outside the fields a resumed run may change.
@@ -632,8 +634,10 @@ class TuneReport {
   void progress_line(const TrialResult& r, const std::map<int, TrialResult>& done) const {
     if (c_.quiet) return;
     std::ostringstream s;
+    char lambda[32];
+    std::snprintf(lambda, sizeof lambda, "%.3g", r.hyper.lambda);  // spans three decades: significant digits
     s << "tune: trial " << r.index << " [" << done.size() << "/" << c_.trials << " done] (" << r.proposed_by
-      << ") lambda " << fmt(r.hyper.lambda, 4);
+      << ") lambda " << lambda;
     if (c_.tune_threshold_lr_mult) s << " lr-mult " << fmt(r.hyper.threshold_lr_mult, 1);
     if (c_.tune_threshold_margin) s << " margin " << fmt(r.hyper.threshold_margin, 2);
     if (r.status == TrialStatus::Failed) {
