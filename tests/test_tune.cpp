@@ -18,7 +18,8 @@
 #include <string>
 #include <vector>
 
-#include "nas/run_util.h"
+#include "engine/io.h"
+#include "nas/run.h"
 #include "nas/tune/tune.h"
 #include "nas_fixtures.h"
 
@@ -251,6 +252,32 @@ TEST_CASE("resume after the run died between trials redoes nothing and matches a
     CHECK(resumed.trials[i].u == uninterrupted.trials[i].u);
     CHECK(resumed.trials[i].proposed_by == (i < 2 ? "random" : "bo"));
   }
+
+  // SIGINT in the middle of trial 1's search (run_search saves and throws Interrupted): the run stops
+  // with Interrupted, trial 1 is not recorded, and a resume redoes it.
+  FakeStages signalled;
+  bool signal_pending = true;
+  TuneConfig sig = fake_config("tune_signal", 3, "bo");
+  sig.launch_trial = [&](const std::string& path, int) {
+    TrialStages st = signalled.stages();
+    auto search = st.search;
+    st.search = [&, search](const TrialSpec& t) {
+      if (t.index == 1 && signal_pending) {
+        signal_pending = false;
+        request_stop(2);
+        throw Interrupted(2, "search: interrupted");
+      }
+      return search(t);
+    };
+    run_trial_from_file(path, st);
+  };
+  CHECK_THROWS_AS(run_tune(sig), Interrupted);
+  clear_stop_request();
+  CHECK(read_json("tune_signal/tune.json")["trials"].size() == 1);
+  CHECK_FALSE(fs::exists("tune_signal/trial_001/result.json"));
+  sig.resume = true;
+  CHECK(run_tune(sig).trials.size() == 3);
+  CHECK(signalled.searched == std::vector<int>{0, 1, 2});  // the interrupted search is not counted
 
   // A different problem in the same folder is refused, naming the field.
   part.target_ms = 13;

@@ -13,9 +13,9 @@
 #include <stdexcept>
 #include <thread>
 
-#include "engine/checkpoint.h"
+#include "engine/io.h"
 #include "engine/threads.h"
-#include "nas/run_util.h"
+#include "nas/run.h"
 #include "nas/search.h"
 #include "nas/train.h"
 
@@ -25,12 +25,6 @@ namespace fs = std::filesystem;
 using json = nlohmann::ordered_json;  // files keep the order written: people read them
 
 namespace {
-
-// A trial stopped by SIGINT/SIGTERM: not a property of its hyperparameters, so it is not recorded
-// (resume redoes it).
-struct TrialInterrupted : std::runtime_error {
-  using std::runtime_error::runtime_error;
-};
 
 // Reads j[key] into `out` when present; a present value of the wrong type is an error naming it.
 template <class T>
@@ -176,7 +170,6 @@ json tune_config_to_json(const TuneConfig& c) {
               {"train_epochs", c.train_epochs},
               {"train_optimizer", c.train_optimizer},
               {"train_lr", c.train_lr},
-              {"train_lr_warmup_epochs", c.train_lr_warmup_epochs},
               {"max_search_steps", c.max_search_steps},
               {"max_train_steps", c.max_train_steps},
               {"quiet", c.quiet}};
@@ -231,7 +224,6 @@ TuneConfig tune_config_from_json(const json& j, const std::string& source) {
   read_field(j, "train_epochs", c.train_epochs, source);
   read_field(j, "train_optimizer", c.train_optimizer, source);
   read_field(j, "train_lr", c.train_lr, source);
-  read_field(j, "train_lr_warmup_epochs", c.train_lr_warmup_epochs, source);
   read_field(j, "max_search_steps", c.max_search_steps, source);
   read_field(j, "max_train_steps", c.max_train_steps, source);
   read_field(j, "quiet", c.quiet, source);
@@ -333,36 +325,39 @@ static TrialSpec trial_spec_from_json(const json& j, const std::string& source) 
 
 // ---- one trial ------------------------------------------------------------------------------------------
 
+// The search a trial runs: an ordinary one at the proxy scale, with the trial's hyperparameters.
+static SearchConfig trial_search_config(const TuneConfig& c, const SearchHyper& h, const std::string& dir) {
+  SearchConfig s;
+  s.space = c.space;
+  s.space_options = c.space_options;
+  s.data = data_view(c);
+  s.batch = c.batch;
+  s.epochs = c.search_epochs;
+  s.warmup_epochs = c.search_warmup_epochs;
+  s.lambda = float(h.lambda);
+  s.threshold_lr_mult = float(h.threshold_lr_mult);
+  s.threshold_margin = float(h.threshold_margin);
+  s.runtime_loss = parse_runtime_loss(c.runtime_loss);
+  s.target_ms = float(c.target_ms);  // the target form's T; else the trial's verdict and plot show it
+  s.runtime_mode = parse_runtime_mode(c.runtime_mode);
+  s.search_se = c.search_se;
+  s.bn_momentum = c.bn_momentum;
+  s.seed = c.seed;
+  s.workers = c.workers;
+  s.out_dir = dir;
+  s.checkpoint_every = 0;
+  s.max_steps = c.max_search_steps;
+  s.quiet = c.quiet || c.jobs > 1;  // parallel trials' progress bars would interleave
+  return s;
+}
+
 TrialStages real_trial_stages() {
   TrialStages st;
   st.search = [](const TrialSpec& t) {
     const TuneConfig& c = t.config;
-    SearchConfig s;
-    s.space = c.space;
-    s.space_options = c.space_options;
-    s.data = data_view(c);
-    s.batch = c.batch;
-    s.epochs = c.search_epochs;
-    s.warmup_epochs = c.search_warmup_epochs;
-    s.lambda = float(t.hyper.lambda);
-    s.threshold_lr_mult = float(t.hyper.threshold_lr_mult);
-    s.threshold_margin = float(t.hyper.threshold_margin);
-    s.runtime_loss = parse_runtime_loss(c.runtime_loss);
-    s.target_ms = float(c.target_ms);
-    s.runtime_mode = parse_runtime_mode(c.runtime_mode);
-    s.table_path = c.table_path;
-    s.fixed_ms = c.fixed_ms;
-    s.search_se = c.search_se;
-    s.bn_momentum = c.bn_momentum;
-    s.seed = c.seed;
-    s.workers = c.workers;
-    s.out_dir = t.dir;
-    s.checkpoint_every = 0;
-    s.max_steps = c.max_search_steps;
-    s.quiet = c.quiet || c.jobs > 1;  // parallel trials' progress bars would interleave
+    const SearchConfig s = trial_search_config(c, t.hyper, t.dir);
     const LatencyTable table = load_latency_table(c.table_path, c.fixed_ms);
-    const SearchResult r = run_search(s, table);
-    if (stop_requested()) throw TrialInterrupted("tune: trial " + std::to_string(t.index) + "'s search was interrupted");
+    const SearchResult r = run_search(s, table);  // a signal throws Interrupted: the trial is redone
     // A trial is redone, never resumed, so the supernet's checkpoint (the folder's largest file) goes.
     std::remove(r.checkpoint_path.c_str());
     return TrialSearchOutcome{r.arch, r.predicted_ms, r.steps};
@@ -375,9 +370,8 @@ TrialStages real_trial_stages() {
     tc.data = data_view(c);
     tc.batch = c.batch;
     tc.epochs = c.train_epochs;
-    tc.lr = LrConfig{"cosine", c.train_lr, 0.97f, 2.4f, c.train_lr_warmup_epochs};
+    tc.lr.lr = c.train_lr;  // TrainConfig's cosine schedule and warm-up; 0: its default rate
     tc.optimizer = c.train_optimizer;
-    tc.ema_decay = 0;  // a cosine schedule ends on small steps: the last weights are already an average
     tc.bn_momentum = c.bn_momentum;
     tc.seed = c.seed;
     tc.workers = c.workers;
@@ -386,7 +380,6 @@ TrialStages real_trial_stages() {
     tc.max_steps = c.max_train_steps;
     tc.quiet = c.quiet || c.jobs > 1;
     const TrainResult r = run_train(tc);
-    if (stop_requested()) throw TrialInterrupted("tune: trial " + std::to_string(t.index) + "'s proxy training was interrupted");
     std::remove(r.checkpoint_path.c_str());
     return r.test.accuracy;  // the view's test split: the held-out training images
   };
@@ -419,8 +412,8 @@ TrialResult run_trial(const TrialSpec& t, const TrialStages& stages) {
         throw std::runtime_error("the proxy training reported accuracy " + std::to_string(r.accuracy));
       r.status = TrialStatus::Trained;
     }
-  } catch (const TrialInterrupted&) {
-    throw;
+  } catch (const Interrupted&) {
+    throw;  // not a property of the hyperparameters: no result, so the trial is redone
   } catch (const std::exception& e) {
     r.status = TrialStatus::Failed;
     r.error = e.what();
@@ -478,17 +471,6 @@ void validate_options(const TuneConfig& c) {
   if (c.tune_threshold_margin && c.threshold_margin_range.lo < 0) fail("the threshold margin range must be >= 0");
   if (!(c.threshold_lr_mult > 0) || !std::isfinite(c.threshold_margin))
     fail("the fixed threshold lr multiplier must be positive and the margin finite");
-}
-
-// The first difference between two configurations outside the fields a resumed run may change.
-std::string config_difference(const json& before, const json& now) {
-  for (const auto& kv : now.items()) {
-    const std::string& k = kv.key();
-    if (k == "trials" || k == "jobs" || k == "threads" || k == "quiet") continue;
-    if (!before.contains(k)) return k + " (absent before)";
-    if (before.at(k) != kv.value()) return k + ": " + before.at(k).dump() + " before, " + kv.value().dump() + " now";
-  }
-  return "";
 }
 
 struct Best {
@@ -671,10 +653,8 @@ std::map<int, TrialResult> load_previous(const TuneConfig& c, const std::string&
   const json j = read_json_file(json_path);
   if (!j.is_object() || j.value("format", "") != "spnas-tune" || !j.contains("config") || !j.contains("trials"))
     fail("'" + json_path + "' is not a tune record (format spnas-tune)");
-  const std::string diff = config_difference(j.at("config"), tune_config_to_json(c));
-  if (!diff.empty())
-    fail("cannot resume '" + json_path + "' with a different configuration (" + diff +
-         "); use another output directory");
+  compare_run_config(nlohmann::json(j.at("config")), nlohmann::json(tune_config_to_json(c)),
+                     {"trials", "jobs", "threads", "quiet"}, false, json_path);
   for (const json& t : j.at("trials")) {
     TrialResult r = trial_result_from_json(t, json_path);
     done[r.index] = r;
@@ -711,6 +691,12 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
          fmt(bounds.min_ms) + " ms (smallest network: " + arch_summary(bounds.smallest) + ") to " + fmt(bounds.max_ms) +
          " ms (largest: " + arch_summary(bounds.largest) + ")");
   {
+    // The search's own checks, once, at the middle of the ranges (the target is only reported
+    // against unless the search uses the target form).
+    SearchConfig s = trial_search_config(c, hyper_from_unit(c, std::vector<double>(tune_variables(c).size(), 0.5)), "");
+    if (s.runtime_loss != RuntimeLoss::Target) s.target_ms = 0;
+    for (const std::string& w : check_search_config(s, table))
+      if (!c.quiet) std::fprintf(stderr, "tune: every trial's search: warning: %s\n", w.c_str());
     const Splits data = open_dataset(data_view(c));
     if (data.train->channels() != 3)
       fail("the networks take RGB images; dataset '" + data.train->name() + "' has " +
@@ -722,7 +708,7 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
 
   const std::vector<TuneVariable> vars = tune_variables(c);
   const std::string json_path = c.out_dir + "/tune.json";
-  make_dirs(c.out_dir);
+  const RunFolder folder(c.out_dir, "tune");  // one writer: a second run on DIR fails at once
   std::map<int, TrialResult> done;
   if (fs::exists(json_path)) {
     if (!c.resume) fail("'" + json_path + "' exists: resume it, or choose another output directory");
@@ -790,7 +776,7 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
     const std::string result = trial_dir(c, index) + "/result.json";
     if (!fs::exists(result)) {
       if (stop_reason.empty())
-        stop_reason = stop_requested() ? "interrupted" : "trial " + std::to_string(index) + " ended without " + result;
+        stop_reason = "trial " + std::to_string(index) + " ended without " + result;
       return;
     }
     TrialResult r = trial_result_from_json(read_json_file(result), result);
@@ -811,7 +797,7 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
       if (c.jobs == 1) {
         try {
           launch(path, total_threads);  // other exceptions end the run: tune.json holds every finished trial
-        } catch (const TrialInterrupted&) {
+        } catch (const Interrupted&) {
         }
         finish_trial(index);
         continue;
@@ -848,10 +834,10 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
     finish_trial(index);
   }
   if (first_error) std::rethrow_exception(first_error);
-  if (stop_requested() && stop_reason.empty()) stop_reason = "interrupted";
-  if (!stop_reason.empty())
-    fail(stop_reason + "; '" + json_path + "' holds the " + std::to_string(done.size()) +
-         " finished trial(s): continue with resume");
+  const std::string kept = "'" + json_path + "' holds the " + std::to_string(done.size()) +
+                           " finished trial(s): continue with resume";
+  if (stop_requested()) throw Interrupted(stop_signal(), "tune: interrupted; " + kept);
+  if (!stop_reason.empty()) fail(stop_reason + "; " + kept);
 
   report.write(done, true);
   TuneResult res;

@@ -73,11 +73,11 @@ struct TuneConfig {
   float bn_momentum = 0.9f;             // search and proxy training
   int workers = 1;                      // data-loading threads per trial
 
-  // The proxy training: fixed for every trial, so accuracies compare (nas/tune/README.md).
+  // The proxy training: TrainConfig's recipe (cosine schedule after a 0.3-epoch warm-up, EMA decay
+  // from the run's length), the same for every trial so that accuracies compare.
   float train_epochs = 2;
   std::string train_optimizer = "sgd";  // Nesterov, momentum 0.9
-  float train_lr = 0.1f;                // cosine to 0 after a linear warm-up
-  float train_lr_warmup_epochs = 0.3f;
+  float train_lr = 0;                   // 0: default_learning_rate (0.1 at batch 64 for SGD)
 
   int64_t max_search_steps = -1;        // caps for quick checks (tests); -1: none
   int64_t max_train_steps = -1;
