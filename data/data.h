@@ -30,6 +30,12 @@ namespace spnas {
 struct DataSpec {
   std::string kind;
   std::string path;
+  // A tuning view (nas/tune): when holdout > 0, that fraction of the training split (chosen by
+  // view_seed) replaces the test split, so a search or training run on this spec never sees the real
+  // test set; then only train_fraction of the remaining training images is kept (seeded likewise).
+  double holdout = 0;
+  double train_fraction = 1;
+  uint64_t view_seed = 0;
 };
 
 // Parses "KIND:PATH" or "synthetic[:OPTIONS]". Throws std::runtime_error naming the accepted kinds.

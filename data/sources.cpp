@@ -582,6 +582,21 @@ Splits open_dataset(const DataSpec& spec, const OpenOptions& o) {
     wrap(s.val);
     wrap(s.test);
   }
+  if (spec.holdout > 0) {
+    // The held-out images are the only evaluation split of the view (a folder's own val/ is dropped:
+    // it may be what stands in for a missing test/).
+    const int64_t n = s.train->size();
+    split_train_val(s.train, spec.holdout, spec.view_seed, &s.train, &s.test);
+    check(s.test != nullptr, "open_dataset",
+          "holding out " + std::to_string(spec.holdout) + " of " + std::to_string(n) + " training images keeps none");
+    s.val = nullptr;
+  }
+  check(spec.train_fraction > 0.0 && spec.train_fraction <= 1.0, "open_dataset",
+        "training fraction must be in (0, 1], got " + std::to_string(spec.train_fraction));
+  if (spec.train_fraction < 1.0) {
+    std::shared_ptr<Dataset> unused;
+    split_train_val(s.train, 1.0 - spec.train_fraction, mix_seed(spec.view_seed, 0x66726163ULL, 0), &s.train, &unused);
+  }
   if (o.val_fraction > 0) {
     if (s.val)
       data_warning(spec.path + ": has its own validation folder; holding out " + std::to_string(o.val_fraction) +
