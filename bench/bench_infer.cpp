@@ -10,11 +10,11 @@
 // `--seconds`, after a 10 ms pause (the previous runtime's threads go idle) and 2 untimed calls. A
 // runtime's figure is the median of its block medians; images/s = batch / that.
 //
-// Usage: bench_infer [--arch searched,5x5-6] [--widths 1.0,0.5] [--configs 1x1,1x2,64x1,64x2]
-//                    [--rounds 5] [--seconds 0.25] [--ort "node bench/ort_bench.js"] [--no-onednn]
-//                    [--checkpoint C] [--dir DIR] [--profile]
-//   --arch: "searched" (the architecture of the full 8-epoch cifar10 search, README), "5x5-6" (every
-//           searchable layer), or an architecture file; --checkpoint runs a trained network instead.
+// Usage: bench_infer [--arch A]... [--width W]... [--config BxT]... [--rounds 5] [--seconds 0.25]
+//                    [--ort "node bench/ort_bench.js"] [--no-onednn] [--checkpoint C] [--dir DIR] [--profile]
+//   --arch: "searched" (default; the architecture of the full 8-epoch cifar10 search, README), "5x5-6"
+//           (every searchable layer), or an architecture file; --width: default 1.0 and 0.5;
+//   --config: default 1x1, 1x2, 64x1, 64x2; --checkpoint runs a trained network instead.
 //   --profile: after each configuration, our per-op times (as SPNAS_PROFILE=1) for that network.
 // Run it under the shared lock: flock /work/.bench.lock build/bench_infer ...
 #include <sys/stat.h>
@@ -30,7 +30,6 @@
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,18 +52,9 @@ using namespace spnas;
 namespace {
 
 // The architecture found by the full 8-epoch search on CIFAR-10 (README, "Measured here").
-const char* kSearchedArch =
-    "3x3-3 5x5-6 3x3-3 skip 3x3-3 5x5-6 5x5-6 5x5-6 5x5-6 5x5-6 5x5-6 skip 5x5-6 5x5-6 5x5-6 5x5-6 5x5-6 5x5-6 5x5-6 "
-    "5x5-6";
-
-std::vector<std::string> split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, sep))
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
+const char* const kSearchedArch[] = {"3x3-3", "5x5-6", "3x3-3", "skip",  "3x3-3", "5x5-6", "5x5-6",
+                                     "5x5-6", "5x5-6", "5x5-6", "5x5-6", "skip",  "5x5-6", "5x5-6",
+                                     "5x5-6", "5x5-6", "5x5-6", "5x5-6", "5x5-6", "5x5-6"};
 
 [[noreturn]] void usage_error(const std::string& m) {
   std::fprintf(stderr, "bench_infer: %s\n", m.c_str());
@@ -107,8 +97,7 @@ RacedNet random_network(const std::string& arch_name, float width) {
   SearchSpace s = load_space("cifar10", SpaceOptions{width, 0, 0});
   Arch a = uniform_arch(s, Choice::K5E6);
   if (arch_name == "searched") {
-    std::vector<std::string> names = split(kSearchedArch, ' ');
-    for (size_t i = 0; i < names.size(); ++i) a.layers[i] = parse_choice(names[i], "searched architecture");
+    for (size_t i = 0; i < a.layers.size(); ++i) a.layers[i] = parse_choice(kSearchedArch[i], "searched architecture");
   } else if (arch_name != "5x5-6") {
     a = load_arch(arch_name);
     a.width = width;
@@ -205,9 +194,9 @@ std::string load_average() {
 }
 
 struct Options {
-  std::vector<std::string> archs{"searched"};
-  std::vector<float> widths{1.0f, 0.5f};
-  std::vector<std::pair<int, int>> configs{{1, 1}, {1, 2}, {64, 1}, {64, 2}};
+  std::vector<std::string> archs;
+  std::vector<float> widths;
+  std::vector<std::pair<int, int>> configs;
   int rounds = 5;
   double seconds = 0.25;
   std::string ort;
@@ -225,17 +214,13 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage_error(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--arch") o.archs = split(value(), ',');
-    else if (a == "--widths") {
-      o.widths.clear();
-      for (const std::string& w : split(value(), ',')) o.widths.push_back(std::stof(w));
-    } else if (a == "--configs") {
-      o.configs.clear();
-      for (const std::string& c : split(value(), ',')) {
-        const auto x = c.find('x');
-        if (x == std::string::npos) usage_error("config '" + c + "' must be BATCHxTHREADS");
-        o.configs.push_back({std::stoi(c.substr(0, x)), std::stoi(c.substr(x + 1))});
-      }
+    if (a == "--arch") o.archs.push_back(value());
+    else if (a == "--width") o.widths.push_back(std::stof(value()));
+    else if (a == "--config") {
+      const std::string c = value();
+      const auto x = c.find('x');
+      if (x == std::string::npos) usage_error("config '" + c + "' must be BATCHxTHREADS");
+      o.configs.push_back({std::stoi(c.substr(0, x)), std::stoi(c.substr(x + 1))});
     } else if (a == "--rounds") o.rounds = std::stoi(value());
     else if (a == "--seconds") o.seconds = std::stod(value());
     else if (a == "--ort") o.ort = value();
@@ -245,6 +230,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--profile") o.profile = true;
     else usage_error("unknown option " + a);
   }
+  if (o.archs.empty()) o.archs = {"searched"};
+  if (o.widths.empty()) o.widths = {1.0f, 0.5f};
+  if (o.configs.empty()) o.configs = {{1, 1}, {1, 2}, {64, 1}, {64, 2}};
 #if !SPNAS_HAVE_DNNL
   o.onednn = false;
 #endif

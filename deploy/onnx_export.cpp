@@ -6,12 +6,11 @@
 #include <onnx/shape_inference/implementation.h>
 
 #include <cmath>
-#include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <stdexcept>
 
 #include "engine/checkpoint.h"
+#include "nas/run_util.h"
 #include "ops/ops.h"
 
 namespace spnas {
@@ -299,12 +298,8 @@ ExportResult export_onnx(const ExportOptions& o) {
 }
 
 OnnxFileInfo read_onnx_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("onnx: cannot open '" + path + "'");
-  std::stringstream ss;
-  ss << f.rdbuf();
   onnx::ModelProto m;
-  if (!m.ParseFromString(ss.str())) throw std::runtime_error("onnx: '" + path + "' is not an ONNX model (protobuf parse failed)");
+  if (!m.ParseFromString(read_text_file(path, "onnx"))) throw std::runtime_error("onnx: '" + path + "' is not an ONNX model (protobuf parse failed)");
   try {
     onnx::checker::check_model(m);
   } catch (const std::exception& e) {

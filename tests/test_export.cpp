@@ -30,8 +30,11 @@
 #include "nas/search.h"
 #include "nas/train.h"
 #include "tests/nas_fixtures.h"
+#include "tests/test_data_util.h"
 
 using namespace spnas;
+using datatest::contains;
+using datatest::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -112,16 +115,15 @@ double worst_relative_error(const Logits& l, int* top1_differs) {
   return worst;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
+// The trained network exported to `out` (batch 0: dynamic).
+void export_trained(const std::string& out, int batch, bool ema = true) {
+  ExportOptions o;
+  o.checkpoint = trained().checkpoint_path;
+  o.out = out;
+  o.batch = batch;
+  o.use_ema = ema;
+  export_onnx(o);
 }
-
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
 
 std::string read_all(const std::string& p) {
   std::ifstream f(p, std::ios::binary);
@@ -131,9 +133,8 @@ std::string read_all(const std::string& p) {
 }  // namespace
 
 TEST_CASE("the exported file passes ONNX's checker and says what it takes") {
-  const TrainResult& tr = trained();
   ExportOptions o;
-  o.checkpoint = tr.checkpoint_path;
+  o.checkpoint = trained().checkpoint_path;
   o.out = "dynamic.onnx";
   o.batch = 0;
   ExportResult r = export_onnx(o);
@@ -157,23 +158,17 @@ TEST_CASE("the exported file passes ONNX's checker and says what it takes") {
   CHECK(info.op_counts.at("Mul") == info.op_counts.at("Sigmoid"));
   CHECK(info.op_counts.at("Add") >= 1);
   CHECK(info.op_counts.at("Gemm") == 1);
-  o.out = "batch4.onnx";
-  o.batch = 4;
-  export_onnx(o);
+  export_trained("batch4.onnx", 4);
   CHECK(read_onnx_file("batch4.onnx").input_shape == std::vector<int64_t>{4, 3, 32, 32});
 }
 
 TEST_CASE("OpenCV's dnn computes our engine's logits from the exported file (EMA and raw weights)") {
   const TrainResult& tr = trained();
   for (bool ema : {true, false}) {
-    ExportOptions o;
-    o.checkpoint = tr.checkpoint_path;
-    o.out = ema ? "ema.onnx" : "raw.onnx";
-    o.use_ema = ema;
-    o.batch = 0;
-    export_onnx(o);
+    const std::string file = ema ? "ema.onnx" : "raw.onnx";
+    export_trained(file, 0, ema);
     TrainedNetwork t = load_trained_network(tr.checkpoint_path, ema, "test");
-    Logits l = both(*t.net, o.out, 32, 0);
+    Logits l = both(*t.net, file, 32, 0);
     int differs = 0;
     const double err = worst_relative_error(l, &differs);
     MESSAGE((ema ? "EMA" : "raw") << " weights: worst per-image relative logit difference " << err);
@@ -188,13 +183,8 @@ TEST_CASE("OpenCV's dnn computes our engine's logits from the exported file (EMA
 }
 
 TEST_CASE("a fixed-batch file runs in chunks of its batch") {
-  const TrainResult& tr = trained();
-  ExportOptions o;
-  o.checkpoint = tr.checkpoint_path;
-  o.out = "batch8.onnx";
-  o.batch = 8;
-  export_onnx(o);
-  TrainedNetwork t = load_trained_network(tr.checkpoint_path, true, "test");
+  export_trained("batch8.onnx", 8);
+  TrainedNetwork t = load_trained_network(trained().checkpoint_path, true, "test");
   int differs = 0;
   CHECK(worst_relative_error(both(*t.net, "batch8.onnx", 20, 8), &differs) < 1e-4);
   CHECK(differs == 0);
@@ -240,11 +230,7 @@ TEST_CASE("ReLU6, SE and odd / even input sizes match too") {
 
 TEST_CASE("predict: image files and folders, our engine and the exported file agree") {
   const TrainResult& tr = trained();
-  ExportOptions o;
-  o.checkpoint = tr.checkpoint_path;
-  o.out = "predict.onnx";
-  o.batch = 0;
-  export_onnx(o);
+  export_trained("predict.onnx", 0);
   // Synthetic test images as PNG files: three at the training size, two of other sizes (fitted to
   // it as image folders fit theirs), one in a nested folder.
   fs::remove_all("predict_images");
