@@ -12,10 +12,12 @@
 //
 // Usage: bench_infer [--arch A]... [--width W]... [--config BxT]... [--rounds 5] [--seconds 0.25]
 //                    [--ort "node bench/ort_bench.js"] [--no-onednn] [--checkpoint C] [--dir DIR] [--profile]
+//                    [--clock wall|cpu]
 //   --arch: "searched" (default; the architecture of the full 8-epoch cifar10 search, README), "5x5-6"
 //           (every searchable layer), or an architecture file; --width: default 1.0 and 0.5;
 //   --config: default 1x1, 1x2, 64x1, 64x2; --checkpoint runs a trained network instead.
-//   --profile: after each configuration, our per-op times (as SPNAS_PROFILE=1) for that network.
+//   --profile: after each configuration, our per-op times (as SPNAS_PROFILE=1) for that network;
+//   --clock cpu: process CPU time / threads instead of the wall clock, for every runtime.
 // Run it under the shared lock: flock /work/.bench.lock build/bench_infer ...
 #include <sys/stat.h>
 
@@ -61,8 +63,18 @@ const char* const kSearchedArch[] = {"3x3-3", "5x5-6", "3x3-3", "skip",  "3x3-3"
   std::exit(2);
 }
 
+// The time base, as nas/profile.h's: the wall clock, or ("cpu") the process's CPU time divided by
+// its threads, which on a machine shared with other jobs leaves out the time the process was not
+// running (spin-waiting threads count, so it suits 1-thread runs best).
+bool g_cpu_clock = false;
+int g_clock_threads = 1;
+
 double now_ms() {
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (!g_cpu_clock)
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double(ts.tv_sec) * 1e3 + double(ts.tv_nsec) * 1e-6) / g_clock_threads;
 }
 
 double median(std::vector<double> v) {
@@ -71,13 +83,13 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-// Median ms of a block: 2 untimed calls, then calls until at least 5 and `seconds` are done.
+// Median ms of a block: 2 untimed calls, then calls until at least 5 and `seconds` (wall) are done.
 double time_block(const std::function<void()>& call, double seconds) {
   call();
   call();
   std::vector<double> ms;
-  const double end = now_ms() + seconds * 1000;
-  while (ms.size() < 5 || now_ms() < end) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (ms.size() < 5 || std::chrono::steady_clock::now() < end) {
     const double t0 = now_ms();
     call();
     ms.push_back(now_ms() - t0);
@@ -172,7 +184,8 @@ struct OrtBlock {
 OrtBlock run_ort(const std::string& command, const std::string& model, const std::string& input, int N, int threads,
                  double seconds, const std::string& out) {
   const std::string cmd = command + " '" + model + "' '" + input + "' " + std::to_string(N) + " " +
-                          std::to_string(threads) + " " + std::to_string(seconds) + " '" + out + "'";
+                          std::to_string(threads) + " " + std::to_string(seconds) + " '" + out + "' " +
+                          (g_cpu_clock ? "cpu" : "wall");
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) throw std::runtime_error("ort: cannot run " + cmd);
   std::string text;
@@ -204,6 +217,7 @@ struct Options {
   std::string checkpoint;
   std::string dir = "bench_infer_files";
   bool profile = false;
+  std::string clock = "wall";
 };
 
 Options parse(int argc, char** argv) {
@@ -228,8 +242,10 @@ Options parse(int argc, char** argv) {
     else if (a == "--checkpoint") o.checkpoint = value();
     else if (a == "--dir") o.dir = value();
     else if (a == "--profile") o.profile = true;
+    else if (a == "--clock") o.clock = value();
     else usage_error("unknown option " + a);
   }
+  if (o.clock != "wall" && o.clock != "cpu") usage_error("--clock must be wall or cpu");
   if (o.archs.empty()) o.archs = {"searched"};
   if (o.widths.empty()) o.widths = {1.0f, 0.5f};
   if (o.configs.empty()) o.configs = {{1, 1}, {1, 2}, {64, 1}, {64, 2}};
@@ -257,6 +273,7 @@ void race(RacedNet& n, const Options& o) {
     const Tensor peer_in = nhwc_to_nchw(images);
     set_num_threads(T);
     set_opencv_threads(T);
+    g_clock_threads = T;
     OpenCvNet cv(model, B);
     // The check: every runtime's logits against ours, on the same images.
     NoGrad ng;
@@ -289,6 +306,7 @@ void race(RacedNet& n, const Options& o) {
         mo.min_seconds = o.seconds;
         mo.drop_preempted = false;  // as the other runtimes' blocks
         mo.pin = false;
+        mo.clock = o.clock;
         t_dnnl.push_back(measure_arch_latency(n.net->arch(), mo).median_ms);
       }
       if (!o.ort.empty()) {
@@ -308,7 +326,7 @@ void race(RacedNet& n, const Options& o) {
                 mr, rate(mo_), rate(md), rate(mc), rate(mr), fastest / mo_, check);
     std::fflush(stdout);
     if (o.profile) {
-      set_op_profile(true);
+      set_op_profile(true, true);
       const int calls = std::max(5, int(1000.0 * o.seconds / std::max(mo_, 0.01)));
       for (int i = 0; i < calls; ++i) {
         op_profile_mark();
@@ -324,14 +342,16 @@ void race(RacedNet& n, const Options& o) {
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
+  g_cpu_clock = o.clock == "cpu";
   mkdir(o.dir.c_str(), 0755);
   std::time_t now = std::time(nullptr);
   char date[32];
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", std::localtime(&now));
   std::printf("bench_infer  %s\nmachine: %s\nour kernels: %s; load average at start: %s\n", date,
               cpu_description().c_str(), kernels().name, load_average().c_str());
-  std::printf("figures: median ms per call (median of %d alternating blocks of >= %.2f s), images/s = batch / that%s\n",
-              o.rounds, o.seconds, o.ort.empty() ? "; ONNX Runtime: not run (no --ort command)" : "");
+  std::printf("figures: median ms per call (median of %d alternating blocks of >= %.2f s), %s clock, images/s = "
+              "batch / that%s\n",
+              o.rounds, o.seconds, o.clock.c_str(), o.ort.empty() ? "; ONNX Runtime: not run (no --ort command)" : "");
   if (o.checkpoint.empty()) {
     for (const std::string& a : o.archs)
       for (float w : o.widths) {

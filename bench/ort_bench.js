@@ -1,16 +1,17 @@
 // ONNX Runtime peer of bench_infer (and the by-hand ORT check of deploy/README.md), run with Node.js:
-//   NODE_PATH=/tmp/ort/node_modules node bench/ort_bench.js MODEL.onnx INPUT.f32 N THREADS SECONDS OUT.f32
+//   NODE_PATH=/tmp/ort/node_modules node bench/ort_bench.js MODEL.onnx INPUT.f32 N THREADS SECONDS OUT.f32 [wall|cpu]
 // onnxruntime-node is not a Debian package: install it outside the repository (npm install
 // onnxruntime-node --ignore-scripts in a scratch folder; its CPU build ships in the package).
 // INPUT.f32: N images, float32 NCHW [N, 3, S, S] in [0, 1]. Writes the logits of the first run to
 // OUT.f32 (float32 [N, K]), then times runs for SECONDS after a warm-up and prints one JSON line:
-// {"median_ms": ..., "runs": ..., "ort": "<version>"}.
+// {"median_ms": ..., "runs": ..., "ort": "<version>"}. "cpu": each run's process CPU time / THREADS
+// instead of its wall time (as bench_infer --clock cpu).
 'use strict';
 const fs = require('fs');
 const ort = require('onnxruntime-node');
 
 async function main() {
-  const [model, inputPath, nArg, threadsArg, secondsArg, outPath] = process.argv.slice(2);
+  const [model, inputPath, nArg, threadsArg, secondsArg, outPath, clock = 'wall'] = process.argv.slice(2);
   if (!outPath) throw new Error('usage: ort_bench.js MODEL.onnx INPUT.f32 N THREADS SECONDS OUT.f32');
   const n = parseInt(nArg, 10), threads = parseInt(threadsArg, 10), seconds = parseFloat(secondsArg);
   const bytes = fs.readFileSync(inputPath);
@@ -26,12 +27,14 @@ async function main() {
   fs.writeFileSync(outPath, Buffer.from(logits.buffer, logits.byteOffset, logits.byteLength));
   const warmupEnd = performance.now() + 100;
   while (performance.now() < warmupEnd) await session.run(feeds);
+  const now = clock === 'cpu' ? () => { const u = process.cpuUsage(); return (u.user + u.system) / 1000 / threads; }
+                               : () => performance.now();
   const ms = [];
   const end = performance.now() + seconds * 1000;
   while (ms.length < 5 || performance.now() < end) {
-    const t0 = performance.now();
+    const t0 = now();
     await session.run(feeds);
-    ms.push(performance.now() - t0);
+    ms.push(now() - t0);
   }
   ms.sort((a, b) => a - b);
   const median = ms.length % 2 ? ms[(ms.length - 1) / 2] : (ms[ms.length / 2 - 1] + ms[ms.length / 2]) / 2;
