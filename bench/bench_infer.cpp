@@ -36,7 +36,7 @@
 #include <thread>
 #include <vector>
 
-#include "engine/checkpoint.h"
+#include "engine/io.h"
 #include "engine/cpu.h"
 #include "engine/threads.h"
 #include "nas/model.h"

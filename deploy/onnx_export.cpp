@@ -9,8 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
-#include "engine/checkpoint.h"
-#include "nas/run_util.h"
+#include "engine/io.h"
 #include "ops/ops.h"
 
 namespace spnas {
