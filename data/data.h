@@ -184,6 +184,16 @@ Splits open_image_folder(const std::string& root, const OpenOptions& options, in
 std::shared_ptr<Dataset> open_image_folder_split(const std::string& dir, const std::vector<std::string>* classes,
                                                  int image_size, int64_t cache_bytes, const std::string& kind);
 
+// The image files a user names: each path is a JPEG/PNG/BMP file, or a folder whose image files
+// (recursively, in sorted order) are taken. Throws naming a missing path, a file without an image
+// extension, or a folder without images.
+std::vector<std::string> list_image_files(const std::vector<std::string>& paths);
+// A dataset of these image files (every label 0), decoded when read and fitted to height x width as
+// image folders fit an image of another size (short side scaled, centre crop); not cached.
+std::shared_ptr<Dataset> open_image_files(std::vector<std::string> files, int height, int width,
+                                          std::vector<std::string> class_names, std::vector<float> mean,
+                                          std::vector<float> stddev);
+
 // The synthetic generator itself: one 32x32 RGB image of class `label` from `seed` (deterministic).
 constexpr int kSyntheticSize = 32;
 constexpr int kSyntheticClasses = 10;

@@ -342,4 +342,39 @@ Splits open_image_folder(const std::string& root, const OpenOptions& o, int expe
   return s;
 }
 
+std::vector<std::string> list_image_files(const std::vector<std::string>& paths) {
+  std::vector<std::string> files;
+  for (const std::string& p : paths) {
+    std::error_code ec;
+    const auto st = fs::status(p, ec);
+    if (ec || !fs::exists(st)) data_error(p, "cannot open: " + (ec ? ec.message() : std::string("no such file or directory")));
+    if (!fs::is_directory(st)) {
+      if (!is_image_name(p)) data_error(p, "not a JPEG/PNG/BMP image file (by its extension)");
+      files.push_back(p);
+      continue;
+    }
+    std::vector<std::string> found;
+    fs::recursive_directory_iterator it(p, ec), end;
+    for (; !ec && it != end; it.increment(ec))
+      if (it->is_regular_file(ec) && is_image_name(it->path().filename().string())) found.push_back(it->path().string());
+    if (ec) data_error(p, "cannot list directory: " + ec.message());
+    if (found.empty()) data_error(p, "no JPEG/PNG/BMP image in this folder or below it");
+    std::sort(found.begin(), found.end());
+    files.insert(files.end(), found.begin(), found.end());
+  }
+  return files;
+}
+
+std::shared_ptr<Dataset> open_image_files(std::vector<std::string> files, int height, int width,
+                                          std::vector<std::string> class_names, std::vector<float> mean,
+                                          std::vector<float> stddev) {
+  check(height > 0 && width > 0 && height <= kMaxSide && width <= kMaxSide, "open_image_files",
+        "bad image size " + std::to_string(height) + "x" + std::to_string(width));
+  std::vector<int32_t> labels(files.size(), 0);
+  auto ds = std::make_shared<FolderDataset>("image files", std::move(files), std::move(labels), std::move(class_names),
+                                            height, width, false);
+  ds->set_normalization(std::move(mean), std::move(stddev));
+  return ds;
+}
+
 }  // namespace spnas

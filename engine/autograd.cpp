@@ -34,6 +34,7 @@ Tensor& Node::grad_accumulator() {
 // ---- op profile -----------------------------------------------------------------------------
 namespace {
 int g_profile = -1;  // -1: not decided yet (read SPNAS_PROFILE)
+bool g_profile_inference = false;
 struct ProfEntry {
   double fwd = 0, bwd = 0, recompute = 0;
   long calls = 0;
@@ -46,8 +47,9 @@ double seconds_since(Clock::time_point t) { return std::chrono::duration<double>
 std::string prof_key(const char* op, const Shape& s) { return std::string(op) + " " + shape_str(s); }
 }  // namespace
 
-void set_op_profile(bool on) {
+void set_op_profile(bool on, bool inference) {
   g_profile = on;
+  g_profile_inference = on && inference;
   op_profile_reset();
 }
 
@@ -169,6 +171,16 @@ bool grad_enabled() { return g_grad_enabled; }
 NoGrad::NoGrad() : prev(g_grad_enabled) { g_grad_enabled = false; }
 NoGrad::~NoGrad() { g_grad_enabled = prev; }
 
+// Forward time of an op = wall time since the previous recorded op (or the last mark): the op
+// computes its value before recording it.
+static void profile_forward(const char* op, const Shape& shape) {
+  auto now = Clock::now();
+  ProfEntry& e = g_prof[prof_key(op, shape)];
+  e.fwd += std::chrono::duration<double>(now - g_prof_mark).count();
+  e.calls++;
+  g_prof_mark = now;
+}
+
 // The node of record / record_released (released_shape: only for a value not computed).
 static Var make_node(const char* op, Tensor value, Shape released_shape, std::vector<Var> inputs,
                      std::function<void(Node&)> backward) {
@@ -185,15 +197,13 @@ static Var make_node(const char* op, Tensor value, Shape released_shape, std::ve
     n->backward_fn = std::move(backward);
     g_tape.push_back(n);
   }
-  if (g_grad_enabled && op_profile()) {
-    // Forward time of an op = wall time since the previous recorded op (or the last mark): the
-    // op computes its value before recording it.
-    auto now = Clock::now();
-    ProfEntry& e = g_prof[prof_key(op, n->shape())];
-    e.fwd += std::chrono::duration<double>(now - g_prof_mark).count();
-    e.calls++;
-    g_prof_mark = now;
-  }
+  if ((g_grad_enabled || g_profile_inference) && op_profile()) profile_forward(op, n->shape());
+  return n;
+}
+
+Var inference_result(const char* op, Tensor value) {
+  Var n = constant(value);
+  if (g_profile_inference && op_profile()) profile_forward(op, n->shape());
   return n;
 }
 

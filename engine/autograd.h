@@ -57,6 +57,9 @@ struct Node {
 
 // A leaf holding a constant (no gradient) or a trainable value.
 Var constant(const Tensor& value);
+// The output of an inference-only op (ops/ops.h pwconv_bn_act, ...): a constant that the op profile
+// times like a recorded op when inference profiling is on (set_op_profile).
+Var inference_result(const char* op, Tensor value);
 Var leaf(const Tensor& value, bool requires_grad, const std::string& name = "");
 
 // Grad mode. NoGrad disables recording in its scope (evaluation, EMA updates, decoding).
@@ -97,7 +100,9 @@ size_t tape_size();
 // backward and recompute. An op's forward time is the time since the previous recorded op (ops
 // record themselves after computing), so call op_profile_mark() after work that is not an op
 // (loading a batch); backward() marks when it finishes. Costs a map lookup per op: off by default.
-void set_op_profile(bool on);  // also resets
+// Ops run under NoGrad are left out unless `inference` is set (inference benchmarks): otherwise an
+// evaluation inside a training run would land in the training step's profile. Also resets.
+void set_op_profile(bool on, bool inference = false);
 bool op_profile();
 void op_profile_reset();
 void op_profile_mark();

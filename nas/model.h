@@ -58,6 +58,14 @@ class Network {
   ParamSet& params() { return params_; }
   const SearchSpace& space() const { return space_; }
   int64_t macs() const { return macs_; }  // multiply-adds per image (convolutions and linear)
+  Act activation() const { return act_; }
+  // The stem and head's weights, for exporters (deploy/onnx_export.cpp) that rebuild the network.
+  const Var& stem_weight() const { return stem_w_; }  // [K, K, 3, C]
+  const BNLayer& stem_bn() const { return stem_bn_; }
+  const Var& head_weight() const { return head_w_; }  // [Cin, C] (1x1 convolution)
+  const BNLayer& head_bn() const { return head_bn_; }
+  const Var& fc_weight() const { return fc_w_; }  // [C, classes]
+  const Var& fc_bias() const { return fc_b_; }
 
  protected:
   ParamSet params_;

@@ -21,11 +21,15 @@ float ema_decay_for(int64_t total_steps) {
   return float(std::clamp(1.0 - 10.0 / double(std::max<int64_t>(total_steps, 1)), 0.9, 0.9999));
 }
 
+std::unique_ptr<Loader> eval_loader(const std::shared_ptr<Dataset>& ds, int input_size, int batch, int workers) {
+  AugmentConfig aug = default_eval_augment(*ds);
+  aug.out_size = input_size;
+  return std::make_unique<Loader>(ds, batch, false, aug, 0, workers, false);
+}
+
 EvalResult evaluate(Network& net, const std::shared_ptr<Dataset>& ds, int batch, int workers) {
   NoGrad ng;
-  AugmentConfig aug = default_eval_augment(*ds);
-  aug.out_size = net.space().input_size;
-  Loader loader(ds, batch, false, aug, 0, workers, false);
+  std::unique_ptr<Loader> loader = eval_loader(ds, net.space().input_size, batch, workers);
   Tensor images;
   std::vector<int> labels;
   EvalResult r;
@@ -36,7 +40,7 @@ EvalResult evaluate(Network& net, const std::shared_ptr<Dataset>& ds, int batch,
   int64_t correct = 0;
   ForwardOptions fo;
   fo.training = false;
-  while (loader.next(images, labels)) {
+  while (loader->next(images, labels)) {
     Var logits = net.forward(constant(images), fo);
     const int64_t N = logits->value.dim(0);
     check(logits->value.dim(1) == K, "evaluate", "the network has " + std::to_string(logits->value.dim(1)) +
@@ -190,9 +194,20 @@ TrainResult run_train(const TrainConfig& cfg) {
   }
 
   const nlohmann::json config = config_record(cfg, arch);
-  const nlohmann::json meta = {{"kind", "spnas-train"}, {"arch", nlohmann::json::parse(arch_to_json(arch))},
-                               {"arch_source", cfg.arch_source}, {"bn_momentum", cfg.bn_momentum},
-                               {"ema_decay", ema_decay}, {"config", config}};
+  const InputRecord input = input_record(*data.train, cfg.data);
+  const nlohmann::json meta = {{"kind", "spnas-train"},
+                               {"arch", nlohmann::json::parse(arch_to_json(arch))},
+                               {"arch_source", cfg.arch_source},
+                               {"bn_momentum", cfg.bn_momentum},
+                               {"ema_decay", ema_decay},
+                               {"config", config},
+                               {"input",
+                                {{"data", input.data},
+                                 {"image_height", input.image_height},
+                                 {"image_width", input.image_width},
+                                 {"class_names", input.class_names},
+                                 {"mean", input.mean},
+                                 {"std", input.std}}}};
   auto make_ck = [&]() {
     Checkpoint ck;
     ck.params = &net.params();
@@ -368,29 +383,91 @@ TrainResult run_train(const TrainConfig& cfg) {
   return res;
 }
 
-EvalResult evaluate_checkpoint(const std::string& path, const DataSpec& spec, bool use_ema, int batch, Arch* arch_out) {
+InputRecord input_record(const Dataset& train, const DataSpec& spec) {
+  InputRecord r;
+  r.data = spec.path.empty() ? spec.kind : spec.kind + ":" + spec.path;
+  r.image_height = train.height();
+  r.image_width = train.width();
+  r.class_names = train.class_names();
+  r.mean = train.mean();
+  r.std = train.stddev();
+  return r;
+}
+
+// The "input" object of a training checkpoint's metadata; throws naming the file and field.
+static InputRecord parse_input_record(const nlohmann::json& j, const std::string& where) {
+  InputRecord r;
+  try {
+    r.data = j.at("data").get<std::string>();
+    r.image_height = j.at("image_height").get<int>();
+    r.image_width = j.at("image_width").get<int>();
+    r.class_names = j.at("class_names").get<std::vector<std::string>>();
+    r.mean = j.at("mean").get<std::vector<float>>();
+    r.std = j.at("std").get<std::vector<float>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(where + ": malformed \"input\" record: " + e.what());
+  }
+  if (r.image_height <= 0 || r.image_width <= 0 || r.mean.empty() || r.mean.size() != r.std.size())
+    throw std::runtime_error(where + ": the \"input\" record needs a positive image size and one mean and std per channel");
+  for (float s : r.std)
+    if (!(s > 0)) throw std::runtime_error(where + ": the \"input\" record has a non-positive std");
+  return r;
+}
+
+const InputRecord& TrainedNetwork::input_or_throw(const std::string& who) const {
+  if (!has_input)
+    throw std::runtime_error(who + ": checkpoint '" + checkpoint +
+                             "' does not record its input (class names, image size, normalisation): it was written "
+                             "before `spnas train` kept them; name the dataset it was trained on");
+  return input;
+}
+
+TrainedNetwork load_trained_network(const std::string& path, bool use_ema, const std::string& who,
+                                    const DataSpec& input_fallback) {
   const CheckpointData d = read_checkpoint(path);
   const nlohmann::json meta = checkpoint_meta(path, d);
-  Arch arch = parse_arch(meta["arch"].dump(), path + " (arch)");
-  if (arch_out) *arch_out = arch;
+  TrainedNetwork t;
+  t.checkpoint = path;
+  t.arch = parse_arch(meta["arch"].dump(), path + " (arch)");
+  t.ema = use_ema;
+  if (meta.contains("input")) {
+    t.input = parse_input_record(meta["input"], path);
+    t.has_input = true;
+  } else if (!input_fallback.kind.empty()) {
+    t.input = input_record(*open_dataset(input_fallback).train, input_fallback);
+    t.has_input = true;
+  }
   NetConfig ncfg;
   ncfg.bn_momentum = meta.value("bn_momentum", 0.99f);
-  ChildNet net(arch, ncfg);
+  t.net = std::make_unique<ChildNet>(t.arch, ncfg);
+  const SearchSpace& sp = t.net->space();
+  if (t.has_input && (int(t.input.class_names.size()) != sp.num_classes || int(t.input.mean.size()) != sp.input_channels))
+    throw std::runtime_error(who + ": " + t.input.data + " has " + std::to_string(t.input.class_names.size()) +
+                             " classes of " + std::to_string(t.input.mean.size()) + "-channel images but the network of '" +
+                             path + "' has " + std::to_string(sp.num_classes) + " classes of " +
+                             std::to_string(sp.input_channels) + "-channel images");
   std::unique_ptr<Ema> ema;
   if (use_ema) {
-    if (!d.has_ema) throw std::runtime_error("eval: checkpoint '" + path + "' has no EMA weights (use --weights raw)");
-    ema = std::make_unique<Ema>(net.params(), meta.value("ema_decay", 0.999f), true);
+    if (!d.has_ema)
+      throw std::runtime_error(who + ": checkpoint '" + path + "' has no EMA weights (use the raw weights: --weights raw)");
+    ema = std::make_unique<Ema>(t.net->params(), meta.value("ema_decay", 0.999f), true);
   }
   Checkpoint ck;
-  ck.params = &net.params();
+  ck.params = &t.net->params();
   ck.ema = ema.get();
   load_checkpoint(path, ck);
-  if (ema) ema->swap_in();
+  if (ema) ema->swap_in();  // the model now holds the shadows; the backup goes with `ema`
+  return t;
+}
+
+EvalResult evaluate_checkpoint(const std::string& path, const DataSpec& spec, bool use_ema, int batch, Arch* arch_out) {
+  TrainedNetwork t = load_trained_network(path, use_ema, "eval");
+  if (arch_out) *arch_out = t.arch;
   Splits data = open_dataset(spec);
-  if (data.train->num_classes() != net.space().num_classes)
-    throw std::runtime_error("eval: the checkpoint's network has " + std::to_string(net.space().num_classes) +
+  if (data.train->num_classes() != t.net->space().num_classes)
+    throw std::runtime_error("eval: the checkpoint's network has " + std::to_string(t.net->space().num_classes) +
                              " classes but the dataset has " + std::to_string(data.train->num_classes()));
-  EvalResult r = evaluate(net, data.test, batch);
+  EvalResult r = evaluate(*t.net, data.test, batch);
   r.weights = use_ema ? "EMA" : "raw";
   return r;
 }

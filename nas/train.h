@@ -3,6 +3,7 @@
 // optimizer slots, EMA, random state, the loader position and the configuration, so `--resume`
 // continues exactly and refuses a changed configuration (extending a run is `--extend`).
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -76,6 +77,38 @@ struct TrainResult {
 TrainResult run_train(const TrainConfig& cfg);
 // Evaluates `net` (already holding the weights to use) on a split, in evaluation mode.
 EvalResult evaluate(Network& net, const std::shared_ptr<Dataset>& ds, int batch, int workers = 1);
+// The loader evaluation reads a split with: in order, no augmentation, the dataset's normalisation,
+// images cropped / resized to input_size as default_eval_augment does.
+std::unique_ptr<Loader> eval_loader(const std::shared_ptr<Dataset>& ds, int input_size, int batch, int workers = 1);
+
+// What a trained network expects of its input, recorded in the checkpoint by run_train: the training
+// set's image size (images of another size are fitted to it, then cropped / resized to the network's
+// input size by the evaluation loader), class names and per-channel normalisation.
+struct InputRecord {
+  std::string data;  // the dataset it was trained on, "KIND[:PATH]"
+  int image_height = 0, image_width = 0;
+  std::vector<std::string> class_names;
+  std::vector<float> mean, std;  // 0..1 scale
+};
+InputRecord input_record(const Dataset& train, const DataSpec& spec);
+
+// A network trained by run_train, loaded from its checkpoint with the weights evaluation uses.
+struct TrainedNetwork {
+  std::string checkpoint;
+  std::unique_ptr<ChildNet> net;
+  Arch arch;
+  bool ema = true;         // EMA weights (false: the raw trained weights)
+  bool has_input = false;  // false: neither the checkpoint nor a fallback dataset gave the input record
+  InputRecord input;
+  // The input record, or an error (naming `who` and the file) saying how to supply it.
+  const InputRecord& input_or_throw(const std::string& who) const;
+};
+// Throws, naming `who`, the file and the problem, for a file that is not a training checkpoint (a
+// search checkpoint says so), a truncated, corrupt or foreign file, or use_ema without EMA weights.
+// A checkpoint written before run_train recorded its input takes it from `input_fallback`, the
+// dataset it was trained on, when one is named.
+TrainedNetwork load_trained_network(const std::string& checkpoint, bool use_ema, const std::string& who,
+                                    const DataSpec& input_fallback = {});
 // Loads a checkpoint written by run_train (EMA weights unless use_ema is false) and evaluates it.
 EvalResult evaluate_checkpoint(const std::string& checkpoint, const DataSpec& data, bool use_ema, int batch,
                                Arch* arch_out = nullptr);

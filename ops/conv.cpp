@@ -258,7 +258,7 @@ Var pwconv_bn_act(const Var& x, const Var& w, const Var& gamma, const Var& beta,
   batchnorm_fold("pwconv_bn_act", gamma, beta, bn, Cout, &scale, &shift);
   Tensor Y = Tensor::empty({X.dim(0), X.dim(1), X.dim(2), Cout});
   pointwise_forward_bn_act(M, Cin, Cout, X.data(), Wt.data(), scale.data(), shift.data(), act, Y.data());
-  return constant(Y);
+  return inference_result("pwconv_bn_act", Y);
 }
 
 Var dwconv_bn_act(const Var& x, const Var& w, int stride, const Var& gamma, const Var& beta, const BatchNorm& bn,
@@ -271,7 +271,7 @@ Var dwconv_bn_act(const Var& x, const Var& w, int stride, const Var& gamma, cons
   batchnorm_fold("dwconv_bn_act", gamma, beta, bn, d.C, &scale, &shift);
   Tensor Y = Tensor::empty({d.N, d.OH, d.OW, d.C});
   kernels().dwconv_bn_act_forward(d, X.data(), Wt.data(), scale.data(), shift.data(), act, Y.data());
-  return constant(Y);
+  return inference_result("dwconv_bn_act", Y);
 }
 
 }  // namespace spnas

@@ -505,3 +505,22 @@ TEST_CASE("op profile: a row per op and output shape, then per-op totals that ad
   REQUIRE(op_total.size() == row_sum.size());
   for (auto& kv : op_total) CHECK(kv.second == doctest::Approx(row_sum[kv.first]).epsilon(0.01));
 }
+
+TEST_CASE("op profile: inference (NoGrad) ops only when asked for") {
+  Rng rng(25);
+  BatchNorm bn;
+  bn.running_mean = Tensor::zeros({4});
+  bn.running_var = Tensor::full({4}, 1.0f);
+  Var x = P(random_tensor({1, 4, 4, 8}, rng)), w = P(random_tensor({8, 4}, rng));
+  Var g = P(Tensor::full({4}, 1.0f)), b = P(Tensor::zeros({4}));
+  for (bool inference : {false, true}) {
+    set_op_profile(true, inference);
+    {
+      NoGrad ng;
+      pwconv_bn_act(x, w, g, b, bn, Act::ReLU);
+    }
+    const std::string report = op_profile_report(1);
+    set_op_profile(false);
+    CHECK((report.find("pwconv_bn_act [1, 4, 4, 4]") != std::string::npos) == inference);
+  }
+}

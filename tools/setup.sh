@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(g++ cmake make libopenblas-dev libdnnl-dev libstb-dev doctest-dev nlohmann-json3-dev zlib1g-dev libcli11-dev)
+# libonnx-dev + libprotobuf-dev: ONNX export; libopencv-dnn-dev: its runner (test_export, predict --onnx).
+PACKAGES=(g++ cmake make libopenblas-dev libdnnl-dev libstb-dev doctest-dev nlohmann-json3-dev zlib1g-dev libcli11-dev
+          libonnx-dev libprotobuf-dev libopencv-dnn-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
