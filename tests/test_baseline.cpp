@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -179,6 +180,17 @@ TEST_CASE("RI: point value and bootstrap spread against values worked out by han
   CHECK(archs.ri == doctest::Approx(0.0));
   CHECK(archs.std == doctest::Approx(12.206).epsilon(0.02));
   CHECK(archs.random_below == 1);
+
+  // A random architecture that scored 0: replicates drawing only it have no ratio (1 in 4) and are
+  // left out and counted; a random set at 0 has no RI at all.
+  const Improvement zero = relative_improvement({0.6}, {{0.0}, {0.5}}, 20000);
+  CHECK(zero.ri == doctest::Approx(140.0));
+  CHECK(zero.undefined_replicates > 4000);
+  CHECK(zero.undefined_replicates < 6000);
+  CHECK(std::isfinite(zero.std));
+  const Improvement none = relative_improvement({0.6}, {{0.0}, {0.0}}, 100);
+  CHECK(std::isnan(none.ri));
+  CHECK(std::isnan(none.std));
 }
 
 TEST_CASE("summary, table, JSON and plot of hand-made results; validation and test never mixed") {
@@ -255,6 +267,7 @@ TEST_CASE("summary, table, JSON and plot of hand-made results; validation and te
 }
 
 TEST_CASE("compare trains every (architecture, seed) once: a rerun skips finished runs, an interrupted one resumes") {
+  for (const char* dir : {"baseline_random", "baseline_cmp_a", "baseline_cmp_b"}) fs::remove_all(dir);
   const SearchSpace space = tiny_space_10();
   save_latency_table("baseline_tiny_table.json", tiny_table(space));
   SampleConfig sc;
@@ -336,10 +349,15 @@ TEST_CASE("compare trains every (architecture, seed) once: a rerun skips finishe
   CHECK_THROWS_WITH_AS(run_compare(other), doctest::Contains("\"epochs\" was 1"), std::runtime_error);
 }
 
+// A fresh folder per test: logs are appended to, and tests are rerun in the same folder.
+static void fresh_dir(const std::string& dir) {
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+}
+
 TEST_CASE("process pool: at most `jobs` children at once, each with its log") {
-  fs::create_directories("baseline_pool");
+  fresh_dir("baseline_pool");
   const std::string trace = fs::absolute("baseline_pool/trace").string();
-  std::remove(trace.c_str());
   std::vector<ChildJob> jobs;
   for (int i = 0; i < 5; ++i)
     jobs.push_back({"job " + std::to_string(i),
@@ -366,7 +384,7 @@ TEST_CASE("process pool: at most `jobs` children at once, each with its log") {
 }
 
 TEST_CASE("process pool: a failing child is named with its log; nothing new starts after it") {
-  fs::create_directories("baseline_pool");
+  fresh_dir("baseline_pool");
   std::vector<ChildJob> jobs = {{"bad one", {"-c", "echo boom-message; exit 3"}, "baseline_pool/bad.txt"},
                                 {"never", {"-c", "exit 0"}, "baseline_pool/never.txt"}};
   ProcessPoolOptions po;
@@ -395,13 +413,12 @@ TEST_CASE("process pool: a failing child is named with its log; nothing new star
 }
 
 TEST_CASE("process pool: an interrupt is forwarded to the running children as SIGINT") {
-  fs::create_directories("baseline_pool");
+  fresh_dir("baseline_pool");
   std::vector<ChildJob> jobs = {
       {"waits", {"-c", "trap 'echo got-int; exit 5' INT; echo ready; sleep 30 & wait"}, "baseline_pool/int.txt"},
       {"after", {"-c", "exit 0"}, "baseline_pool/after.txt"}};
   ProcessPoolOptions po;
   po.program = "/bin/sh";
-  std::remove("baseline_pool/int.txt");
   const auto start = std::chrono::steady_clock::now();
   // The interrupt comes once the child has set its trap (it says "ready").
   po.interrupted = [&]() { return slurp("baseline_pool/int.txt").find("ready") != std::string::npos; };

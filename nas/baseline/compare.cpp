@@ -159,7 +159,9 @@ std::string pm(const MeanStd& m) {
   return fmt(100 * m.mean, 2) + " +- " + fmt(100 * m.std, 2);
 }
 
-std::string signed_pct(double v, int prec) { return (v >= 0 ? "+" : "") + fmt(v, prec); }
+// A figure that may be undefined (NaN): "n/a".
+std::string figure(double v, int prec) { return std::isnan(v) ? "n/a" : fmt(v, prec); }
+std::string signed_pct(double v, int prec) { return (v >= 0 ? "+" : "") + figure(v, prec); }
 
 std::string esc(const std::string& s) {
   std::string o;
@@ -205,22 +207,31 @@ Improvement relative_improvement(const std::vector<double>& searched, const std:
     arch_means.push_back(mean_of(r));
   }
   const double s = mean_of(searched), base = mean_of(arch_means);
-  if (!(base > 0)) throw std::runtime_error("relative_improvement: the random set's mean accuracy is 0");
   Improvement imp;
-  imp.ri = 100 * (s - base) / base;
   for (double m : arch_means) imp.random_below += m < s;
+  if (!(base > 0)) {  // RI is a ratio to the random mean: undefined when every random run scored 0
+    imp.ri = imp.std = imp.lo = imp.hi = NAN;
+    return imp;
+  }
+  imp.ri = 100 * (s - base) / base;
   if (bootstrap < 1) {
     imp.lo = imp.hi = imp.ri;
     return imp;
   }
   Rng rng(seed);
-  std::vector<double> samples(static_cast<size_t>(bootstrap));
-  for (double& x : samples) {
+  std::vector<double> samples;
+  samples.reserve(static_cast<size_t>(bootstrap));
+  for (int b = 0; b < bootstrap; ++b) {
     const double sb = resampled_mean(searched, rng);
     double rb = 0;
     for (size_t i = 0; i < random.size(); ++i) rb += resampled_mean(random[rng.below(random.size())], rng);
     rb /= double(random.size());
-    x = 100 * (sb - rb) / rb;
+    if (rb > 0) samples.push_back(100 * (sb - rb) / rb);
+    else ++imp.undefined_replicates;
+  }
+  if (samples.empty()) {
+    imp.std = imp.lo = imp.hi = NAN;
+    return imp;
   }
   imp.std = mean_std(samples).std;
   std::sort(samples.begin(), samples.end());
@@ -287,9 +298,12 @@ std::string compare_table(const CompareReport& report) {
   }
   for (const SearchedVerdict& v : report.searched) {
     for (const auto& [split, imp] : {std::make_pair("test", &v.test), std::make_pair("val", &v.val)}) {
-      os << v.name << ": RI (" << split << ") = " << signed_pct(imp->ri, 2) << " % (bootstrap std " << fmt(imp->std, 2)
+      os << v.name << ": RI (" << split << ") = " << signed_pct(imp->ri, 2) << " % (bootstrap std " << figure(imp->std, 2)
          << ", 95 % interval " << signed_pct(imp->lo, 2) << " .. " << signed_pct(imp->hi, 2) << "); above "
-         << imp->random_below << " of " << report.random_val.n << " random architectures\n";
+         << imp->random_below << " of " << report.random_val.n << " random architectures";
+      if (imp->undefined_replicates)
+        os << " (" << imp->undefined_replicates << " bootstrap replicates with a random mean of 0 left out)";
+      os << "\n";
     }
   }
   if (report.finished_runs < report.total_runs)
@@ -300,8 +314,11 @@ std::string compare_table(const CompareReport& report) {
 nlohmann::json compare_json(const CompareReport& report, const CompareConfig& cfg) {
   auto ms = [](const MeanStd& m) { return nlohmann::json{{"mean", m.mean}, {"std", m.std}, {"n", m.n}}; };
   auto imp = [](const Improvement& i) {
-    return nlohmann::json{{"ri_percent", i.ri}, {"bootstrap_std", i.std}, {"ci95", {i.lo, i.hi}},
-                          {"random_below", i.random_below}};
+    // JSON has no NaN: an undefined figure is null.
+    auto num = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
+    return nlohmann::json{{"ri_percent", num(i.ri)},         {"bootstrap_std", num(i.std)},
+                          {"ci95", {num(i.lo), num(i.hi)}},  {"random_below", i.random_below},
+                          {"undefined_replicates", i.undefined_replicates}};
   };
   nlohmann::json archs = nlohmann::json::array();
   for (const ArchRecord& a : report.archs) {

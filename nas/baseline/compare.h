@@ -74,6 +74,7 @@ struct Improvement {
   double std = 0;            // bootstrap standard deviation
   double lo = 0, hi = 0;     // bootstrap 2.5 % and 97.5 % quantiles
   int random_below = 0;      // random architectures whose mean accuracy is below the searched one's
+  int undefined_replicates = 0;  // bootstrap replicates whose random mean was 0 (left out)
 };
 
 struct SearchedVerdict {
@@ -96,7 +97,7 @@ struct CompareReport {
 void summarize(CompareReport& report, int bootstrap);
 
 // RI of `searched` (its seeds' accuracies) against the random set (each architecture's seeds'
-// accuracies): the point value and its bootstrap spread.
+// accuracies): the point value and its bootstrap spread. NaN where undefined (a random mean of 0).
 Improvement relative_improvement(const std::vector<double>& searched, const std::vector<std::vector<double>>& random,
                                  int bootstrap, uint64_t seed = 2020);
 

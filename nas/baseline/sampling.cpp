@@ -13,9 +13,9 @@
 namespace spnas {
 
 static std::string sample_file_name(size_t i) {
-  char name[32];
-  std::snprintf(name, sizeof name, "random_%03zu.json", i);
-  return name;
+  std::string n = std::to_string(i);
+  if (n.size() < 3) n.insert(0, 3 - n.size(), '0');
+  return "random_" + n + ".json";
 }
 
 std::vector<Choice> allowed_choices(const LayerSpec& layer) {
