@@ -356,7 +356,7 @@ nlohmann::json compare_json(const CompareReport& report, const CompareConfig& cf
 }
 
 void write_compare_svg(const std::string& path, const CompareReport& report, const std::string& title) {
-  const double W = 820, H = 520, left = 80, right = 200, top = 60, bottom = 70;
+  const double W = 880, H = 520, left = 80, right = 250, top = 60, bottom = 70;
   const double pw = W - left - right, ph = H - top - bottom;
   double xlo = INFINITY, xhi = -INFINITY, ylo = INFINITY, yhi = -INFINITY;
   for (const ArchRecord& a : report.archs) {
@@ -391,7 +391,7 @@ void write_compare_svg(const std::string& path, const CompareReport& report, con
     << "<text x='" << left + pw / 2 << "' y='" << H - 22
     << "' font-size='13' text-anchor='middle'>predicted runtime R (ms, the latency table's additive prediction)</text>\n"
     << "<text transform='translate(22," << top + ph / 2
-    << ") rotate(-90)' font-size='13' text-anchor='middle'>test accuracy (%), mean +- std over seeds</text>\n";
+    << ") rotate(-90)' font-size='13' text-anchor='middle'>test accuracy (%), mean ± std over seeds</text>\n";
   if (report.random_test.n > 0) {
     const double m = 100 * report.random_test.mean, sd = 100 * report.random_test.std;
     s << "<rect x='" << left << "' y='" << Y(std::min(yhi, m + sd)) << "' width='" << pw << "' height='"
@@ -428,7 +428,7 @@ void write_compare_svg(const std::string& path, const CompareReport& report, con
     ly += 22;
     s << "<line x1='" << lx << "' y1='" << ly << "' x2='" << lx + 14 << "' y2='" << ly
       << "' stroke='#3182bd' stroke-dasharray='6,4'/><text x='" << lx + 18 << "' y='" << ly + 4
-      << "' font-size='12'>random mean (band: +- std)</text>\n";
+      << "' font-size='12'>random set: mean ± std</text>\n";
   }
   if (report.target_ms > 0) {
     ly += 22;
