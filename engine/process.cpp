@@ -31,6 +31,14 @@ struct Running {
   double start = 0;
 };
 
+// argv[0] of a child: /proc/self/exe resolved, so that `ps` shows which program runs.
+std::string display_name(const std::string& program) {
+  if (program != "/proc/self/exe") return program;
+  char buf[4096];
+  const ssize_t n = ::readlink(program.c_str(), buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, size_t(n)) : program;
+}
+
 // fork + exec with stdout/stderr on the job's log. Everything the child needs is built before fork:
 // between fork and exec only async-signal-safe calls are allowed (the parent has threads).
 pid_t spawn(const std::string& program, const ChildJob& job) {
@@ -38,7 +46,7 @@ pid_t spawn(const std::string& program, const ChildJob& job) {
   if (log < 0)
     throw std::runtime_error("job '" + job.name + "': cannot open its log '" + job.log_path + "': " + std::strerror(errno));
   std::vector<std::string> strings;
-  strings.push_back(program);
+  strings.push_back(display_name(program));
   strings.insert(strings.end(), job.args.begin(), job.args.end());
   std::vector<char*> argv;
   for (std::string& s : strings) argv.push_back(s.data());

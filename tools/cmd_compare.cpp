@@ -42,7 +42,7 @@ Command add_compare(CLI::App& app) {
       ->capture_default_str()
       ->check(integer_in(0, 10000000));
   s->add_option("--out", c.out_dir, "output folder")->capture_default_str();
-  s->add_flag("--quiet", c.quiet, "no progress output from in-process trainings");
+  s->add_flag("--quiet", c.quiet, "no progress output from the trainings (in this process, or in the children's logs)");
   add_train_protocol(s, f->protocol);
   return {s, [f] {
             CompareConfig& c = f->c;

@@ -535,8 +535,8 @@ CompareReport run_compare(const CompareConfig& cfg) {
       j.name = run_name(a, r);
       j.log_path = r.dir + "/train.log";
       j.args = {"train", "--arch", a.path, "--seed", std::to_string(r.seed), "--out", r.dir, "--val-fraction",
-                fmt(c.val_fraction, 6), "--val-seed", std::to_string(c.val_seed), "--threads", std::to_string(share),
-                "--quiet"};
+                fmt(c.val_fraction, 6), "--val-seed", std::to_string(c.val_seed), "--threads", std::to_string(share)};
+      if (c.quiet) j.args.push_back("--quiet");  // else the log shows the run's progress
       if (file_exists(r.dir + "/model.ckpt")) j.args.push_back("--resume");
       j.args.insert(j.args.end(), c.train_args.begin(), c.train_args.end());
       jobs.push_back(std::move(j));
