@@ -267,7 +267,7 @@ TEST_CASE("summary, table, JSON and plot of hand-made results; validation and te
 }
 
 TEST_CASE("compare trains every (architecture, seed) once: a rerun skips finished runs, an interrupted one resumes") {
-  for (const char* dir : {"baseline_random", "baseline_cmp_a", "baseline_cmp_b"}) fs::remove_all(dir);
+  for (const char* dir : {"baseline_random", "baseline_cmp_a", "baseline_cmp_b", "baseline_cmp_c"}) fs::remove_all(dir);
   const SearchSpace space = tiny_space_10();
   save_latency_table("baseline_tiny_table.json", tiny_table(space));
   SampleConfig sc;
@@ -346,6 +346,17 @@ TEST_CASE("compare trains every (architecture, seed) once: a rerun skips finishe
   CHECK(again.finished_runs == 6);
   for (const auto& [path, t] : before) CHECK(fs::last_write_time(path) == t);
   CHECK(again.searched[0].test.ri == doctest::Approx(resumed.searched[0].test.ri));
+
+  // --report trains nothing: it reports what is finished.
+  CompareConfig report = config("baseline_cmp_c");
+  report.report_only = true;
+  const CompareReport empty = run_compare(report);
+  CHECK(empty.finished_runs == 0);
+  CHECK(empty.total_runs == 6);
+  CHECK_FALSE(fs::exists("baseline_cmp_c/runs"));
+  CHECK(fs::exists("baseline_cmp_c/compare.json"));
+  report.out_dir = "baseline_cmp_a";
+  CHECK(run_compare(report).finished_runs == 6);
 
   // Other training options in the same folder are refused, naming the option.
   CompareConfig other = config("baseline_cmp_b");

@@ -42,6 +42,8 @@ Command add_compare(CLI::App& app) {
       ->capture_default_str()
       ->check(integer_in(0, 10000000));
   s->add_option("--out", c.out_dir, "output folder")->capture_default_str();
+  s->add_flag("--report", c.report_only,
+              "train nothing: write the report of the runs finished so far (e.g. while the compare runs)");
   s->add_flag("--quiet", c.quiet, "no progress output from the trainings (in this process, or in the children's logs)");
   add_train_protocol(s, f->protocol);
   return {s, [f] {
@@ -58,7 +60,7 @@ Command add_compare(CLI::App& app) {
             std::printf("%s", compare_table(r).c_str());
             std::printf("files: %s/compare.json %s/compare.txt %s/compare.svg\n", c.out_dir.c_str(), c.out_dir.c_str(),
                         c.out_dir.c_str());
-            if (r.finished_runs == r.total_runs) return 0;
+            if (r.finished_runs == r.total_runs || c.report_only) return 0;
             std::fprintf(stderr, "spnas compare: interrupted: %d of %d trainings finished; the same command continues\n",
                          r.finished_runs, r.total_runs);
             return 1;

@@ -469,7 +469,7 @@ CompareReport run_compare(const CompareConfig& cfg) {
       report.archs.push_back(
           describe_arch(std::filesystem::path(f).stem().string(), f, true, table));
   // Open the data once before any training, so a wrong --data fails now, not in every run.
-  open_dataset(c.train.data, c.val_fraction, c.val_seed);
+  if (!c.report_only) open_dataset(c.train.data, c.val_fraction, c.val_seed);
   make_dirs(c.out_dir);
   check_protocol(c);
 
@@ -484,10 +484,10 @@ CompareReport run_compare(const CompareConfig& cfg) {
     for (size_t i = 0; i < report.archs.size(); ++i) {
       RunRecord& r = report.archs[i].runs[size_t(s)];
       read_result(r, report.archs[i]);
-      if (!r.done) pending.push_back({i, size_t(s)});
+      if (!r.done && !c.report_only) pending.push_back({i, size_t(s)});
     }
   const size_t already = size_t(report.archs.size() * c.seeds) - pending.size();
-  if (!c.quiet)
+  if (!c.quiet && !c.report_only)
     std::fprintf(stderr, "compare: %zu architectures x %d seeds: %zu trainings done, %zu to run%s\n", report.archs.size(),
                  c.seeds, already, pending.size(),
                  c.jobs > 1 ? (", " + std::to_string(c.jobs) + " at a time").c_str() : "");

@@ -38,6 +38,7 @@ struct CompareConfig {
   std::vector<std::string> train_args;
   std::string program = "/proc/self/exe";  // what the children run
   int bootstrap = 10000;                // bootstrap replicates of RI
+  bool report_only = false;             // train nothing: the report of the finished runs (while another compare runs)
   bool quiet = false;
 };
 
