@@ -109,7 +109,10 @@ std::vector<ChildOutcome> run_children(const std::vector<ChildJob>& jobs, const 
   auto stop_running = [&]() {
     if (stopping) return;
     stopping = true;
-    for (const Running& r : running) ::kill(r.pid, SIGINT);
+    for (const Running& r : running) {
+      ::kill(r.pid, SIGINT);
+      outcomes[r.job].stopped = true;
+    }
   };
   try {
     while (true) {
@@ -132,14 +135,16 @@ std::vector<ChildOutcome> run_children(const std::vector<ChildJob>& jobs, const 
         running.erase(running.begin() + long(i));
         reaped = true;
         ChildOutcome& o = outcomes[done.job];
+        const bool stopped = o.stopped;
         if (r < 0) {  // cannot happen for our own child; recorded as a failure rather than lost
           o.started = true;
           o.exit_code = 127;
         } else {
           o = outcome_of(status, seconds_now() - done.start);
         }
+        o.stopped = stopped;
         if (options.on_exit) options.on_exit(done.job, o);
-        if (!o.ok() && options.stop_on_failure) stop_running();
+        if (!o.ok() && !o.stopped && options.stop_on_failure) stop_running();
       }
       // Children run for seconds to hours: polling at 20 Hz costs nothing and needs no SIGCHLD handler.
       if (!reaped) std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -169,7 +174,7 @@ void check_children(const std::vector<ChildJob>& jobs, const std::vector<ChildOu
   std::string msg;
   int failed = 0;
   for (size_t i = 0; i < jobs.size() && i < outcomes.size(); ++i) {
-    if (!outcomes[i].started || outcomes[i].ok()) continue;
+    if (!outcomes[i].started || outcomes[i].ok() || outcomes[i].stopped) continue;
     ++failed;
     msg += "\n  job '" + jobs[i].name + "' failed (" + describe_outcome(outcomes[i]) + "); its log: " +
            jobs[i].log_path + "\n" + tail_of(jobs[i].log_path, 5);

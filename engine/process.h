@@ -25,6 +25,7 @@ struct ChildOutcome {
   bool started = false;
   int exit_code = -1;  // when the child exited normally
   int signal = 0;      // the signal that ended it (0: none)
+  bool stopped = false;  // the pool sent it SIGINT (an interrupt, or another job's failure)
   double seconds = 0;
   bool ok() const { return started && signal == 0 && exit_code == 0; }
 };
@@ -47,8 +48,8 @@ std::vector<ChildOutcome> run_children(const std::vector<ChildJob>& jobs, const 
 
 // "exit code 3" / "killed by signal 9 (Killed)" / "not started".
 std::string describe_outcome(const ChildOutcome& o);
-// Throws one error naming every job that was started and failed, with its log path and the log's
-// last lines; does nothing when all started jobs succeeded.
+// Throws one error naming every job that failed by itself (not stopped by the pool), with its log
+// path and the log's last lines; does nothing when there is none.
 void check_children(const std::vector<ChildJob>& jobs, const std::vector<ChildOutcome>& outcomes);
 
 // Threads for each of `jobs` children out of `total` (0: every online CPU): at least 1.

@@ -27,11 +27,11 @@ grep -q "RI (test) = " first.txt
   --out compare > again.txt 2>&1
 grep -q "6 trainings done, 0 to run" again.txt
 # A batch larger than the training split: the child fails; the error names the run and its log.
-if "$spnas" compare --random-dir random --seeds 1 --jobs 2 --data synthetic:train=40,test=32 --batch 64 --epochs 1 \
-  --out failing > fail.txt 2>&1; then
+if "$spnas" compare --arch random/random_000.json --lut table.json --seeds 1 --jobs 2 --data synthetic:train=40,test=32 --batch 64 \
+  --epochs 1 --out failing > fail.txt 2>&1; then
   echo "expected the failing compare to fail"; exit 1
 fi
-grep -q "job 'random_000 seed 1' failed (exit code 1); its log: failing/runs/random_000/seed_1/train.log" fail.txt ||
+grep -q "job 'arch_1 seed 1' failed (exit code 1); its log: failing/runs/arch_1/seed_1/train.log" fail.txt ||
   { cat fail.txt; exit 1; }
 grep -q "fewer than one batch of 64" fail.txt
 echo "baseline cli: ok"

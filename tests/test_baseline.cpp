@@ -15,7 +15,7 @@
 #include "nas/baseline/compare.h"
 #include "nas/baseline/sampling.h"
 #include "nas/model.h"
-#include "nas/run_util.h"
+#include "nas/run.h"
 #include "nas_fixtures.h"
 
 using namespace spnas;
@@ -315,8 +315,7 @@ TEST_CASE("compare trains every (architecture, seed) once: a rerun skips finishe
     TrainConfig t = config("x").train;
     t.arch = load_arch("baseline_random/random_000.json");
     t.seed = 1;
-    t.val_fraction = 0.2;
-    t.val_seed = 1;
+    t.val_fraction = 0.2f;
     t.quiet = true;
     t.max_steps = 3;
     t.out_dir = "baseline_cmp_b/runs/random_000/seed_1";
@@ -400,19 +399,28 @@ TEST_CASE("process pool: at most `jobs` children at once, each with its log") {
 
 TEST_CASE("process pool: a failing child is named with its log; nothing new starts after it") {
   fresh_dir("baseline_pool");
-  std::vector<ChildJob> jobs = {{"bad one", {"-c", "echo boom-message; exit 3"}, "baseline_pool/bad.txt"},
-                                {"never", {"-c", "exit 0"}, "baseline_pool/never.txt"}};
+  // The sibling running beside the failing job is stopped (SIGINT, which it answers with exit 5), the
+  // third never starts, and only the failure is reported.
+  std::vector<ChildJob> jobs = {
+      {"bad one", {"-c", "sleep 0.3; echo boom-message; exit 3"}, "baseline_pool/bad.txt"},
+      {"sibling", {"-c", "trap 'exit 5' INT; sleep 30 & wait"}, "baseline_pool/sibling.txt"},
+      {"never", {"-c", "exit 0"}, "baseline_pool/never.txt"}};
   ProcessPoolOptions po;
   po.program = "/bin/sh";
+  po.jobs = 2;
   const std::vector<ChildOutcome> out = run_children(jobs, po);
   CHECK(out[0].exit_code == 3);
-  CHECK_FALSE(out[1].started);
+  CHECK_FALSE(out[0].stopped);
+  CHECK(out[1].stopped);
+  CHECK(out[1].exit_code == 5);
+  CHECK_FALSE(out[2].started);
   CHECK_THROWS_WITH_AS(check_children(jobs, out),
-                       doctest::Contains("job 'bad one' failed (exit code 3); its log: baseline_pool/bad.txt"),
+                       doctest::Contains("1 of 3 jobs failed:\n  job 'bad one' failed (exit code 3); its log: baseline_pool/bad.txt"),
                        std::runtime_error);
   CHECK_THROWS_WITH_AS(check_children(jobs, out), doctest::Contains("boom-message"), std::runtime_error);
 
   std::vector<ChildJob> killed = {{"killed", {"-c", "kill -9 $$"}, "baseline_pool/killed.txt"}};
+  po.jobs = 1;
   const std::vector<ChildOutcome> k = run_children(killed, po);
   CHECK(k[0].signal == 9);
   CHECK(describe_outcome(k[0]).find("signal 9") != std::string::npos);
@@ -439,7 +447,9 @@ TEST_CASE("process pool: an interrupt is forwarded to the running children as SI
   po.interrupted = [&]() { return slurp("baseline_pool/int.txt").find("ready") != std::string::npos; };
   const std::vector<ChildOutcome> out = run_children(jobs, po);
   CHECK(out[0].exit_code == 5);
+  CHECK(out[0].stopped);
   CHECK_FALSE(out[1].started);
+  CHECK_NOTHROW(check_children(jobs, out));  // stopped on request: not a failure
   CHECK(slurp("baseline_pool/int.txt").find("got-int") != std::string::npos);
   CHECK(std::chrono::steady_clock::now() - start < std::chrono::seconds(20));
 }

@@ -13,7 +13,8 @@
 #include "engine/checkpoint.h"
 #include "engine/process.h"
 #include "engine/rng.h"
-#include "nas/run_util.h"
+#include "engine/io.h"
+#include "nas/run.h"
 #include "nas/runtime.h"
 
 namespace spnas {
@@ -41,8 +42,7 @@ nlohmann::json protocol_json(const CompareConfig& cfg) {
           {"bn_momentum", t.bn_momentum},
           {"dropout", t.dropout},
           {"max_steps", t.max_steps},
-          {"val_fraction", cfg.val_fraction},
-          {"val_seed", cfg.val_seed}};
+          {"val_fraction", cfg.val_fraction}};
 }
 
 // The same protocol for every run of an output folder: a rerun with other options would mix results.
@@ -468,9 +468,13 @@ CompareReport run_compare(const CompareConfig& cfg) {
     for (const std::string& f : random_files(c.random_dir))
       report.archs.push_back(
           describe_arch(std::filesystem::path(f).stem().string(), f, true, table));
+  // One compare per folder (a second one fails naming the first); --report only reads and rewrites
+  // the report files, atomically.
+  std::unique_ptr<RunFolder> folder;
+  if (c.report_only) make_dirs(c.out_dir);
+  else folder = std::make_unique<RunFolder>(c.out_dir, "compare");
   // Open the data once before any training, so a wrong --data fails now, not in every run.
-  if (!c.report_only) open_dataset(c.train.data, c.val_fraction, c.val_seed);
-  make_dirs(c.out_dir);
+  if (!c.report_only) open_dataset(c.train.data, c.val_fraction, 1);
   check_protocol(c);
 
   // Runs in seed-major order: after an interruption every architecture has its first seeds.
@@ -513,11 +517,12 @@ CompareReport run_compare(const CompareConfig& cfg) {
       t.seed = uint64_t(r.seed);
       t.out_dir = r.dir;
       t.resume = file_exists(r.dir + "/model.ckpt");
-      t.val_fraction = c.val_fraction;
-      t.val_seed = c.val_seed;
+      t.val_fraction = float(c.val_fraction);
       t.quiet = c.quiet;
       try {
         run_train(t);
+      } catch (const Interrupted&) {
+        break;  // its checkpoint is saved; the report of what finished is written below
       } catch (const std::exception& e) {
         failure = run_name(a, r) + " failed: " + e.what() + " (its folder: " + r.dir + ")";
         break;
@@ -535,7 +540,7 @@ CompareReport run_compare(const CompareConfig& cfg) {
       j.name = run_name(a, r);
       j.log_path = r.dir + "/train.log";
       j.args = {"train", "--arch", a.path, "--seed", std::to_string(r.seed), "--out", r.dir, "--val-fraction",
-                fmt(c.val_fraction, 6), "--val-seed", std::to_string(c.val_seed), "--threads", std::to_string(share)};
+                fmt(c.val_fraction, 6), "--threads", std::to_string(share)};
       if (c.quiet) j.args.push_back("--quiet");  // else the log shows the run's progress
       if (file_exists(r.dir + "/model.ckpt")) j.args.push_back("--resume");
       j.args.insert(j.args.end(), c.train_args.begin(), c.train_args.end());
@@ -566,6 +571,11 @@ CompareReport run_compare(const CompareConfig& cfg) {
                     "Searched vs random architectures (" + std::to_string(report.random_test.n) + " random, " +
                         std::to_string(c.seeds) + " seeds each)");
   if (!failure.empty()) throw std::runtime_error("compare: " + failure);
+  if (stop_requested())
+    throw Interrupted(stop_signal(), "compare: interrupted: " + std::to_string(report.finished_runs) + " of " +
+                                         std::to_string(report.total_runs) +
+                                         " trainings finished (the others saved their checkpoints); the same "
+                                         "command continues");
   return report;
 }
 

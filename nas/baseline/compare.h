@@ -1,8 +1,7 @@
 // `spnas compare`: trains every architecture (searched ones and a random set) with one protocol,
 // several seeds each, and reports whether the searched ones beat the average random architecture
 // (nas/baseline/README.md). Accuracy is measured on a validation split held out of the training
-// images (the same images for every run: for choosing) and on the test set (for the report); the
-// two are never mixed. The relative improvement (Yang et al., "NAS evaluation is frustratingly
+// images (for choosing) and on the test set (for the report); the two are never mixed. The relative improvement (Yang et al., "NAS evaluation is frustratingly
 // hard", ICLR 2020):
 //   RI = 100 * (Acc_searched - Acc_random) / Acc_random,
 // Acc_searched = the searched architecture's mean over its seeds, Acc_random = the mean over the
@@ -28,8 +27,9 @@ struct CompareConfig {
   double target_ms = 0;                 // drawn as a line in the plot (0: none)
   TrainConfig train;                    // the protocol; arch, out_dir, seed, resume are set per run
   int seeds = 2;                        // seeds 1 .. seeds
-  double val_fraction = 0.1;            // held out of the training images, the same for every run
-  uint64_t val_seed = 1;
+  // Held out of the training images, chosen by the training seed: every architecture's seed-s run
+  // holds out the same images.
+  double val_fraction = 0.1;
   std::string out_dir = "runs/compare";
   int jobs = 1;                         // > 1: `spnas train` children, at most this many at once
   int threads = 0;                      // in all (0: every CPU), shared among the jobs
@@ -110,8 +110,8 @@ void write_compare_svg(const std::string& path, const CompareReport& report, con
 
 // Runs everything not yet done (a run with result.json is skipped; one with a checkpoint resumes),
 // one after another in this process or as `jobs` children, then writes OUT/compare.json,
-// OUT/compare.txt (the table) and OUT/compare.svg. An interrupted compare writes what is finished and
-// returns with report.finished_runs < total_runs.
+// OUT/compare.txt (the table) and OUT/compare.svg. Interrupted (SIGINT/SIGTERM), it writes the report
+// of what finished and throws Interrupted; a failed training throws naming it (and its log).
 CompareReport run_compare(const CompareConfig& cfg);
 
 }  // namespace spnas

@@ -8,7 +8,7 @@
 #include "engine/autograd.h"
 #include "engine/checkpoint.h"
 #include "nas/model.h"
-#include "nas/run_util.h"
+#include "engine/io.h"
 
 namespace spnas {
 
