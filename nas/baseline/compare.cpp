@@ -568,8 +568,9 @@ CompareReport run_compare(const CompareConfig& cfg) {
   write_file_atomic(c.out_dir + "/compare.json", compare_json(report, c).dump(2) + "\n");
   write_file_atomic(c.out_dir + "/compare.txt", compare_table(report));
   write_compare_svg(c.out_dir + "/compare.svg", report,
-                    "Searched vs random architectures (" + std::to_string(report.random_test.n) + " random, " +
-                        std::to_string(c.seeds) + " seeds each)");
+                    "Searched vs random architectures (" + std::to_string(report.random_test.n) + " random; " +
+                        std::to_string(report.finished_runs) + " of " + std::to_string(report.total_runs) +
+                        " trainings, " + std::to_string(c.seeds) + " seeds each)");
   if (!failure.empty()) throw std::runtime_error("compare: " + failure);
   if (stop_requested())
     throw Interrupted(stop_signal(), "compare: interrupted: " + std::to_string(report.finished_runs) + " of " +
