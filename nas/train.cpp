@@ -145,6 +145,8 @@ TrainResult run_train(const TrainConfig& cfg) {
   install_stop_handlers();
   // The result is assembled at the end, from what the run wrote.
   const std::string checkpoint_path = folder.file("model.ckpt");
+  const std::string result_path = folder.file("result.json");
+  std::remove(result_path.c_str());  // "done" only once this run has reached its last step
 
   Splits data = open_dataset(cfg.data, cfg.val_fraction, cfg.seed);
   if (data.train->num_classes() < 2)
@@ -367,19 +369,33 @@ TrainResult run_train(const TrainConfig& cfg) {
   if (ema) test_raw = evaluate_with(false, data.test);
   if (data.val) val = evaluate_with(true, data.val);
 
+  const bool finished = step >= total;
+  const double seconds = now_seconds() - t0;
+  if (finished) {  // written before the result exists (see above: nothing may throw after that)
+    auto split = [](const EvalResult& e) {
+      return nlohmann::json{{"accuracy", e.accuracy}, {"loss", e.loss}, {"images", e.images}, {"weights", e.weights}};
+    };
+    nlohmann::json j = {{"kind", "spnas-train-result"}, {"arch", nlohmann::json::parse(arch_to_json(arch))},
+                        {"seed", cfg.seed}, {"steps", step}, {"params", net.params().count()}, {"macs", net.macs()},
+                        {"seconds", seconds}, {"test", split(test)}};
+    if (data.val) j["val"] = split(val);
+    write_file_atomic(result_path, j.dump(2) + "\n");
+  }
+
   TrainResult res;
   res.checkpoint_path = checkpoint_path;
   res.params = net.params().count();
   res.macs = net.macs();
   res.ema_decay = ema_decay;
   res.steps = step;
-  res.finished = step >= total;
+  res.finished = finished;
   res.images_per_second = loop_s > 0 ? double(step - first) * cfg.batch / loop_s : 0;
   res.test = std::move(test);
   res.test_raw = std::move(test_raw);
   res.has_val = data.val != nullptr;
   res.val = std::move(val);
-  res.seconds = now_seconds() - t0;
+  res.seconds = seconds;
+  if (finished) res.result_path = result_path;
   return res;
 }
 

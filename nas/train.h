@@ -2,6 +2,9 @@
 // An EMA of the weights is kept and used for evaluation; checkpoints hold parameters, BN statistics,
 // optimizer slots, EMA, random state, the loader position and the configuration, so `--resume`
 // continues exactly and refuses a changed configuration (extending a run is `--extend`).
+// A run that reaches its last step writes OUT/result.json (atomically; the marker that it is done,
+// which `spnas compare` reads): {"kind": "spnas-train-result", "arch", "seed", "steps", "params",
+// "macs", "seconds", "test": {"accuracy", "loss", "images", "weights"}, "val": {...} (with val_fraction)}.
 #pragma once
 #include <memory>
 #include <string>
@@ -70,6 +73,7 @@ struct TrainResult {
   double seconds = 0, images_per_second = 0;  // images/s of the training steps alone
   int64_t params = 0, macs = 0;
   std::string checkpoint_path;
+  std::string result_path;  // OUT/result.json, written only when finished
   bool finished = false;
 };
 

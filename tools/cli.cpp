@@ -140,4 +140,56 @@ void add_lr(CLI::App* c, LrConfig& lr) {
       ->check(number_in(0, 1e6));
 }
 
+void add_train_protocol(CLI::App* c, TrainFlags& f) {
+  TrainConfig& t = f.config;
+  CLI::Option_group* g = f.group = c->add_option_group("training protocol");
+  add_data(g, f.data);
+  g->add_option("--batch", t.batch, "batch size")->capture_default_str()->check(integer_in(2, 65536));
+  g->add_option("--epochs", t.epochs, "training length in epochs")->capture_default_str()->check(number_above(0, 1e5));
+  add_lr(g, t.lr);
+  g->add_option("--optimizer", t.optimizer, "rmsprop (TF-1 semantics) | sgd (Nesterov) | adam")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"rmsprop", "sgd", "adam"}));
+  g->add_option("--weight-decay", t.weight_decay, "L2 weight decay (batch norm excluded)")
+      ->capture_default_str()
+      ->check(number_in(0, 1));
+  g->add_option("--label-smoothing", t.label_smoothing, "label smoothing")->capture_default_str()->check(number_in(0, 0.99));
+  g->add_option("--ema", t.ema_decay,
+                "EMA decay of the weights used for evaluation (-1: from the run's length, an average over about a "
+                "tenth of it; 0: off)")
+      ->capture_default_str()
+      ->check(number_in(-1, 0.99999));
+  g->add_option("--bn-momentum", t.bn_momentum, "batch-norm running-average momentum")
+      ->capture_default_str()
+      ->check(number_in(0, 0.9999));
+  g->add_option("--dropout", t.dropout, "dropout before the classifier (-1: the space's)")
+      ->capture_default_str()
+      ->check(number_in(-1, 0.95));
+  g->add_option("--workers", t.workers, "data-loading threads")->capture_default_str()->check(integer_in(1, 64));
+  g->add_flag("--no-augment", f.no_augment, "no random crop / flip");
+  g->add_option("--max-steps", t.max_steps, "stop after this many steps in all (-1: no limit)")
+      ->capture_default_str()
+      ->check(integer_in(-1, 1e12));
+  g->add_flag("--no-low-memory", f.no_low_memory, "keep post-activation tensors instead of recomputing them (more memory)");
+  add_memory_limit(g, t.memory_limit_gib);
+}
+
+TrainConfig TrainFlags::resolved() const {
+  TrainConfig t = config;
+  t.data = parse_data_spec(data);
+  t.augment = !no_augment;
+  return t;
+}
+
+std::vector<std::string> TrainFlags::given_args() const {
+  std::vector<std::string> args;
+  for (const CLI::Option* o : group->get_options()) {
+    if (o->count() == 0) continue;
+    args.push_back(o->get_name());
+    if (o->get_type_size() == 0) continue;  // a flag: its name is all
+    for (const std::string& r : o->results()) args.push_back(r);
+  }
+  return args;
+}
+
 }  // namespace spnas::cli

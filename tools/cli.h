@@ -5,11 +5,13 @@
 #include <CLI/CLI.hpp>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "engine/io.h"
 #include "engine/schedule.h"
 #include "nas/runtime.h"
 #include "nas/space.h"
+#include "nas/train.h"
 
 namespace spnas::cli {
 
@@ -27,6 +29,8 @@ Command add_train(CLI::App& app);
 Command add_eval(CLI::App& app);
 Command add_info(CLI::App& app);
 Command add_latency(CLI::App& app);
+Command add_random(CLI::App& app);
+Command add_compare(CLI::App& app);
 
 // ---- validators --------------------------------------------------------------------------------
 // A finite number in [lo, hi] (CLI11's Range lets "nan" through: every comparison with NaN is false).
@@ -55,5 +59,18 @@ LatencyTable load_table(const TableFlags& t);  // throws if no --lut was given
 void add_memory_limit(CLI::App* c, double& gib);
 // --lr, --lr-schedule, --lr-decay, --lr-decay-epochs, --lr-warmup-epochs
 void add_lr(CLI::App* c, LrConfig& lr);
+// The training protocol: every flag of `train` that decides what a training learns (data, batch,
+// epochs, learning rate, optimizer, regularisation, augmentation, step cap), in one option group.
+// `train` and `compare` bind the same flags, and `compare` hands exactly the ones given to its
+// `spnas train` children (given_args).
+struct TrainFlags {
+  TrainConfig config;
+  std::string data = "synthetic";
+  bool no_augment = false, no_low_memory = false;
+  CLI::Option_group* group = nullptr;
+  TrainConfig resolved() const;               // config with the data and augmentation flags applied
+  std::vector<std::string> given_args() const;  // the group's flags given on the command line
+};
+void add_train_protocol(CLI::App* c, TrainFlags& f);
 
 }  // namespace spnas::cli

@@ -12,45 +12,22 @@ namespace spnas::cli {
 
 Command add_train(CLI::App& app) {
   struct Flags {
-    TrainConfig c;
-    std::string arch, data = "synthetic";
+    TrainFlags protocol;
+    std::string arch;
     int threads = 0;
-    bool no_augment = false, no_low_memory = false;
   };
   auto f = std::make_shared<Flags>();
-  TrainConfig& c = f->c;
+  TrainConfig& c = f->protocol.config;
   CLI::App* s = app.add_subcommand("train",
                                    "Trains an architecture from scratch and evaluates it (EMA weights).\nWrites "
-                                   "OUT/model.ckpt and OUT/train_log.csv.");
-  s->add_option("--arch", f->arch, "architecture JSON (from `spnas search`)")->required();
-  add_data(s, f->data);
-  s->add_option("--batch", c.batch, "batch size")->capture_default_str()->check(integer_in(2, 65536));
-  s->add_option("--epochs", c.epochs, "training length in epochs")->capture_default_str()->check(number_above(0, 1e5));
-  add_lr(s, c.lr);
-  s->add_option("--optimizer", c.optimizer, "rmsprop (TF-1 semantics) | sgd (Nesterov) | adam")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"rmsprop", "sgd", "adam"}));
-  s->add_option("--weight-decay", c.weight_decay, "L2 weight decay (batch norm excluded)")
-      ->capture_default_str()
-      ->check(number_in(0, 1));
-  s->add_option("--label-smoothing", c.label_smoothing, "label smoothing")->capture_default_str()->check(number_in(0, 0.99));
-  s->add_option("--ema", c.ema_decay,
-                "EMA decay of the weights used for evaluation (-1: from the run's length, an average over about a "
-                "tenth of it; 0: off)")
-      ->capture_default_str()
-      ->check(number_in(-1, 0.99999));
-  s->add_option("--bn-momentum", c.bn_momentum, "batch-norm running-average momentum")
-      ->capture_default_str()
-      ->check(number_in(0, 0.9999));
-  s->add_option("--dropout", c.dropout, "dropout before the classifier (-1: the space's)")
-      ->capture_default_str()
-      ->check(number_in(-1, 0.95));
+                                   "OUT/model.ckpt, OUT/train_log.csv and, once finished, OUT/result.json.");
+  s->add_option("--arch", f->arch, "architecture JSON (from `spnas search` or `spnas random`)")->required();
+  add_train_protocol(s, f->protocol);
   s->add_option("--val-fraction", c.val_fraction,
                 "hold out this fraction of the training set and report accuracy on it (for choosing; the test set is "
                 "for the report)")
       ->capture_default_str()
       ->check(number_in(0, 0.9));
-  s->add_option("--workers", c.workers, "data-loading threads")->capture_default_str()->check(integer_in(1, 64));
   s->add_option("--out", c.out_dir, "output folder")->capture_default_str();
   s->add_option("--checkpoint-every", c.checkpoint_every, "steps between checkpoints (0: every epoch; also on SIGINT/SIGTERM)")
       ->capture_default_str()
@@ -64,24 +41,16 @@ Command add_train(CLI::App& app) {
   s->add_option("--init-from", c.init_from,
                 "start from the weights of another `spnas train` checkpoint of the same architecture (fine-tuning); the "
                 "classifier is re-made when the class count differs");
-  add_memory_limit(s, c.memory_limit_gib);
-  s->add_flag("--no-augment", f->no_augment, "no random crop / flip");
-  s->add_option("--max-steps", c.max_steps, "stop after this many steps in all (-1: no limit)")
-      ->capture_default_str()
-      ->check(integer_in(-1, 1e12));
   add_threads(s, f->threads);
   s->add_option("--seed", c.seed, "random seed")->capture_default_str();
-  s->add_flag("--no-low-memory", f->no_low_memory, "keep post-activation tensors instead of recomputing them (more memory)");
   s->add_flag("--quiet", c.quiet, "no progress output");
 
   return {s, [f] {
             set_num_threads(f->threads);
-            if (f->no_low_memory) set_low_memory(false);
-            TrainConfig& c = f->c;
+            if (f->protocol.no_low_memory) set_low_memory(false);
+            TrainConfig c = f->protocol.resolved();
             c.arch = load_arch(f->arch);
             c.arch_source = f->arch;
-            c.data = parse_data_spec(f->data);
-            c.augment = !f->no_augment;
             TrainResult r = run_train(c);
             std::printf("architecture: %s\n", arch_summary(c.arch).c_str());
             std::printf("params: %lld  MACs: %.2f M\n", (long long)r.params, r.macs / 1e6);

@@ -72,7 +72,7 @@ int main(int argc, char** argv) {
              "SPNAS_ISA=auto|avx512|avx2|ref.");
   std::vector<cli::Command> commands = {cli::add_demo(app),  cli::add_profile(app), cli::add_search(app),
                                         cli::add_train(app), cli::add_eval(app),    cli::add_info(app),
-                                        cli::add_latency(app)};
+                                        cli::add_latency(app), cli::add_random(app),  cli::add_compare(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
