@@ -70,12 +70,13 @@ Command add_train(CLI::App& app) {
       ->capture_default_str()
       ->check(integer_in(-1, 1e12));
   add_threads(s, f->threads);
+  add_parallel(s, c.parallel);
   s->add_option("--seed", c.seed, "random seed")->capture_default_str();
   s->add_flag("--no-low-memory", f->no_low_memory, "keep post-activation tensors instead of recomputing them (more memory)");
   s->add_flag("--quiet", c.quiet, "no progress output");
 
   return {s, [f] {
-            set_num_threads(f->threads);
+            set_threads_for_rank(f->threads);
             if (f->no_low_memory) set_low_memory(false);
             TrainConfig& c = f->c;
             c.arch = load_arch(f->arch);
@@ -83,6 +84,7 @@ Command add_train(CLI::App& app) {
             c.data = parse_data_spec(f->data);
             c.augment = !f->no_augment;
             TrainResult r = run_train(c);
+            if (!is_writer()) return 0;  // under mpirun: rank 0 reports
             std::printf("architecture: %s\n", arch_summary(c.arch).c_str());
             std::printf("params: %lld  MACs: %.2f M\n", (long long)r.params, r.macs / 1e6);
             std::printf("steps: %lld  time: %.1f s  (%.0f images/s in training steps)\n", (long long)r.steps,
