@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PACKAGES=(g++ cmake make libopenblas-dev libdnnl-dev libstb-dev doctest-dev nlohmann-json3-dev zlib1g-dev libcli11-dev)
+PACKAGES=(g++ cmake make libopenblas-dev libdnnl-dev libstb-dev doctest-dev nlohmann-json3-dev zlib1g-dev libcli11-dev openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
