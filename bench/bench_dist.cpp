@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -47,7 +48,7 @@ static int worker(float width, int batch, int steps, int threads) {
   Rng rng(1 + uint64_t(comm.rank()));
   Tensor x = Tensor::empty({share, space.input_size, space.input_size, 3});
   for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = rng.normal();
-  std::vector<int> labels(size_t(share));
+  std::vector<int> labels(static_cast<size_t>(share));
   for (int i = 0; i < share; ++i) labels[size_t(i)] = i % space.num_classes;
   auto step = [&] {
     ForwardOptions fo;

@@ -54,6 +54,10 @@ ParallelRun::ParallelRun(const std::string& what, const ParallelConfig& pc, int 
                  "%s: data-parallel over %d ranks (%d on this machine): global batch %d = %d x %d images per rank; "
                  "batch-norm statistics %s; %d thread(s) per rank; rank 0 writes the files\n",
                  what.c_str(), n, w.local_size(), batch, n, share, bn.c_str(), num_threads());
+    // Statistics from a handful of images are noisy enough to hurt what is learned.
+    if (!pc.sync_bn && share / groups < 8)
+      std::fprintf(stderr, "%s: warning: each rank normalises over only %d images; --sync-bn takes the statistics over "
+                   "the global batch (or raise --batch)\n", what.c_str(), share / groups);
   }
 }
 
