@@ -105,26 +105,22 @@ int main(int argc, char** argv) {
   int batch = 64, steps = 12, rounds = 3, threads = 2;
   bool is_worker = false;
   std::string mpirun = "mpirun --allow-run-as-root --oversubscribe";
+  const char* usage = "usage: bench_dist [--width W] [--batch B] [--steps N] [--rounds R] [--mpirun CMD] [--worker]\n";
   for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (a == "--worker") is_worker = true;
-    else if (a == "--width") width = std::stof(next());
-    else if (a == "--batch") batch = std::stoi(next());
-    else if (a == "--steps") steps = std::stoi(next());
-    else if (a == "--rounds") rounds = std::stoi(next());
-    else if (a == "--threads") threads = std::stoi(next());
-    else if (a == "--mpirun") mpirun = next();
-    else {
-      std::fprintf(stderr, "usage: bench_dist [--width W] [--batch B] [--steps N] [--rounds R] [--mpirun CMD]\n");
-      return 2;
+    const std::string flag = argv[i];
+    if (flag == "--worker") {
+      is_worker = true;
+      continue;
     }
+    if (i + 1 == argc) return std::fprintf(stderr, "%s", usage), 2;
+    const std::string value = argv[++i];
+    if (flag == "--width") width = std::stof(value);
+    else if (flag == "--batch") batch = std::stoi(value);
+    else if (flag == "--steps") steps = std::stoi(value);
+    else if (flag == "--rounds") rounds = std::stoi(value);
+    else if (flag == "--threads") threads = std::stoi(value);
+    else if (flag == "--mpirun") mpirun = value;
+    else return std::fprintf(stderr, "%s", usage), 2;
   }
   if (is_worker) return worker(width, batch, steps, threads);
 
