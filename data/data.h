@@ -247,13 +247,20 @@ std::vector<int64_t> epoch_permutation(int64_t n, uint64_t seed, int64_t epoch);
 
 // ---- loader ----------------------------------------------------------------------------------------
 
+// Which share of every batch a loader delivers: part `index` of `count` equal, consecutive parts
+// (data-parallel rank `index` of `count`, engine/dist.h). The batch size stays the global one.
+struct BatchShard {
+  int index = 0, count = 1;
+};
+
 // Batches of NHWC float32 images and int labels, shuffled per epoch from `seed`, prefetched by
 // `workers` background std::threads (0 = load synchronously in next()). The batches are a function
-// of (seed, epoch, batch) only: the same for any worker count, and reproducible after seek().
+// of (seed, epoch, batch) only: the same for any worker count, and reproducible after seek(). With a
+// shard, next() returns only that share of each batch, the same images as the whole batch's rows.
 class Loader {
  public:
   Loader(std::shared_ptr<Dataset> ds, int batch_size, bool shuffle, AugmentConfig aug, uint64_t seed,
-         int workers = 1, bool drop_last = true);
+         int workers = 1, bool drop_last = true, BatchShard shard = {});
   ~Loader();
   Loader(const Loader&) = delete;
   Loader& operator=(const Loader&) = delete;
@@ -263,9 +270,9 @@ class Loader {
   // epoch; the following call starts the next epoch with a new shuffle. Rethrows a worker's error.
   bool next(Tensor& images, std::vector<int>& labels);
   int64_t batches_per_epoch() const { return batches_per_epoch_; }
-  int batch_size() const { return batch_size_; }
+  int batch_size() const { return batch_size_; }  // the whole batch, of which a shard is a part
   const Dataset& dataset() const { return *ds_; }
-  Shape batch_shape() const;  // full-batch shape [B, out_h, out_w, C]
+  Shape batch_shape() const;  // full-batch shape [B / shard count, out_h, out_w, C]
 
   struct Position {
     int64_t epoch;
@@ -294,6 +301,7 @@ class Loader {
   uint64_t seed_;
   int workers_;
   bool drop_last_;
+  BatchShard shard_;
   int64_t batches_per_epoch_;
   Transform transform_;
 

@@ -35,16 +35,22 @@ static int64_t compute_bpe(const Dataset& ds, int batch, bool drop_last) {
 }
 
 Loader::Loader(std::shared_ptr<Dataset> ds, int batch_size, bool shuffle, AugmentConfig aug, uint64_t seed, int workers,
-               bool drop_last)
+               bool drop_last, BatchShard shard)
     : ds_(std::move(ds)),
       batch_size_(batch_size),
       shuffle_(shuffle),
       seed_(seed),
       workers_(workers),
       drop_last_(drop_last),
+      shard_(shard),
       batches_per_epoch_((check(ds_ != nullptr, "Loader", "no dataset"), compute_bpe(*ds_, batch_size, drop_last))),
       transform_(with_norm(aug, *ds_), ds_->height(), ds_->width(), ds_->channels()) {
   check(workers >= 0 && workers <= 256, "Loader", "worker count must be in 0..256, got " + std::to_string(workers));
+  check(shard.count >= 1 && shard.index >= 0 && shard.index < shard.count, "Loader",
+        "shard " + std::to_string(shard.index) + " of " + std::to_string(shard.count) + " does not exist");
+  // A partial last batch would not split into equal shares.
+  check(shard.count == 1 || (drop_last && batch_size % shard.count == 0), "Loader",
+        "a batch of " + std::to_string(batch_size) + " does not split into " + std::to_string(shard.count) + " equal shares");
   if (workers_ > 0) {
     slots_.resize(size_t(std::max(2, 2 * workers_)));
     for (auto& s : slots_) s.images = Tensor::empty(batch_shape());
@@ -55,7 +61,7 @@ Loader::Loader(std::shared_ptr<Dataset> ds, int batch_size, bool shuffle, Augmen
 Loader::~Loader() { stop_workers(); }
 
 Shape Loader::batch_shape() const {
-  return {batch_size_, transform_.out_h(), transform_.out_w(), transform_.channels()};
+  return {batch_size_ / shard_.count, transform_.out_h(), transform_.out_w(), transform_.channels()};
 }
 
 Loader::Position Loader::position() const { return {epoch_, batch_}; }
@@ -76,8 +82,9 @@ std::shared_ptr<const std::vector<int64_t>> Loader::perm_for(int64_t epoch) {
 
 void Loader::fill(Slot& s, int64_t seq, std::vector<uint8_t>& scratch) {
   const int64_t epoch = seq / batches_per_epoch_, b = seq % batches_per_epoch_;
-  const int64_t n = ds_->size(), start = b * batch_size_;
-  const int64_t count = std::min<int64_t>(batch_size_, n - start);
+  const int64_t share = batch_size_ / shard_.count;
+  const int64_t n = ds_->size(), start = b * batch_size_ + shard_.index * share;
+  const int64_t count = std::min<int64_t>(share, n - start);
   std::shared_ptr<const std::vector<int64_t>> perm;
   if (shuffle_) perm = perm_for(epoch);
   const int64_t per = int64_t(transform_.out_h()) * transform_.out_w() * transform_.channels();
@@ -166,7 +173,7 @@ bool Loader::next(Tensor& images, std::vector<int>& labels) {
     else s.images = Tensor::empty(full);
     consume_seq_ = seq;
     fill(s, seq, sync_scratch_);
-    if (s.count == batch_size_) images = s.images;
+    if (s.count == full[0]) images = s.images;
     else copy_out(s.images, s.count, full, images);
     labels = s.labels;
     ++batch_;

@@ -215,7 +215,7 @@ Var record_released(const char* op, Shape shape, std::vector<Var> inputs, std::f
   return make_node(op, Tensor(), std::move(shape), std::move(inputs), std::move(backward));
 }
 
-void backward(const Var& loss, const Tensor* seed) {
+void backward(const Var& loss, const Tensor* seed, BackwardListener* listener) {
   check(loss->requires_grad, "backward", "the loss does not depend on any value that requires a gradient");
   if (seed) {
     check_same_shape("backward", loss->value, *seed);
@@ -226,6 +226,7 @@ void backward(const Var& loss, const Tensor* seed) {
     loss->grad = Tensor::full(loss->value.shape(), 1.0f);
   }
   loss->grad_valid = true;
+  if (listener) listener->begin(g_tape);
   // Reverse creation order is a reverse topological order of the graph.
   for (auto it = g_tape.rbegin(); it != g_tape.rend(); ++it) {
     Node& n = **it;
@@ -253,6 +254,7 @@ void backward(const Var& loss, const Tensor* seed) {
       n.grad_valid = false;
       if (it->use_count() == 1) n.value = Tensor();
     }
+    if (listener) listener->rule_done(size_t(g_tape.rend() - it) - 1);
   }
   clear_tape();
   g_prof_mark = Clock::now();

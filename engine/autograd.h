@@ -87,11 +87,21 @@ Var record(const char* op, Tensor value, std::vector<Var> inputs, std::function<
 // computes it through recompute.
 Var record_released(const char* op, Shape shape, std::vector<Var> inputs, std::function<void(Node&)> backward);
 
+// Watches a backward() walk: begin() sees the tape (creation order) before any rule runs, and
+// rule_done(i) follows each rule that ran, tape[i]'s (i descending). A leaf's gradient is complete
+// once the walk has passed its first consumer on the tape: engine/dist.h starts the allreduce of a
+// bucket of parameter gradients there, while the rest of backward still runs.
+struct BackwardListener {
+  virtual ~BackwardListener() = default;
+  virtual void begin(const std::vector<Var>& tape) = 0;
+  virtual void rule_done(size_t index) = 0;
+};
+
 // Runs the tape backwards from `loss` (seeded with d loss = 1, or with `seed` when given), then
 // clears the tape. An op recorded without a backward rule fails here, naming the op. Gradients are
 // kept for leaves (parameters) and the loss; intermediate nodes release their gradient as soon as
 // their rule has run, and their value too when nothing outside the tape holds the node.
-void backward(const Var& loss, const Tensor* seed = nullptr);
+void backward(const Var& loss, const Tensor* seed = nullptr, BackwardListener* listener = nullptr);
 // Drops the tape without running it (e.g. after a forward pass that is not differentiated).
 void clear_tape();
 size_t tape_size();

@@ -64,7 +64,8 @@ std::string this_command() {
 
 }  // namespace
 
-RunFolder::RunFolder(const std::string& dir, const std::string& what) : dir_(clean_dir(dir, what)) {
+RunFolder::RunFolder(const std::string& dir, const std::string& what, bool writer) : dir_(clean_dir(dir, what)) {
+  if (!writer) return;
   make_dirs(dir_);
   const std::string lock = file(".lock");
   lock_fd_ = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -198,6 +199,10 @@ std::vector<std::string> compare_run_config(const nlohmann::json& recorded, cons
       diffs.push_back(it.key() + ": was " + recorded[it.key()].dump() + ", now " + it.value().dump());
     }
   }
+  // Settings recorded only where they differ from the default (the data-parallel ones) may be gone.
+  for (auto it = recorded.begin(); it != recorded.end(); ++it)
+    if (!free(it.key()) && !now.contains(it.key()))
+      diffs.push_back(it.key() + ": was " + it.value().dump() + ", now not set");
   if (diffs.empty() || allow) return diffs;
   std::string msg = "the checkpoint '" + checkpoint + "' was written with another configuration:";
   for (const std::string& d : diffs) msg += "\n  " + d;

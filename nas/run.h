@@ -32,10 +32,11 @@ struct Interrupted : std::runtime_error {
 // ---- output folder and files -------------------------------------------------------------------
 // Holds a run's output folder: refuses "" and "/", creates it, checks that a file can be created in
 // it, and takes an exclusive lock (DIR/.lock, flock) for its lifetime, so a second run on the same
-// folder fails at once, naming the process that holds it.
+// folder fails at once, naming the process that holds it. writer = false (the ranks of a
+// data-parallel run other than rank 0, which writes): only names the folder's files.
 class RunFolder {
  public:
-  RunFolder(const std::string& dir, const std::string& what);
+  RunFolder(const std::string& dir, const std::string& what, bool writer = true);
   ~RunFolder();
   RunFolder(const RunFolder&) = delete;
   RunFolder& operator=(const RunFolder&) = delete;

@@ -239,11 +239,14 @@ SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warm
 
 // ---- the search ----------------------------------------------------------------------------------
 
-SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
+namespace {
+
+// The search on this rank (every rank of a data-parallel run runs it; rank 0 writes the files).
+SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& table) {
   const double t0 = now_seconds();
   // The result is assembled at the end, from what the run wrote.
   std::vector<std::string> warnings = check_search_config(cfg, table);
-  RunFolder folder(cfg.out_dir, "search");
+  RunFolder folder(cfg.out_dir, "search", is_writer());
   install_stop_handlers();
   struct Paths {
     std::string csv, svg, arch, checkpoint;
@@ -275,9 +278,10 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
 
   AugmentConfig aug = cfg.augment ? default_train_augment(*data.train) : default_eval_augment(*data.train);
   aug.out_size = space.input_size;
-  Loader loader(data.train, cfg.batch, true, aug, cfg.seed, cfg.workers);
+  Loader loader(data.train, cfg.batch, true, aug, cfg.seed, cfg.workers, true, batch_shard());
   std::unique_ptr<Loader> val_loader;
-  if (cfg.bilevel) val_loader = std::make_unique<Loader>(data.val, cfg.batch, true, aug, cfg.seed + 1, cfg.workers);
+  if (cfg.bilevel)
+    val_loader = std::make_unique<Loader>(data.val, cfg.batch, true, aug, cfg.seed + 1, cfg.workers, true, batch_shard());
 
   Supernet net(space, ncfg);
   const int64_t spe = loader.batches_per_epoch();
@@ -298,15 +302,17 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     topt->set_group("bn", GroupConfig{1.0f, 1.0f, false});
     topt->set_group("thresholds", GroupConfig{cfg.threshold_lr_mult, 1.0f, true});
   }
-  Rng rng(cfg.seed ^ 0x5eedULL);
+  Rng rng(rank_seed(cfg.seed ^ 0x5eedULL));
+  RankRng rank_rng("search", rng);
+  DataParallelStep dp(net.params(), cfg.parallel);
 
-  const nlohmann::json config = config_record(cfg, table);
+  const nlohmann::json config = with_parallel_record(config_record(cfg, table), cfg.parallel);
   const nlohmann::json meta = {{"kind", "spnas-search"}, {"config", config}};
   auto make_ck = [&]() {
     Checkpoint ck;
     ck.params = &net.params();
     ck.optimizer = opt.get();
-    ck.rngs = {{"search", &rng}};
+    ck.rngs = rank_rng.mine();
     ck.metadata = meta.dump();
     return ck;
   };
@@ -324,7 +330,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
       Loader::Position vp = val_loader->position();
       ck.blobs["val_loader"] = std::to_string(vp.epoch) + " " + std::to_string(vp.batch);
     }
-    save_checkpoint(files.checkpoint, ck);
+    save_checkpoint_from_rank0(files.checkpoint, ck, rank_rng);
   };
 
   int64_t step = 0;
@@ -339,7 +345,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
                                                         cfg.allow_config_change, files.checkpoint)) {
       const std::string line = "search: resuming with a changed setting (--allow-config-change): " + change;
       std::fprintf(stderr, "%s\n", line.c_str());
-      std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
+      if (is_writer()) std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
     }
     Checkpoint ck = make_ck();
     load_checkpoint(files.checkpoint, ck);
@@ -370,9 +376,10 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     // (Re)write the log: header plus the rows that precede the starting step.
     std::string text = csv_header(net.layers().size()) + "\n";
     for (const auto& r : rows) text += csv_row(r) + "\n";
-    write_file_atomic(files.csv, text);
+    if (is_writer()) write_file_atomic(files.csv, text);
   }
-  std::ofstream csv(files.csv, std::ios::app);
+  std::ofstream csv;
+  if (is_writer()) csv.open(files.csv, std::ios::app);
   if (!cfg.quiet)
     for (const std::string& w : warnings) std::fprintf(stderr, "search: warning: %s\n", w.c_str());
 
@@ -437,7 +444,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     Var rt = runtime_loss(R, cfg.runtime_loss, cfg.lambda, cfg.target_ms);
     const bool term_in_loss = !in_warmup;  // one-level: in this loss; bi-level: in the thresholds' loss
     Var loss = (in_warmup || cfg.bilevel) ? ce : ce + rt;
-    ce_value = ce->value.item();
+    ce_value = dp.mean(ce->value.item());
     diverged.check_loss(step, ce_value, term_in_loss ? rt->value.item() : 0.0, cfg.lambda);
     SearchLogRow row;
     row.step = step;
@@ -461,7 +468,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
     }
     row.R_decoded = predict_runtime(table, decided);
     net.params().zero_grad();
-    backward(loss);
+    dp.backward(loss);
     opt->step(lr);
 
     if (cfg.bilevel && !in_warmup) {
@@ -475,7 +482,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
       row.runtime_term = vrt->value.item();
       diverged.check_loss(step, ce_value, row.runtime_term, cfg.lambda);
       net.params().zero_grad();
-      backward(vloss);
+      dp.backward(vloss);
       topt->step(lr);
     }
     diverged.check_params(step, sum_sq(false), sum_sq(true));
@@ -495,7 +502,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
       csv.flush();
       save(step + 1);
     }
-    if (stop_requested()) {
+    if (dp.stop_requested()) {
       ++step;
       break;
     }
@@ -517,7 +524,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   arch.input_size = space.input_size;
   arch.num_classes = space.num_classes;
   arch.input_channels = space.input_channels;
-  save_arch(files.arch, arch);
+  if (is_writer()) save_arch(files.arch, arch);
   SearchPlotInfo plot;
   plot.title = "Single-Path NAS search: " + space.name + " at width " + fmt(space.width, 2) + ", " +
                std::to_string(step) + " steps";
@@ -526,7 +533,7 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   plot.target_ms = cfg.target_ms;
   plot.supernet_ms = runtime_all_on(table, RuntimeMode::Table, cfg.search_se);
   plot.steps_per_epoch = spe;
-  write_search_svg(files.svg, rows, plot);
+  if (is_writer()) write_search_svg(files.svg, rows, plot);
   SearchVerdict verdict = search_verdict(rows, warmup, arch, table, cfg);
 
   SearchResult res;
@@ -542,6 +549,15 @@ SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
   res.verdict = std::move(verdict);
   res.seconds = now_seconds() - t0;
   return res;
+}
+
+}  // namespace
+
+SearchResult run_search(const SearchConfig& cfg, const LatencyTable& table) {
+  SearchConfig mine = cfg;
+  mine.quiet = cfg.quiet || !is_writer();  // one progress line: rank 0's
+  return run_data_parallel("search", cfg.parallel, cfg.batch, cfg.quiet,
+                           [&] { return search_on_this_rank(mine, table); });
 }
 
 // ---- SVG plot --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@
 
 #include "data/data.h"
 #include "engine/schedule.h"
+#include "nas/data_parallel.h"
 #include "nas/model.h"
 #include "nas/run.h"
 #include "nas/runtime.h"
@@ -53,6 +54,7 @@ struct SearchConfig {
   int64_t max_steps = -1;          // stop after this many steps in total (tests, quick runs)
   double memory_limit_gib = 0;     // 0: 80 % of the machine's memory
   bool quiet = false;
+  ParallelConfig parallel;  // under mpirun (nas/data_parallel.h)
 };
 
 // What the search decided, in words a user can act on.

@@ -139,9 +139,12 @@ Arch checkpoint_arch(const std::string& path) {
   return parse_arch(meta["arch"].dump(), path + " (arch)");
 }
 
-TrainResult run_train(const TrainConfig& cfg) {
+namespace {
+
+// The training on this rank (every rank of a data-parallel run runs it; rank 0 writes the files).
+TrainResult train_on_this_rank(const TrainConfig& cfg) {
   const double t0 = now_seconds();
-  RunFolder folder(cfg.out_dir, "train");
+  RunFolder folder(cfg.out_dir, "train", is_writer());
   install_stop_handlers();
   // The result is assembled at the end, from what the run wrote.
   const std::string checkpoint_path = folder.file("model.ckpt");
@@ -178,7 +181,7 @@ TrainResult run_train(const TrainConfig& cfg) {
   ChildNet net(arch, ncfg);
   AugmentConfig aug = cfg.augment ? default_train_augment(*data.train) : default_eval_augment(*data.train);
   aug.out_size = net.space().input_size;
-  Loader loader(data.train, cfg.batch, true, aug, cfg.seed, cfg.workers);
+  Loader loader(data.train, cfg.batch, true, aug, cfg.seed, cfg.workers, true, batch_shard());
   const int64_t spe = loader.batches_per_epoch();
   const int64_t total = std::max<int64_t>(1, int64_t(cfg.epochs * spe + 0.5));
   LrConfig lrc = cfg.lr;
@@ -188,14 +191,16 @@ TrainResult run_train(const TrainConfig& cfg) {
   const float ema_decay = cfg.ema_decay < 0 ? ema_decay_for(total) : cfg.ema_decay;
   std::unique_ptr<Ema> ema;
   if (ema_decay > 0) ema = std::make_unique<Ema>(net.params(), ema_decay, true);
-  Rng rng(cfg.seed ^ 0x7a11ULL);
+  Rng rng(rank_seed(cfg.seed ^ 0x7a11ULL));
+  RankRng rank_rng("train", rng);
+  DataParallelStep dp(net.params(), cfg.parallel);
   if (!cfg.init_from.empty() && !cfg.resume) {
     const std::string what = init_weights_from(net.params(), cfg.init_from);
     if (ema) ema = std::make_unique<Ema>(net.params(), ema_decay, true);  // shadows start from these weights
     if (!cfg.quiet) std::fprintf(stderr, "train: %s\n", what.c_str());
   }
 
-  const nlohmann::json config = config_record(cfg, arch);
+  const nlohmann::json config = with_parallel_record(config_record(cfg, arch), cfg.parallel);
   const InputRecord input = input_record(*data.train, cfg.data);
   const nlohmann::json meta = {{"kind", "spnas-train"},
                                {"arch", nlohmann::json::parse(arch_to_json(arch))},
@@ -215,7 +220,7 @@ TrainResult run_train(const TrainConfig& cfg) {
     ck.params = &net.params();
     ck.optimizer = opt.get();
     ck.ema = ema.get();
-    ck.rngs = {{"train", &rng}};
+    ck.rngs = rank_rng.mine();
     ck.metadata = meta.dump();
     return ck;
   };
@@ -224,7 +229,7 @@ TrainResult run_train(const TrainConfig& cfg) {
     ck.step = step;
     Loader::Position p = loader.position();
     ck.blobs["loader"] = std::to_string(p.epoch) + " " + std::to_string(p.batch);
-    save_checkpoint(checkpoint_path, ck);
+    save_checkpoint_from_rank0(checkpoint_path, ck, rank_rng);
   };
   const std::string log_path = folder.file("train_log.csv");
   const char* log_head = "step,epoch,lr,loss,test_accuracy";
@@ -243,7 +248,7 @@ TrainResult run_train(const TrainConfig& cfg) {
     for (const std::string& change : compare_run_config(old, config, may_differ, cfg.allow_config_change, checkpoint_path)) {
       const std::string line = "train: resuming with a changed setting (--allow-config-change): " + change;
       std::fprintf(stderr, "%s\n", line.c_str());
-      std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
+      if (is_writer()) std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
     }
     Checkpoint ck = make_ck();
     load_checkpoint(checkpoint_path, ck);
@@ -264,7 +269,7 @@ TrainResult run_train(const TrainConfig& cfg) {
                                " epochs: the learning-rate schedule is rebuilt over the new length; at step " +
                                std::to_string(step) + " the rate was " + rate(before(step)) + " and is now " + rate(schedule(step));
       std::fprintf(stderr, "%s\n", line.c_str());
-      std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
+      if (is_writer()) std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
     }
     // The log keeps the rows before the checkpoint's step; a log that lost rows is refused.
     std::ifstream in(log_path);
@@ -288,8 +293,11 @@ TrainResult run_train(const TrainConfig& cfg) {
                                " (the log was truncated): restore it, or start afresh in another --out");
     if (!cfg.quiet) std::fprintf(stderr, "train: resumed from %s at step %lld\n", checkpoint_path.c_str(), (long long)step);
   }
-  write_file_atomic(log_path, log_text);
-  std::ofstream log(log_path, std::ios::app);
+  std::ofstream log;
+  if (is_writer()) {
+    write_file_atomic(log_path, log_text);
+    log.open(log_path, std::ios::app);
+  }
 
   const int64_t end = cfg.max_steps >= 0 ? std::min(total, cfg.max_steps) : total;
   Progress progress("train", step, end, cfg.batch, cfg.quiet);
@@ -324,14 +332,15 @@ TrainResult run_train(const TrainConfig& cfg) {
     fo.rng = &rng;
     op_profile_mark();  // loading the batch is not the first op's time
     Var loss = softmax_cross_entropy(net.forward(constant(images), fo), labels, cfg.label_smoothing);
-    diverged.check_loss(step, loss->value.item(), 0, 0);
+    const double loss_value = dp.mean(loss->value.item());
+    diverged.check_loss(step, loss_value, 0, 0);
     net.params().zero_grad();
-    backward(loss);
+    dp.backward(loss);
     const float lr = schedule(step);
     opt->step(lr);
     diverged.check_params(step, weights_sq(), -1);
     if (ema) ema->update(step);
-    loss_avg = step == first ? loss->value.item() : 0.98 * loss_avg + 0.02 * loss->value.item();
+    loss_avg = step == first ? loss_value : 0.98 * loss_avg + 0.02 * loss_value;
     progress.update(step + 1, lr, "loss " + fmt(loss_avg, 3));
     const bool epoch_end = (step + 1) % spe == 0 || step + 1 == end;
     if (epoch_end) {
@@ -347,7 +356,7 @@ TrainResult run_train(const TrainConfig& cfg) {
       log.flush();
     }
     if (epoch_end || (cfg.checkpoint_every > 0 && (step + 1) % cfg.checkpoint_every == 0)) save(step + 1);
-    if (stop_requested()) {
+    if (dp.stop_requested()) {
       ++step;
       break;
     }
@@ -397,6 +406,14 @@ TrainResult run_train(const TrainConfig& cfg) {
   res.seconds = seconds;
   if (finished) res.result_path = result_path;
   return res;
+}
+
+}  // namespace
+
+TrainResult run_train(const TrainConfig& cfg) {
+  TrainConfig mine = cfg;
+  mine.quiet = cfg.quiet || !is_writer();  // one progress line: rank 0's
+  return run_data_parallel("train", cfg.parallel, cfg.batch, cfg.quiet, [&] { return train_on_this_rank(mine); });
 }
 
 InputRecord input_record(const Dataset& train, const DataSpec& spec) {

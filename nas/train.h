@@ -12,6 +12,7 @@
 
 #include "data/data.h"
 #include "engine/schedule.h"
+#include "nas/data_parallel.h"
 #include "nas/model.h"
 #include "nas/run.h"
 
@@ -49,6 +50,7 @@ struct TrainConfig {
   int64_t max_steps = -1;
   double memory_limit_gib = 0;   // 0: 80 % of the machine's memory
   bool quiet = false;
+  ParallelConfig parallel;  // under mpirun (nas/data_parallel.h)
 };
 
 // The EMA decay for a run of `total_steps`: an average over about a tenth of the run, 0.9-0.9999.

@@ -233,7 +233,10 @@ Var bn_act_pwconv(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn
   // The batch-norm node is on the tape when any of its inputs wants a gradient; if only w does,
   // pwconv's weight gradient needs the output's value, which nothing could then recompute.
   const bool bn_recorded = grad_enabled() && (x->requires_grad || gamma->requires_grad || beta->requires_grad);
-  if (grad_enabled() && w->requires_grad && !bn_recorded) return pwconv(batchnorm(x, gamma, beta, bn, training, act), w);
+  // Ghost batch norm has a scale/shift per group, which the GEMMs' per-channel map cannot express.
+  const bool per_group = training && batchnorm_stats().groups > 1;
+  if (per_group || (grad_enabled() && w->requires_grad && !bn_recorded))
+    return pwconv(batchnorm(x, gamma, beta, bn, training, act), w);
   Var y = batchnorm_unmaterialized(x, gamma, beta, bn, training, act);
   return pwconv_node(y, w, 1, &x->value);
 }

@@ -40,6 +40,18 @@ struct ChannelAffine {
   Act act = Act::None;
 };
 Var batchnorm(const Var& x, const Var& gamma, const Var& beta, BatchNorm& bn, bool training, Act act = Act::None);
+// Where training-mode batch norm takes its statistics (process-wide; the default is the batch):
+//   groups G > 1: each of G equal, consecutive parts of the batch on its own ("ghost" batch norm: what
+//     G data-parallel ranks with per-rank statistics compute, in one process); the running
+//     statistics move by the mean of the groups' statistics.
+//   sync: over the global batch of every data-parallel rank (engine/dist.h; --sync-bn): the
+//     per-channel sums are summed over ranks in forward, and the gradient's reductions in backward.
+struct BatchNormStats {
+  int groups = 1;
+  bool sync = false;
+};
+void set_batchnorm_stats(const BatchNormStats& s);
+const BatchNormStats& batchnorm_stats();
 // pwconv(batchnorm(x, gamma, beta, bn, training, act), w) without ever materializing the batch-norm
 // output: the GEMMs read x through its scale/shift/act (an MBConv block's depthwise -> BN + act ->
 // project). Saves writing that output in the forward and recomputing it in the backward; values,

@@ -4,6 +4,8 @@
 #include <cstdlib>
 
 #include "data/data.h"
+#include "engine/dist.h"
+#include "engine/threads.h"
 
 namespace spnas::cli {
 
@@ -63,6 +65,26 @@ void add_threads(CLI::App* c, int& threads, int default_threads) {
   c->add_option("--threads", threads, "threads for the engine's kernels (0: every core; or SPNAS_THREADS)")
       ->capture_default_str()
       ->check(integer_in(0, 4096));
+}
+
+void set_threads_for_rank(int threads) {
+  set_num_threads(threads > 0 ? threads : default_threads_for_rank(world()));
+}
+
+void add_parallel(CLI::App* c, ParallelConfig& p) {
+  c->add_flag("--sync-bn", p.sync_bn,
+              "under mpirun: batch-norm statistics over the global batch (default: over each rank's share, as the "
+              "reference per TPU core)");
+  c->add_option("--bn-groups", p.bn_groups,
+                "ghost batch norm: statistics over this many equal parts of the batch (of each rank's share under "
+                "mpirun); --bn-groups N in one process computes what N ranks with per-rank statistics do")
+      ->capture_default_str()
+      ->check(integer_in(1, 65536));
+  c->add_option("--dist-timeout", p.timeout_s,
+                "under mpirun: seconds a collective may wait for the other ranks before every rank is stopped (a rank "
+                "died or hangs)")
+      ->capture_default_str()
+      ->check(number_above(0, 1e7));
 }
 
 void add_data(CLI::App* c, std::string& spec) {

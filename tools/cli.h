@@ -9,6 +9,7 @@
 
 #include "engine/io.h"
 #include "engine/schedule.h"
+#include "nas/data_parallel.h"
 #include "nas/runtime.h"
 #include "nas/space.h"
 #include "nas/train.h"
@@ -43,6 +44,11 @@ CLI::Validator integer_in(double lo, double hi);
 // ---- option groups shared by several subcommands ------------------------------------------------
 // --threads N (0: every core) -> set_num_threads when the command runs.
 void add_threads(CLI::App* c, int& threads, int default_threads = 0);
+// set_num_threads for a command that may run under mpirun: there 0 means the CPUs of this rank's
+// slot (default_threads_for_rank, engine/dist.h), elsewhere every core as before.
+void set_threads_for_rank(int threads);
+// --sync-bn, --bn-groups, --dist-timeout: the data-parallel settings (nas/data_parallel.h).
+void add_parallel(CLI::App* c, ParallelConfig& p);
 // --data KIND[:PATH], with the one help text of the data module.
 void add_data(CLI::App* c, std::string& spec);
 // --space, --width, --input-size, --num-classes

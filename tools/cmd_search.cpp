@@ -90,12 +90,13 @@ Command add_search(CLI::App& app) {
       ->capture_default_str()
       ->check(integer_in(-1, 1e12));
   add_threads(s, f->threads);
+  add_parallel(s, c.parallel);
   s->add_option("--seed", c.seed, "random seed")->capture_default_str();
   s->add_flag("--no-low-memory", f->no_low_memory, "keep post-activation tensors instead of recomputing them (more memory)");
   s->add_flag("--quiet", c.quiet, "no progress output");
 
   return {s, [f] {
-            set_num_threads(f->threads);
+            set_threads_for_rank(f->threads);
             if (f->no_low_memory) set_low_memory(false);
             SearchConfig& c = f->c;
             c.data = parse_data_spec(f->data);
@@ -103,6 +104,7 @@ Command add_search(CLI::App& app) {
             c.runtime_mode = parse_runtime_mode(f->table.runtime_model);
             LatencyTable table = load_table(f->table);
             SearchResult r = run_search(c, table);
+            if (!is_writer()) return 0;  // under mpirun: rank 0 reports
             std::printf("search: %lld steps in %.1f s%s\n", (long long)r.steps, r.seconds,
                         r.finished ? "" : " (stopped early by --max-steps)");
             std::printf("architecture: %s\n", arch_summary(r.arch).c_str());

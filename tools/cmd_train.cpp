@@ -42,16 +42,18 @@ Command add_train(CLI::App& app) {
                 "start from the weights of another `spnas train` checkpoint of the same architecture (fine-tuning); the "
                 "classifier is re-made when the class count differs");
   add_threads(s, f->threads);
+  add_parallel(s, c.parallel);
   s->add_option("--seed", c.seed, "random seed")->capture_default_str();
   s->add_flag("--quiet", c.quiet, "no progress output");
 
   return {s, [f] {
-            set_num_threads(f->threads);
+            set_threads_for_rank(f->threads);
             if (f->protocol.no_low_memory) set_low_memory(false);
             TrainConfig c = f->protocol.resolved();
             c.arch = load_arch(f->arch);
             c.arch_source = f->arch;
             TrainResult r = run_train(c);
+            if (!is_writer()) return 0;  // under mpirun: rank 0 reports
             std::printf("architecture: %s\n", arch_summary(c.arch).c_str());
             std::printf("params: %lld  MACs: %.2f M\n", (long long)r.params, r.macs / 1e6);
             std::printf("steps: %lld  time: %.1f s  (%.0f images/s in training steps)\n", (long long)r.steps,

@@ -6,9 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# libonnx-dev + libprotobuf-dev: ONNX export; libopencv-dnn-dev: its runner (test_export, predict --onnx).
+# libonnx-dev + libprotobuf-dev: ONNX export; libopencv-dnn-dev: its runner (test_export, predict --onnx);
+# openmpi-bin + libopenmpi-dev: data-parallel runs under mpirun (engine/dist.h).
 PACKAGES=(g++ cmake make libopenblas-dev libdnnl-dev libstb-dev doctest-dev nlohmann-json3-dev zlib1g-dev libcli11-dev
-          libonnx-dev libprotobuf-dev libopencv-dnn-dev)
+          libonnx-dev libprotobuf-dev libopencv-dnn-dev openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
