@@ -1,5 +1,5 @@
 // End-to-end inference race of one network across runtimes (issue 23): our engine (ChildNet,
-// NoGrad, batch norm folded into the convolutions), our oneDNN backend (nas/profile.h,
+// NoGrad, batch norm folded into the convolutions), our oneDNN backend (nas/latency/measure.h,
 // measure_arch_latency), OpenCV dnn on the exported ONNX file, and ONNX Runtime on the same file
 // when an external command is given (--ort "node bench/ort_bench.js"; it is not a Debian package).
 //
@@ -40,7 +40,7 @@
 #include "engine/cpu.h"
 #include "engine/threads.h"
 #include "nas/model.h"
-#include "nas/profile.h"
+#include "nas/latency/measure.h"
 #include "nas/train.h"
 #include "ops/ops.h"
 
@@ -63,7 +63,7 @@ const char* const kSearchedArch[] = {"3x3-3", "5x5-6", "3x3-3", "skip",  "3x3-3"
   std::exit(2);
 }
 
-// The time base, as nas/profile.h's: the wall clock, or ("cpu") the process's CPU time divided by
+// The time base, as nas/latency/harness.h's: the wall clock, or ("cpu") the process's CPU time divided by
 // its threads, which on a machine shared with other jobs leaves out the time the process was not
 // running (spin-waiting threads count, so it suits 1-thread runs best).
 bool g_cpu_clock = false;

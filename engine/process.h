@@ -3,7 +3,7 @@
 // arguments), given its share of the threads. Each child's stdout and stderr go to a log file of its
 // own; the pool collects every exit status and names the job and its log when one fails.
 //
-// Interrupts: the caller passes `interrupted` (for example nas/run_util's stop_requested); once it
+// Interrupts: the caller passes `interrupted` (for example nas/run.h stop_requested); once it
 // turns true the pool starts nothing new and sends SIGINT to the running children (which, being
 // `spnas` commands, checkpoint and stop), then waits for them. A Ctrl-C at a terminal reaches the
 // children directly too (they stay in the caller's process group); a second SIGINT is harmless.

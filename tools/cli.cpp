@@ -137,6 +137,26 @@ LatencyTable load_table(const TableFlags& t) {
   return load_latency_table(t.path, t.fixed_ms);
 }
 
+void apply_table_settings(CLI::App* c, const LatencyTable& t, std::string& space, SpaceOptions& so) {
+  const bool given_space = c->count("--space") > 0, given_width = c->count("--width") > 0;
+  const bool given_input = c->count("--input-size") > 0 && so.input_size > 0;
+  TableSettings s;
+  if (given_space) {
+    // A space file and the name inside it are the same space (a table records one or the other).
+    s.space = space;
+    if (!t.space.empty() && space != t.space) {
+      const SearchSpace sp = load_space(space);
+      if (sp.name == t.space || sp.source == t.space) s.space = t.space;
+    }
+  }
+  if (given_width) s.width = so.width;
+  if (given_input) s.input_size = so.input_size;
+  reconcile_with_table(t, s);
+  if (!given_space && s.space) space = *s.space;  // the table's own record: a built-in name or a file
+  if (!given_width && s.width) so.width = *s.width;
+  if (!given_input && s.input_size) so.input_size = *s.input_size;
+}
+
 void add_memory_limit(CLI::App* c, double& gib) {
   c->add_option("--memory-limit", gib,
                 "memory the run may use, in GiB (0: 80 % of this machine's); checked before anything is allocated")

@@ -32,6 +32,10 @@ Command add_info(CLI::App& app);
 Command add_latency(CLI::App& app);
 Command add_random(CLI::App& app);
 Command add_compare(CLI::App& app);
+Command add_tune(CLI::App& app);
+Command add_tune_trial(CLI::App& app);  // hidden: one trial of tune --jobs N in its own process
+Command add_export(CLI::App& app);
+Command add_predict(CLI::App& app);
 
 // ---- validators --------------------------------------------------------------------------------
 // A finite number in [lo, hi] (CLI11's Range lets "nan" through: every comparison with NaN is false).
@@ -61,6 +65,9 @@ struct TableFlags {
 };
 void add_table(CLI::App* c, TableFlags& t, bool with_runtime_model = true);
 LatencyTable load_table(const TableFlags& t);  // throws if no --lut was given
+// A table records what it was measured for (space, width, input size): a flag the user gave must
+// agree with it (else an error naming both values), and one not given is taken from it.
+void apply_table_settings(CLI::App* c, const LatencyTable& t, std::string& space, SpaceOptions& so);
 // --memory-limit GIB (0: 80 % of the machine's memory)
 void add_memory_limit(CLI::App* c, double& gib);
 // --lr, --lr-schedule, --lr-decay, --lr-decay-epochs, --lr-warmup-epochs

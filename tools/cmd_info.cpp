@@ -81,6 +81,7 @@ Command add_info(CLI::App& app) {
                 j["runtime_ms_table"] = table;
               }
             } else {
+              if (!f->table.path.empty()) apply_table_settings(s, load_table(f->table), f->space, f->so);
               SearchSpace sp = load_space(f->space, f->so);
               SupernetConfig sc;
               sc.search_se = f->se;

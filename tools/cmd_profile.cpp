@@ -1,4 +1,4 @@
-// spnas profile and spnas latency: the latency laboratory on the command line (nas/profile.h).
+// spnas profile and spnas latency: the latency laboratory on the command line (nas/latency/, nas/latency/README.md).
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
@@ -98,22 +98,33 @@ Command add_latency(CLI::App& app) {
   add_measure_options(s, o.batch, o.threads, o.training_step, o.backend, o.clock, o.quantile, o.reps);
   add_table(s, f->table, false);
   s->add_flag("--json", f->json, "print JSON");
-  return {s, [f] {
-            const MeasureOptions& o = f->o;
+  return {s, [f, s] {
+            MeasureOptions& o = f->o;
             Arch arch = load_arch(f->arch);
-            LatencyMeasurement m = measure_arch_latency(arch, o);
-            nlohmann::json j = {{"arch", arch_summary(arch)}, {"batch", o.batch},         {"threads", o.threads},
-                                {"latency_ms", m.ms},         {"quantile", o.quantile},   {"median_ms", m.median_ms},
-                                {"p10_ms", m.p10_ms},         {"p90_ms", m.p90_ms},       {"count", m.count}};
-            if (!f->table.path.empty()) j["predicted_ms"] = predict_runtime(load_table(f->table), arch);
-            if (f->json) {
-              std::printf("%s\n", j.dump(2).c_str());
-            } else {
-              std::printf("%s\nlatency: median %.3f ms (p10 %.3f, p90 %.3f, %d runs), batch %d, %d thread(s)\n",
-                          arch_summary(arch).c_str(), m.median_ms, m.p10_ms, m.p90_ms, m.count, o.batch, o.threads);
-              if (o.quantile != 0.5) std::printf("latency at quantile %.2f: %.3f ms\n", o.quantile, m.ms);
-              if (j.contains("predicted_ms")) std::printf("table prediction: %.3f ms\n", j["predicted_ms"].get<double>());
+            LatencyTable table;
+            const LatencyTable* t = nullptr;
+            if (!f->table.path.empty()) {
+              table = load_table(f->table);
+              t = &table;
+              // What the table was measured with, where the user did not say otherwise; a setting given
+              // that differs stays, and measure_arch_latency warns about it.
+              TableSettings ts;
+              if (s->count("--batch")) ts.batch = o.batch;
+              if (s->count("--threads")) ts.threads = o.threads;
+              if (s->count("--quantile")) ts.quantile = o.quantile;
+              if (s->count("--clock")) ts.clock = o.clock;
+              if (s->count("--backend")) ts.backend = o.backend;
+              if (s->count("--train-step")) ts.training_step = o.training_step;
+              if (!ts.batch && table.batch > 0) o.batch = table.batch;
+              if (!ts.threads && table.threads > 0) o.threads = table.threads;
+              if (!ts.quantile && table.quantile > 0) o.quantile = table.quantile;
+              if (!ts.clock && !table.clock.empty()) o.clock = table.clock;
+              if (!ts.backend && !table.backend.empty()) o.backend = table.backend;
+              if (!ts.training_step && !table.mode.empty()) o.training_step = table.mode == "training";
             }
+            const ArchLatency r = measure_arch_latency(arch, o, t);
+            if (f->json) std::printf("%s\n", arch_latency_json(arch, r, o).dump(2).c_str());
+            else std::printf("%s", arch_latency_report(r, o).c_str());
             return 0;
           }};
 }

@@ -35,10 +35,13 @@ Command add_random(CLI::App& app) {
       ->capture_default_str()
       ->check(integer_in(1, 1e12));
   s->add_option("--out", f->out_dir, "output folder")->capture_default_str();
-  return {s, [f] {
-            const SearchSpace space = load_space(f->space, f->so);
+  return {s, [f, s] {
             LatencyTable table;
-            if (!f->table.path.empty()) table = load_table(f->table);
+            if (!f->table.path.empty()) {
+              table = load_table(f->table);
+              apply_table_settings(s, table, f->space, f->so);
+            }
+            const SearchSpace space = load_space(f->space, f->so);
             const LatencyTable* t = f->table.path.empty() ? nullptr : &table;
             const SampleResult r = sample_architectures(space, t, f->c);
             write_samples(f->out_dir, r, f->c, f->table.path);

@@ -95,7 +95,7 @@ Command add_search(CLI::App& app) {
   s->add_flag("--no-low-memory", f->no_low_memory, "keep post-activation tensors instead of recomputing them (more memory)");
   s->add_flag("--quiet", c.quiet, "no progress output");
 
-  return {s, [f] {
+  return {s, [f, s] {
             set_threads_for_rank(f->threads);
             if (f->no_low_memory) set_low_memory(false);
             SearchConfig& c = f->c;
@@ -103,6 +103,7 @@ Command add_search(CLI::App& app) {
             c.runtime_loss = parse_runtime_loss(f->runtime_loss);
             c.runtime_mode = parse_runtime_mode(f->table.runtime_model);
             LatencyTable table = load_table(f->table);
+            apply_table_settings(s, table, c.space, c.space_options);
             SearchResult r = run_search(c, table);
             if (!is_writer()) return 0;  // under mpirun: rank 0 reports
             std::printf("search: %lld steps in %.1f s%s\n", (long long)r.steps, r.seconds,

@@ -70,9 +70,12 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.footer("spnas COMMAND --help for a command's options. Environment: SPNAS_THREADS (default: every core), "
              "SPNAS_ISA=auto|avx512|avx2|ref.");
-  std::vector<cli::Command> commands = {cli::add_demo(app),  cli::add_profile(app), cli::add_search(app),
-                                        cli::add_train(app), cli::add_eval(app),    cli::add_info(app),
-                                        cli::add_latency(app), cli::add_random(app),  cli::add_compare(app)};
+  // In the order a user meets them: measure, search (or tune), train, check against chance, deploy.
+  std::vector<cli::Command> commands = {
+      cli::add_demo(app),   cli::add_profile(app), cli::add_search(app),  cli::add_tune(app),
+      cli::add_train(app),  cli::add_eval(app),    cli::add_info(app),    cli::add_latency(app),
+      cli::add_random(app), cli::add_compare(app), cli::add_export(app),  cli::add_predict(app),
+      cli::add_tune_trial(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
