@@ -99,18 +99,6 @@ Choice logged_choice(const SearchLogRow& r, size_t l) {
 
 namespace {
 
-// The smallest R the table allows: every layer at its cheapest allowed choice.
-double smallest_runtime(const LatencyTable& t, RuntimeMode mode) {
-  double R = t.fixed_ms;
-  for (const LayerCost& c : t.layers) {
-    double best = c.skip_allowed ? 0.0 : INFINITY;
-    for (Choice ch : {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6})
-      best = std::min(best, choice_runtime(c, ch, mode));
-    R += best;
-  }
-  return R;
-}
-
 // What a resume must match (the table by its content: a re-profiled table is another search).
 nlohmann::json config_record(const SearchConfig& c, const LatencyTable& t) {
   std::string table;
@@ -158,7 +146,7 @@ std::vector<std::string> check_search_config(const SearchConfig& cfg, const Late
                 " epochs): the runtime term never acts and the thresholds only see the cross-entropy");
   if (cfg.lambda == 0) w.push_back("--lambda 0: the search has no runtime term");
   const double supernet = runtime_all_on(table, cfg.runtime_mode, cfg.search_se);
-  const double smallest = smallest_runtime(table, RuntimeMode::Table);
+  const double smallest = table_runtime_bounds(table, load_space(cfg.space, cfg.space_options)).min_ms;
   if (cfg.target_ms > 0) {
     if (cfg.runtime_loss != RuntimeLoss::Target)
       w.push_back("--target-ms " + fmt(cfg.target_ms, 3) + " is only reported against: the loss uses the " +

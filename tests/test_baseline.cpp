@@ -89,7 +89,7 @@ TEST_CASE("uniform sampling catches a biased sampler (the chi-square test has po
 TEST_CASE("latency-matched sampling: every kept draw in the window; clear errors outside the space's range") {
   const SearchSpace space = load_space(tiny_space_file());
   const LatencyTable table = tiny_table(space);
-  const RuntimeRange range = runtime_range(table, space);
+  const RuntimeBounds range = table_runtime_bounds(table, space);
   // fixed 2 + layer 0 (no skip) 1 + layer 1 skip 0 + layer 2 (no skip) 3 + layer 3 skip 0; dearest: 3+4+5+6.
   CHECK(range.min_ms == doctest::Approx(6.0));
   CHECK(range.max_ms == doctest::Approx(20.0));

@@ -18,12 +18,6 @@ static std::string sample_file_name(size_t i) {
   return "random_" + n + ".json";
 }
 
-std::vector<Choice> allowed_choices(const LayerSpec& layer) {
-  std::vector<Choice> c = {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6};
-  if (layer.skip_allowed) c.push_back(Choice::Skip);
-  return c;
-}
-
 Arch sample_uniform_arch(const SearchSpace& space, Rng& rng) {
   Arch a = uniform_arch(space, Choice::K5E6);
   a.input_size = space.input_size;
@@ -36,23 +30,6 @@ Arch sample_uniform_arch(const SearchSpace& space, Rng& rng) {
   return a;
 }
 
-RuntimeRange runtime_range(const LatencyTable& table, const SearchSpace& space) {
-  check_table_matches(table, space);
-  const std::vector<int> idx = space.searchable_indices();
-  RuntimeRange r{table.fixed_ms, table.fixed_ms};
-  for (size_t l = 0; l < idx.size(); ++l) {
-    double lo = 1e300, hi = -1e300;
-    for (Choice c : allowed_choices(space.layers[idx[l]])) {
-      const double ms = choice_runtime(table.layers[l], c, RuntimeMode::Table);
-      lo = std::min(lo, ms);
-      hi = std::max(hi, ms);
-    }
-    r.min_ms += lo;
-    r.max_ms += hi;
-  }
-  return r;
-}
-
 SampleResult sample_architectures(const SearchSpace& space, const LatencyTable* table, const SampleConfig& cfg) {
   if (cfg.count < 1) throw std::runtime_error("random: the count must be at least 1");
   const bool matched = cfg.target_ms > 0;
@@ -60,7 +37,7 @@ SampleResult sample_architectures(const SearchSpace& space, const LatencyTable* 
   if (matched && !(cfg.window > 0 && cfg.window < 1))
     throw std::runtime_error("random: the window must be in (0, 1), got " + fmt(cfg.window, 4));
   SampleResult res;
-  if (table) res.range = runtime_range(*table, space);
+  if (table) res.range = table_runtime_bounds(*table, space);
   const double lo = cfg.target_ms * (1 - cfg.window), hi = cfg.target_ms * (1 + cfg.window);
   auto window_text = [&]() {
     return "the window " + fmt(lo) + " .. " + fmt(hi) + " ms (" + fmt(cfg.target_ms) + " ms +- " +

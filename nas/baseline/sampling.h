@@ -15,17 +15,9 @@
 
 namespace spnas {
 
-// The choices a layer allows, in Choice order.
-std::vector<Choice> allowed_choices(const LayerSpec& layer);
 // One uniform draw (no SE; input size and classes the space's).
 Arch sample_uniform_arch(const SearchSpace& space, Rng& rng);
 
-// The smallest and largest additive prediction the table allows on the space: every searchable
-// layer at its cheapest choice (skip where allowed) / its dearest candidate.
-struct RuntimeRange {
-  double min_ms = 0, max_ms = 0;
-};
-RuntimeRange runtime_range(const LatencyTable& table, const SearchSpace& space);
 
 struct SampleConfig {
   int count = 8;
@@ -45,7 +37,7 @@ struct SampledArch {
 struct SampleResult {
   std::vector<SampledArch> archs;
   int64_t draws = 0;     // draws made in all (more than archs.size() with a target)
-  RuntimeRange range;    // of the space under the table (0, 0 without a table)
+  RuntimeBounds range;   // of the space under the table (table_runtime_bounds; 0, 0 without a table)
 };
 
 // `table` may be null (then no R and no target). Throws when the target window lies outside the

@@ -352,4 +352,34 @@ double predict_runtime(const LatencyTable& t, const Arch& a, RuntimeMode mode) {
   return R;
 }
 
+std::vector<Choice> allowed_choices(const LayerSpec& layer) {
+  std::vector<Choice> c = {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6};
+  if (layer.skip_allowed) c.push_back(Choice::Skip);
+  return c;
+}
+
+RuntimeBounds table_runtime_bounds(const LatencyTable& t, const SearchSpace& s, bool with_se) {
+  check_table_matches(t, s);
+  const std::vector<int> searchable = s.searchable_indices();
+  RuntimeBounds b;
+  b.smallest.space = b.largest.space = s.source;
+  b.smallest.width = b.largest.width = s.width;
+  b.min_ms = b.max_ms = t.fixed_ms;
+  for (size_t l = 0; l < t.layers.size(); ++l) {
+    const LayerCost& c = t.layers[l];
+    const std::vector<Choice> allowed = allowed_choices(s.layers[searchable[l]]);
+    Choice lo = allowed[0], hi = allowed[0];
+    for (Choice k : allowed) {
+      if (c.cost(k) < c.cost(lo)) lo = k;
+      if (c.cost(k) > c.cost(hi)) hi = k;
+    }
+    b.smallest.layers.push_back(lo);
+    b.largest.layers.push_back(hi);
+    b.min_ms += c.cost(lo);
+    b.max_ms += c.cost(hi) + (with_se ? c.se : 0.0);
+  }
+  if (with_se) b.largest.se.assign(t.layers.size(), true);
+  return b;
+}
+
 }  // namespace spnas

@@ -86,4 +86,15 @@ double choice_runtime(const LayerCost& c, Choice choice, RuntimeMode mode);
 // Table mode (the default) is the additive prediction a measurement is compared with.
 double predict_runtime(const LatencyTable& t, const Arch& a, RuntimeMode mode = RuntimeMode::Table);
 
+// The choices a searchable layer allows, in Choice order (skip only where the space allows it).
+std::vector<Choice> allowed_choices(const LayerSpec& layer);
+// The smallest and largest additive prediction the table allows on the space: each searchable layer
+// at its cheapest allowed choice (skip where allowed) / its dearest; with SE, the largest has SE
+// everywhere. What tune checks a target against, random samples within, and search warns with.
+struct RuntimeBounds {
+  double min_ms = 0, max_ms = 0;
+  Arch smallest, largest;
+};
+RuntimeBounds table_runtime_bounds(const LatencyTable& table, const SearchSpace& space, bool with_se = false);
+
 }  // namespace spnas

@@ -104,31 +104,6 @@ TrialPoint propose_trial(const TuneConfig& c, const std::vector<TrialResult>& do
 
 // ---- the table's bounds ------------------------------------------------------------------------------
 
-RuntimeBounds table_runtime_bounds(const LatencyTable& t, const SearchSpace& s, bool with_se) {
-  check_table_matches(t, s);
-  const std::vector<int> searchable = s.searchable_indices();
-  RuntimeBounds b;
-  b.smallest.space = b.largest.space = s.source;
-  b.smallest.width = b.largest.width = s.width;
-  b.min_ms = b.max_ms = t.fixed_ms;
-  const Choice candidates[4] = {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6};
-  for (size_t l = 0; l < t.layers.size(); ++l) {
-    const LayerCost& c = t.layers[l];
-    Choice lo = candidates[0], hi = candidates[0];
-    for (Choice k : candidates) {
-      if (c.cost(k) < c.cost(lo)) lo = k;
-      if (c.cost(k) > c.cost(hi)) hi = k;
-    }
-    if (s.layers[searchable[l]].skip_allowed) lo = Choice::Skip;
-    b.smallest.layers.push_back(lo);
-    b.largest.layers.push_back(hi);
-    b.min_ms += c.cost(lo);
-    b.max_ms += c.cost(hi) + (with_se ? c.se : 0.0);
-  }
-  if (with_se) b.largest.se.assign(t.layers.size(), true);
-  return b;
-}
-
 // ---- JSON ---------------------------------------------------------------------------------------------
 
 json tune_config_to_json(const TuneConfig& c) {

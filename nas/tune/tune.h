@@ -150,14 +150,7 @@ struct TuneResult {
 // DIR/tune.svg. With resume, continues DIR/tune.json (extra trials may be asked for).
 TuneResult run_tune(const TuneConfig& cfg);
 
-// The smallest and largest additive prediction over the space: each searchable layer at its
-// cheapest / dearest candidate, skipped where the space allows for the smallest; with SE, the
-// largest has it everywhere.
-struct RuntimeBounds {
-  double min_ms = 0, max_ms = 0;
-  Arch smallest, largest;
-};
-RuntimeBounds table_runtime_bounds(const LatencyTable& table, const SearchSpace& space, bool with_se);
+// The target is checked against table_runtime_bounds (nas/latency/table.h).
 
 // The tuned variables of a configuration (lambda first) and a point's hyperparameters.
 std::vector<TuneVariable> tune_variables(const TuneConfig& cfg);
