@@ -147,6 +147,15 @@ struct OpenOptions {
 Splits open_dataset(const DataSpec& spec, double val_fraction = 0.0, uint64_t seed = 0, int image_size = 0);
 Splits open_dataset(const DataSpec& spec, const OpenOptions& options);
 
+// `--check-data`: reads every image of every split once, in parallel, and collects every failure,
+// so that a corrupt file deep in a large image folder is found before a long run rather than
+// stopping it mid-epoch. Throws one error naming the bad files (up to 20, and their count).
+struct DataCheck {
+  int64_t images = 0;
+  double seconds = 0;
+};
+DataCheck check_data(const Splits& splits);
+
 // Holds out round(fraction * N) images of `train` (chosen by `seed`); both parts keep index order.
 void split_train_val(const std::shared_ptr<Dataset>& train, double fraction, uint64_t seed,
                      std::shared_ptr<Dataset>* train_out, std::shared_ptr<Dataset>* val_out);

@@ -115,11 +115,25 @@ std::vector<uint8_t> decode_image(const uint8_t* data, size_t n, const std::stri
     n = stripped.size();
   }
   int x = 0, y = 0, comp = 0;
+  const std::string limit = " (at most " + std::to_string(kMaxSide) + " pixels per side and " +
+                            std::to_string(kMaxPixels >> 20) + " Mpixels in all)";
+  // stb refuses sides beyond its own limit as "corrupt": read a PNG's or BMP's declared size first,
+  // so that a huge image is called too large.
+  int64_t hx = 0, hy = 0;
+  auto be32 = [&](size_t o) { return (int64_t(data[o]) << 24) | (int64_t(data[o + 1]) << 16) | (data[o + 2] << 8) | data[o + 3]; };
+  auto le32 = [&](size_t o) { return int64_t(int32_t(uint32_t(data[o]) | uint32_t(data[o + 1]) << 8 | uint32_t(data[o + 2]) << 16 | uint32_t(data[o + 3]) << 24)); };
+  if (n >= 24 && std::memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0 && std::memcmp(data + 12, "IHDR", 4) == 0)
+    hx = be32(16), hy = be32(20);
+  else if (n >= 26 && data[0] == 'B' && data[1] == 'M')
+    hx = le32(18), hy = std::llabs(le32(22));
+  if (hx > kMaxSide || hy > kMaxSide || hx * hy > kMaxPixels)
+    data_error(name, "image too large: " + std::to_string(hx) + "x" + std::to_string(hy) + limit);
   if (!stbi_info_from_memory(data, int(n), &x, &y, &comp))
     data_error(name, std::string("corrupt or unsupported image (") + stbi_failure_reason() +
                          "); JPEG, PNG and BMP are supported");
-  if (x <= 0 || y <= 0 || x > kMaxSide || y > kMaxSide || int64_t(x) * y > kMaxPixels)
-    data_error(name, "corrupt image: implausible size " + std::to_string(x) + "x" + std::to_string(y));
+  if (x <= 0 || y <= 0) data_error(name, "corrupt image: size " + std::to_string(x) + "x" + std::to_string(y));
+  if (x > kMaxSide || y > kMaxSide || int64_t(x) * y > kMaxPixels)
+    data_error(name, "image too large: " + std::to_string(x) + "x" + std::to_string(y) + limit);
   unsigned char* px = stbi_load_from_memory(data, int(n), &x, &y, &comp, 3);
   if (!px) data_error(name, std::string("corrupt image (") + stbi_failure_reason() + ")");
   std::vector<uint8_t> out(px, px + size_t(x) * y * 3);

@@ -6,9 +6,13 @@
 // next() waits for its seq, copies it out and frees the slot. Content therefore depends only on
 // (seed, epoch, batch), never on which worker or how many workers did the work.
 #include <algorithm>
+#include <chrono>
 #include <cstring>
+#include <mutex>
+#include <stdexcept>
 
 #include "data/data.h"
+#include "engine/threads.h"
 
 namespace spnas {
 
@@ -210,6 +214,39 @@ void Loader::seek(Position p) {
     consume_seq_ = epoch_ * batches_per_epoch_ + batch_;
   }
   if (workers_ > 0) start_workers();
+}
+
+DataCheck check_data(const Splits& splits) {
+  const auto t0 = std::chrono::steady_clock::now();
+  DataCheck r;
+  std::mutex mu;
+  std::vector<std::string> bad;
+  for (const std::shared_ptr<Dataset>& d : {splits.train, splits.val, splits.test}) {
+    if (!d) continue;
+    parallel_for(d->size(), [&](int64_t begin, int64_t end) {
+      std::vector<uint8_t> px(size_t(d->image_bytes()));
+      for (int64_t i = begin; i < end; ++i) {
+        try {
+          d->image(i, px.data());
+          d->label(i);
+        } catch (const std::exception& e) {
+          std::lock_guard<std::mutex> lock(mu);
+          bad.push_back(e.what());
+        }
+      }
+    }, 16);
+    r.images += d->size();
+  }
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!bad.empty()) {
+    std::sort(bad.begin(), bad.end());
+    std::string m = "data check: " + std::to_string(bad.size()) + " of " + std::to_string(r.images) +
+                    " images cannot be read:";
+    for (size_t i = 0; i < bad.size() && i < 20; ++i) m += "\n  " + bad[i];
+    if (bad.size() > 20) m += "\n  ... and " + std::to_string(bad.size() - 20) + " more";
+    throw std::runtime_error(m);
+  }
+  return r;
 }
 
 }  // namespace spnas

@@ -4,6 +4,8 @@
 //   payload sections, each: char[4] tag | u64 content bytes | content
 #include "engine/checkpoint.h"
 
+#include "engine/io.h"
+
 #include <zlib.h>
 
 #include <cerrno>
@@ -314,12 +316,8 @@ CheckpointData decode_checkpoint(const std::string& bytes, const std::string& na
 }
 
 CheckpointData read_checkpoint(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("load_checkpoint", quoted(path) + ": cannot open: " + std::strerror(errno));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) fail("load_checkpoint", quoted(path) + ": read error");
-  return decode_checkpoint(ss.str(), path);
+  // read_text_file names a folder as such (a run's folder given for its checkpoint file).
+  return decode_checkpoint(read_text_file(path, "load_checkpoint"), path);
 }
 
 void load_checkpoint(const std::string& path, Checkpoint& ck) {

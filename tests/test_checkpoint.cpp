@@ -260,6 +260,11 @@ TEST_CASE("checkpoint: damaged files are refused and change nothing") {
     CHECK(msg.find("nope.ckpt") != std::string::npos);
     CHECK(msg.find("cannot open") != std::string::npos);
   }
+  SUBCASE("a folder given for the file") {
+    Checkpoint ct = target.ck();
+    std::string msg = error_of([&] { load_checkpoint(dir.path.string(), ct); });
+    CHECK(msg.find("is a directory, not a file") != std::string::npos);
+  }
 }
 
 TEST_CASE("checkpoint: mismatched models are refused and change nothing") {

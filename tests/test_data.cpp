@@ -411,6 +411,33 @@ TEST_CASE("image folder bad input") {
   }
 }
 
+TEST_CASE("--check-data: every bad file of every split in one report; a huge image is called too large") {
+  TempDir dir("folder_check");
+  const std::string root = dir.path.string();
+  for (int i = 0; i < 40; ++i) write_png(dir / ("train/a/" + std::to_string(i) + ".png"), 8, 8, i);
+  write_png(dir / "train/b/1.png", 8, 8, 1);
+  write_png(dir / "test/a/1.png", 8, 8, 3);
+  write_png(dir / "test/b/1.png", 8, 8, 4);
+  // Opening reads one image (the size); the check reads all of them.
+  const DataCheck good = check_data(open_image_folder(root, OpenOptions{}));
+  CHECK(good.images == 43);
+  write_bytes(dir / "train/a/17.png", {0x89, 'P', 'N', 'G', 1, 2, 3});
+  write_bytes(dir / "test/b/1.png", {'B', 'M', 0, 0});
+  const std::string e = error_of([&] { check_data(open_image_folder(root, OpenOptions{})); });
+  CHECK(contains(e, "2 of 43 images cannot be read"));
+  CHECK(contains(e, dir / "train/a/17.png"));
+  CHECK(contains(e, dir / "test/b/1.png"));
+
+  // A PNG declaring 100000 x 100000 pixels: "too large", not "corrupt" (stb calls it corrupt).
+  std::vector<uint8_t> png = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R'};
+  put_be32(png, 100000);
+  put_be32(png, 100000);
+  for (uint8_t b : {8, 2, 0, 0, 0, 0, 0, 0, 0}) png.push_back(b);
+  int h = 0, w = 0;
+  const std::string big = error_of([&] { decode_image(png.data(), png.size(), "big.png", &h, &w); });
+  CHECK(contains(big, "big.png: image too large: 100000x100000 (at most 16384 pixels per side"));
+}
+
 // ---- validation split -------------------------------------------------------------------------------------
 
 TEST_CASE("validation hold-out: seeded, disjoint, complete") {

@@ -1,6 +1,7 @@
 #include "tools/cli.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
 #include "data/data.h"
@@ -135,6 +136,17 @@ void add_table(CLI::App* c, TableFlags& t, bool with_runtime_model) {
 LatencyTable load_table(const TableFlags& t) {
   if (t.path.empty()) throw std::runtime_error("a latency table is needed: --lut FILE (make one with `spnas profile`)");
   return load_latency_table(t.path, t.fixed_ms);
+}
+
+void add_check_data(CLI::App* c, bool& check) {
+  c->add_flag("--check-data", check,
+              "first read every image of the dataset once (in parallel) and report every unreadable file at once: "
+              "for a large image folder before a long run");
+}
+
+void run_check_data(const DataSpec& spec) {
+  const DataCheck r = check_data(open_dataset(spec));
+  std::fprintf(stderr, "data check: %lld images read in %.1f s, none bad\n", (long long)r.images, r.seconds);
 }
 
 void apply_table_settings(CLI::App* c, const LatencyTable& t, std::string& space, SpaceOptions& so) {

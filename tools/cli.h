@@ -55,6 +55,9 @@ void set_threads_for_rank(int threads);
 void add_parallel(CLI::App* c, ParallelConfig& p);
 // --data KIND[:PATH], with the one help text of the data module.
 void add_data(CLI::App* c, std::string& spec);
+// --check-data: every image of the dataset read once before the run (check_data, data/data.h).
+void add_check_data(CLI::App* c, bool& check);
+void run_check_data(const DataSpec& spec);  // prints what was checked; throws naming the bad files
 // --space, --width, --input-size, --num-classes
 void add_space(CLI::App* c, std::string& space, SpaceOptions& so);
 // --lut, --fixed-ms, --runtime-model

@@ -14,7 +14,7 @@ Command add_search(CLI::App& app) {
     TableFlags table;
     std::string data = "synthetic", runtime_loss = "log";
     int threads = 0;
-    bool no_low_memory = false;
+    bool no_low_memory = false, check_data = false;
   };
   auto f = std::make_shared<Flags>();
   SearchConfig& c = f->c;
@@ -25,6 +25,7 @@ Command add_search(CLI::App& app) {
   add_space(s, c.space, c.space_options);
   add_table(s, f->table);
   add_data(s, f->data);
+  add_check_data(s, f->check_data);
   s->add_option("--batch", c.batch, "batch size")->capture_default_str()->check(integer_in(2, 65536));
   s->add_option("--epochs", c.epochs, "search length in epochs")->capture_default_str()->check(number_above(0, 1e5));
   s->add_option("--warmup-epochs", c.warmup_epochs, "epochs with indicator dropping and without the runtime term")
@@ -100,6 +101,7 @@ Command add_search(CLI::App& app) {
             if (f->no_low_memory) set_low_memory(false);
             SearchConfig& c = f->c;
             c.data = parse_data_spec(f->data);
+            if (f->check_data && is_writer()) run_check_data(c.data);
             c.runtime_loss = parse_runtime_loss(f->runtime_loss);
             c.runtime_mode = parse_runtime_mode(f->table.runtime_model);
             LatencyTable table = load_table(f->table);

@@ -15,6 +15,7 @@ Command add_train(CLI::App& app) {
     TrainFlags protocol;
     std::string arch;
     int threads = 0;
+    bool check_data = false;
   };
   auto f = std::make_shared<Flags>();
   TrainConfig& c = f->protocol.config;
@@ -23,6 +24,7 @@ Command add_train(CLI::App& app) {
                                    "OUT/model.ckpt, OUT/train_log.csv and, once finished, OUT/result.json.");
   s->add_option("--arch", f->arch, "architecture JSON (from `spnas search` or `spnas random`)")->required();
   add_train_protocol(s, f->protocol);
+  add_check_data(s, f->check_data);
   s->add_option("--val-fraction", c.val_fraction,
                 "hold out this fraction of the training set and report accuracy on it (for choosing; the test set is "
                 "for the report)")
@@ -50,6 +52,7 @@ Command add_train(CLI::App& app) {
             set_threads_for_rank(f->threads);
             if (f->protocol.no_low_memory) set_low_memory(false);
             TrainConfig c = f->protocol.resolved();
+            if (f->check_data && is_writer()) run_check_data(c.data);
             c.arch = load_arch(f->arch);
             c.arch_source = f->arch;
             TrainResult r = run_train(c);

@@ -28,7 +28,7 @@ void launch_trial_process(const std::string& trial_json, int threads) {
   if (!out[0].ok() && !std::filesystem::exists(dir + "/result.json")) check_children({job}, out);
 }
 
-void add_range(CLI::App* c, const std::string& name, TuneRange& r, const std::string& what) {
+void add_range(CLI::App* c, const std::string& name, TuneRange& r, const std::string& what, bool show_default = true) {
   c->add_option_function<std::vector<double>>(
        name,
        [&r, name](const std::vector<double>& v) {
@@ -39,7 +39,7 @@ void add_range(CLI::App* c, const std::string& name, TuneRange& r, const std::st
          r.lo = v[0];
          r.hi = v[1];
        },
-       what + " (LO HI; default " + fmt(r.lo, 3) + " " + fmt(r.hi, 3) + ")")
+       what + (show_default ? " (LO HI; default " + fmt(r.lo, 3) + " " + fmt(r.hi, 3) + ")" : " (LO HI)"))
       ->expected(2)
       ->check(number_in(-1e9, 1e9));
 }
@@ -86,7 +86,8 @@ Command add_tune(CLI::App& app) {
       ->capture_default_str()
       ->check(integer_in(1, 256));
   add_threads(s, c.threads);
-  add_range(s, "--lambda-range", c.lambda, "range of lambda (log scale; the log runtime term is lambda*1e3*ln R)");
+  add_range(s, "--lambda-range", c.lambda,
+            "range of lambda, log scale (default by --runtime-loss: target 0.01 100, log 1e-5 1, linear 1e-3 100)", false);
   s->add_flag("--tune-threshold-lr-mult", c.tune_threshold_lr_mult, "tune the thresholds' learning-rate multiplier too");
   add_range(s, "--threshold-lr-mult-range", c.threshold_lr_mult_range, "its range (log scale)");
   s->add_option("--threshold-lr-mult", c.threshold_lr_mult, "its value when not tuned")
@@ -112,7 +113,7 @@ Command add_tune(CLI::App& app) {
   s->add_option("--batch", c.batch, "batch size of searches and proxy trainings")
       ->capture_default_str()
       ->check(integer_in(2, 65536));
-  s->add_option("--runtime-loss", c.runtime_loss, "the searches' runtime term: log | linear | target (T = --target-ms)")
+  s->add_option("--runtime-loss", c.runtime_loss, "the searches' runtime term: target (lambda*max(0, R/T - 1), T = --target-ms) | log | linear")
       ->capture_default_str()
       ->check(CLI::IsMember({"log", "linear", "target"}));
   s->add_flag("--se", c.search_se, "search squeeze-and-excitation too");
@@ -147,6 +148,7 @@ Command add_tune(CLI::App& app) {
             c.fixed_ms = f->table.fixed_ms;
             c.runtime_mode = f->table.runtime_model;
             c.data = parse_data_spec(f->data);
+            if (!s->count("--lambda-range")) c.lambda = default_lambda_range(c.runtime_loss);
             apply_table_settings(s, load_table(f->table), c.space, c.space_options);
             // Trials run as child processes when several run at once; one at a time they run here.
             if (c.jobs > 1) c.launch_trial = launch_trial_process;

@@ -104,6 +104,14 @@ TrialPoint propose_trial(const TuneConfig& c, const std::vector<TrialResult>& do
 
 // ---- the table's bounds ------------------------------------------------------------------------------
 
+TuneRange default_lambda_range(const std::string& runtime_loss) {
+  // log: lambda*1e3*ln R is large already at lambda 1 (nearly everything removed); target and linear
+  // are O(1) per unit of R/T - 1 or of R in ms and need a stronger weight to act.
+  if (runtime_loss == "log") return {1e-5, 1.0};
+  if (runtime_loss == "linear") return {1e-3, 100};
+  return {0.01, 100};
+}
+
 // ---- JSON ---------------------------------------------------------------------------------------------
 
 json tune_config_to_json(const TuneConfig& c) {

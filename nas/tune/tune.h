@@ -55,7 +55,7 @@ struct TuneConfig {
   // The tuned hyperparameters. lambda (the runtime term's weight, SearchConfig::lambda) always, on a
   // log scale; the threshold learning-rate multiplier (log scale) and the threshold margin (linear)
   // when asked, else their fixed values. Ranges: nas/tune/README.md, "Variables".
-  TuneRange lambda{1e-3, 1.0};
+  TuneRange lambda{0.01, 100};  // default_lambda_range("target")
   bool tune_threshold_lr_mult = false;
   TuneRange threshold_lr_mult_range{1, 1000};
   double threshold_lr_mult = 10;
@@ -67,7 +67,9 @@ struct TuneConfig {
   float search_epochs = 2;
   float search_warmup_epochs = 1;
   int batch = 64;
-  std::string runtime_loss = "log";     // SearchConfig::runtime_loss (target form: T is the tune target)
+  // SearchConfig::runtime_loss. The target form (T = the tune target) by default: it pulls R to T
+  // itself, where R under the log form jumps with lambda (nas/tune/README.md, "Runs").
+  std::string runtime_loss = "target";
   std::string runtime_mode = "formula";
   bool search_se = false;
   float bn_momentum = 0.9f;             // search and proxy training
@@ -151,6 +153,9 @@ struct TuneResult {
 TuneResult run_tune(const TuneConfig& cfg);
 
 // The target is checked against table_runtime_bounds (nas/latency/table.h).
+
+// lambda's default range for a runtime-term form (log [1e-5, 1], linear [1e-3, 100], target [0.01, 100]).
+TuneRange default_lambda_range(const std::string& runtime_loss);
 
 // The tuned variables of a configuration (lambda first) and a point's hyperparameters.
 std::vector<TuneVariable> tune_variables(const TuneConfig& cfg);
