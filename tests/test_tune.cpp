@@ -115,6 +115,9 @@ TuneConfig fake_config(const std::string& out, int trials, const std::string& me
   c.initial_trials = 2;
   c.out_dir = out;
   c.quiet = true;
+  // The fake search's R falls with lambda on this range (the log form's scale).
+  c.runtime_loss = "log";
+  c.lambda = {1e-3, 1.0};
   return c;
 }
 
@@ -409,6 +412,7 @@ TEST_CASE("BO reaches the goal band in fewer trials than random search (analytic
         for (int m = 0; m < 2; ++m) {
           for (int seed = 1; seed <= seeds; ++seed) {
             TuneConfig c;
+            c.lambda = {1e-3, 1.0};  // the analytic problem's R falls with lambda on this range
             c.method = m == 0 ? "bo" : "random";
             c.acquisition = acquisition;
             c.seed = uint64_t(seed);
