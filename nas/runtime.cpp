@@ -25,17 +25,19 @@ Var runtime_model(const LatencyTable& t, const std::vector<LayerIndicators>& ind
     check(d.d_k5 && d.d_e6 && d.d_skip, "runtime_model", "indicators of layer " + std::to_string(l) + " are missing");
     Var Rl;
     if (mode == RuntimeMode::Formula) {
+      // Rc = d_skip·(R53 + d_e6·(R56 − R53)),  R_l = Rc·(ρ + (1 − ρ)·d_k5),  ρ = R36 / R56
       const double rho = c.k3_e6 / c.k5_e6;
-      Var rc = mul(d.d_skip, add(cst(c.k5_e3), mul(d.d_e6, cst(c.k5_e6 - c.k5_e3))));
-      Rl = mul(rc, add(cst(rho), mul(cst(1.0 - rho), d.d_k5)));
+      Var rc = d.d_skip * (float(c.k5_e3) + d.d_e6 * float(c.k5_e6 - c.k5_e3));
+      Rl = rc * (float(rho) + float(1.0 - rho) * d.d_k5);
     } else {
-      Var nk5 = add_scalar(scale(d.d_k5, -1.0f), 1.0f), ne6 = add_scalar(scale(d.d_e6, -1.0f), 1.0f);
-      Var s = add(add(mul(mul(nk5, ne6), cst(c.k3_e3)), mul(mul(nk5, d.d_e6), cst(c.k3_e6))),
-                  add(mul(mul(d.d_k5, ne6), cst(c.k5_e3)), mul(mul(d.d_k5, d.d_e6), cst(c.k5_e6))));
-      Rl = mul(d.d_skip, s);
+      // R_l = d_skip·Σ over the four candidates of (their indicators' product)·entry
+      Var nk5 = 1.0f - d.d_k5, ne6 = 1.0f - d.d_e6;
+      Var s = (nk5 * ne6 * float(c.k3_e3) + nk5 * d.d_e6 * float(c.k3_e6)) +
+              (d.d_k5 * ne6 * float(c.k5_e3) + d.d_k5 * d.d_e6 * float(c.k5_e6));
+      Rl = d.d_skip * s;
     }
-    R = add(R, Rl);
-    if (d.has_se && c.se > 0) R = add(R, mul(mul(d.d_skip, d.d_se), cst(c.se)));
+    R = R + Rl;
+    if (d.has_se && c.se > 0) R = R + d.d_skip * d.d_se * float(c.se);  // a skipped layer has no SE
   }
   return R;
 }
