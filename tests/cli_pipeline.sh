@@ -4,19 +4,7 @@
 # this process, then more of them as child processes on --resume), `train` -> `export` -> `predict`
 # (our engine and the exported file through OpenCV agree), and the errors of export and predict.
 # Usage: cli_pipeline.sh SPNAS WORKDIR
-set -u
-B=$1 W=$2
-rm -rf "$W" && mkdir -p "$W" && cd "$W" || exit 1
-fail() { echo "FAIL: $*"; exit 1; }
-
-cat > tiny.json <<'JSON'
-{"name": "tiny", "input_size": 16, "num_classes": 10,
- "stem": {"channels": 8, "kernel": 3, "stride": 1},
- "blocks": [{"type": "fixed", "expansion": 1, "kernel": 3, "channels": 8, "stride": 1},
-            {"type": "searchable", "channels": 8, "repeats": 2, "stride": 1},
-            {"type": "searchable", "channels": 16, "repeats": 2, "stride": 2}],
- "head": {"channels": 32}}
-JSON
+source "$(dirname "$0")/cli_common.sh"
 L='{"k3_e3": 1, "k3_e6": 2, "k5_e3": 1.5, "k5_e6": 3}'
 printf '{"format": "spnas-latency-table", "version": 1, "space": "tiny", "width": 1.0, "fixed_ms": 1.0, "layers": [%s, %s, %s, %s]}' \
   "$L" "$L" "$L" "$L" > lut.json
