@@ -2,7 +2,8 @@
 # The user's path on the real binary, at toy scale: settings taken from the latency table (and a
 # conflicting flag refused), `tune` (a target outside the table refused naming both bounds; trials in
 # this process, then more of them as child processes on --resume), `train` -> `export` -> `predict`
-# (our engine and the exported file through OpenCV agree), and the errors of export and predict.
+# (our engine and the exported file through OpenCV agree), the errors of export and predict, and
+# search --verify.
 # Usage: cli_pipeline.sh SPNAS WORKDIR
 source "$(dirname "$0")/cli_common.sh"
 L='{"k3_e3": 1, "k3_e6": 2, "k5_e3": 1.5, "k5_e6": 3}'
@@ -64,6 +65,11 @@ out=$("$B" predict --checkpoint train/model.ckpt no_such.png 2>&1); code=$?
 [ $code -eq 1 ] && grep -q "no_such.png" <<<"$out" || fail "predict on a missing file: exit $code: $out"
 "$B" search --space tiny.json --lut lut.json --data $DATA --batch 16 --max-steps 2 --threads 2 --quiet --out search \
   > search.log 2>&1 || fail "search: $(cat search.log)"
+# --verify: the found network measured end to end with the reference interleaved, the target judged on it.
+out=$("$B" search --space tiny.json --lut lut.json --data $DATA --batch 16 --epochs 0.1 --warmup-epochs 0.05 --threads 2 \
+  --quiet --target-ms 9 --verify --out search_verify 2>&1); code=$?
+[ $code -eq 0 ] && grep -q "verify: the found network measured" <<<"$out" && grep -q "reference (every layer 5x5-6), interleaved" <<<"$out" &&
+  grep -q "^target 9.000 ms: measured" <<<"$out" || fail "search --verify: exit $code: $out"
 cp model.onnx kept.onnx 2>/dev/null
 out=$("$B" export --checkpoint search/search.ckpt --out kept.onnx 2>&1); code=$?
 [ $code -eq 1 ] && grep -q "search.ckpt" <<<"$out" || fail "export of a search checkpoint: exit $code: $out"

@@ -5,6 +5,7 @@
 #include <cstdlib>
 
 #include "data/data.h"
+#include "nas/latency/measure.h"
 #include "engine/dist.h"
 #include "engine/threads.h"
 
@@ -167,6 +168,36 @@ void apply_table_settings(CLI::App* c, const LatencyTable& t, std::string& space
   if (!given_space && s.space) space = *s.space;  // the table's own record: a built-in name or a file
   if (!given_width && s.width) so.width = *s.width;
   if (!given_input && s.input_size) so.input_size = *s.input_size;
+}
+
+void add_verify(CLI::App* c, bool& verify) {
+  c->add_flag("--verify", verify,
+              "at the end, measure the found network on this machine (as `spnas latency`, with the table's settings) "
+              "and judge the target on the measurement too");
+}
+
+void verify_latency(const Arch& arch, const LatencyTable& t, double target_ms) {
+  MeasureOptions o;  // what the table was measured with, where it says
+  if (t.batch > 0) o.batch = t.batch;
+  if (t.threads > 0) o.threads = t.threads;
+  if (t.quantile > 0) o.quantile = t.quantile;
+  if (!t.clock.empty()) o.clock = t.clock;
+  if (!t.backend.empty()) o.backend = t.backend;
+  o.training_step = t.mode == "training";
+  const ArchLatency r = measure_arch_latency(arch, o, &t);
+  std::printf("verify: the found network measured on this machine\n%s", arch_latency_report(r, o).c_str());
+  if (target_ms <= 0) return;
+  auto judged = [&](double ms) {
+    return ms <= target_ms ? "met (" + fmt(100 * (1 - ms / target_ms), 1) + " % below)"
+                           : "missed by " + fmt(100 * (ms / target_ms - 1), 1) + " %";
+  };
+  std::printf("target %.3f ms: measured %.3f ms, %s", target_ms, r.ms, judged(r.ms).c_str());
+  // The table's scale: the measurement divided by how much slower the machine runs now than when the
+  // table was profiled (the interleaved reference against its prediction).
+  if (r.has_reference && r.machine_factor > 0)
+    std::printf("; at the table's machine speed %.3f ms, %s", r.ms / r.machine_factor,
+                judged(r.ms / r.machine_factor).c_str());
+  std::printf("\n");
 }
 
 void add_memory_limit(CLI::App* c, double& gib) {

@@ -71,6 +71,10 @@ LatencyTable load_table(const TableFlags& t);  // throws if no --lut was given
 // A table records what it was measured for (space, width, input size): a flag the user gave must
 // agree with it (else an error naming both values), and one not given is taken from it.
 void apply_table_settings(CLI::App* c, const LatencyTable& t, std::string& space, SpaceOptions& so);
+// --verify: after a search or tune, the found network measured end to end as `spnas latency` does
+// (the table's settings, the reference interleaved) and the target judged on the measurement too.
+void add_verify(CLI::App* c, bool& verify);
+void verify_latency(const Arch& arch, const LatencyTable& t, double target_ms);
 // --memory-limit GIB (0: 80 % of the machine's memory)
 void add_memory_limit(CLI::App* c, double& gib);
 // --lr, --lr-schedule, --lr-decay, --lr-decay-epochs, --lr-warmup-epochs

@@ -14,7 +14,7 @@ Command add_search(CLI::App& app) {
     TableFlags table;
     std::string data = "synthetic", runtime_loss = "log";
     int threads = 0;
-    bool no_low_memory = false, check_data = false;
+    bool no_low_memory = false, check_data = false, verify = false;
   };
   auto f = std::make_shared<Flags>();
   SearchConfig& c = f->c;
@@ -26,6 +26,7 @@ Command add_search(CLI::App& app) {
   add_table(s, f->table);
   add_data(s, f->data);
   add_check_data(s, f->check_data);
+  add_verify(s, f->verify);
   s->add_option("--batch", c.batch, "batch size")->capture_default_str()->check(integer_in(2, 65536));
   s->add_option("--epochs", c.epochs, "search length in epochs")->capture_default_str()->check(number_above(0, 1e5));
   s->add_option("--warmup-epochs", c.warmup_epochs, "epochs with indicator dropping and without the runtime term")
@@ -116,6 +117,7 @@ Command add_search(CLI::App& app) {
               std::printf("held-out accuracy of the supernet with these decisions: %.1f %%\n", 100 * r.final_val_accuracy);
             std::printf("files: %s %s %s %s\n", r.arch_path.c_str(), r.csv_path.c_str(), r.svg_path.c_str(),
                         r.checkpoint_path.c_str());
+            if (f->verify && r.finished) verify_latency(r.arch, table, c.target_ms);
             return 0;
           }};
 }

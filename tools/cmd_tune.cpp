@@ -51,6 +51,7 @@ Command add_tune(CLI::App& app) {
     TuneConfig c;
     TableFlags table;
     std::string data = "synthetic";
+    bool verify = false;
   };
   auto f = std::make_shared<Flags>();
   TuneConfig& c = f->c;
@@ -140,6 +141,7 @@ Command add_tune(CLI::App& app) {
   s->add_flag("--resume", c.resume, "continue OUT/tune.json (the same options; --trials, --jobs, --threads may change)");
   s->add_option("--seed", c.seed, "seed of the proposals, the split and every trial")->capture_default_str();
   s->add_flag("--quiet", c.quiet, "no progress output from the trials");
+  add_verify(s, f->verify);
 
   return {s, [f, s] {
             TuneConfig& c = f->c;
@@ -175,6 +177,7 @@ Command add_tune(CLI::App& app) {
             std::printf("next: spnas train --arch %s --data %s (the full training, for its real accuracy)\n",
                         r.best_arch_path.c_str(), f->data.c_str());
             std::printf("files: %s %s %s\n", r.json_path.c_str(), r.svg_path.c_str(), r.best_arch_path.c_str());
+            if (f->verify) verify_latency(b.arch, load_table(f->table), c.target_ms);
             return 0;
           }};
 }
