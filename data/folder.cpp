@@ -105,10 +105,26 @@ static bool strip_empty_png_idat(const uint8_t* d, size_t n, std::vector<uint8_t
   return true;
 }
 
+// stb_image reserves a PNG chunk's declared length before reading it: a 59-byte file declaring a
+// 1.36 GB IDAT chunk made it allocate that much (found by fuzzing). Every chunk up to IEND must fit.
+static void check_png_chunks(const uint8_t* d, size_t n, const std::string& name) {
+  static const uint8_t sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
+  if (n < 8 || std::memcmp(d, sig, 8) != 0) return;
+  for (size_t p = 8; p + 8 <= n;) {
+    const uint64_t len = (uint64_t(d[p]) << 24) | (uint64_t(d[p + 1]) << 16) | (uint64_t(d[p + 2]) << 8) | d[p + 3];
+    if (len + 12 > n - p)
+      data_error(name, "corrupt PNG: the chunk at byte " + std::to_string(p) + " declares " + std::to_string(len) +
+                           " bytes of data, more than the " + std::to_string(n - p) + " bytes left in the file");
+    if (std::memcmp(d + p + 4, "IEND", 4) == 0) return;
+    p += 12 + size_t(len);
+  }
+}
+
 std::vector<uint8_t> decode_image(const uint8_t* data, size_t n, const std::string& name, int* h, int* w) {
   if (n == 0) data_error(name, "corrupt image: empty file");
   if (n > size_t(INT32_MAX)) data_error(name, "image file too large");
   check_jpeg_huffman_tables(data, n, name);
+  check_png_chunks(data, n, name);
   std::vector<uint8_t> stripped;
   if (strip_empty_png_idat(data, n, &stripped)) {
     data = stripped.data();

@@ -436,6 +436,16 @@ TEST_CASE("--check-data: every bad file of every split in one report; a huge ima
   int h = 0, w = 0;
   const std::string big = error_of([&] { decode_image(png.data(), png.size(), "big.png", &h, &w); });
   CHECK(contains(big, "big.png: image too large: 100000x100000 (at most 16384 pixels per side"));
+
+  // Found by libFuzzer (tools/fuzz.sh, target image): 59 bytes whose IDAT chunk declares 1.36 GB,
+  // which stb_image allocated before reading; refused before stb sees it.
+  const std::vector<uint8_t> oom = {
+      0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+      0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x07, 0x08, 0x00, 0x00, 0x00, 0x00, 0xff, 0xf0, 0x00,
+      0xbc, 0x51, 0x00, 0x00, 0x38, 0x49, 0x44, 0x41, 0x54, 0x7a, 0x5e, 0x01, 0x46, 0x00, 0xb9, 0xfe,
+      0x58, 0x31, 0x00, 0x99, 0x04, 0xd0, 0x68, 0xf2, 0x69, 0xfa, 0x82};
+  const std::string e2 = error_of([&] { decode_image(oom.data(), oom.size(), "oom.png", &h, &w); });
+  CHECK(contains(e2, "oom.png: corrupt PNG: the chunk at byte 33 declares 1358954552 bytes of data"));
 }
 
 // ---- validation split -------------------------------------------------------------------------------------
