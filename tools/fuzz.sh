@@ -55,6 +55,7 @@ for t in "${TARGETS[@]}"; do
   corpus="$OUT/corpus/$t"
   findings="$OUT/findings/$t"
   if [ "${FUZZ_KEEP_CORPUS:-0}" != 1 ]; then rm -rf "$corpus"; fi
+  rm -rf "$findings"  # this run's findings only (a fixed one would otherwise be reported again)
   mkdir -p "$corpus" "$findings"
   dict=()
   case "$t" in
