@@ -176,14 +176,19 @@ void add_verify(CLI::App* c, bool& verify) {
               "and judge the target on the measurement too");
 }
 
+void measure_settings_from_table(const LatencyTable& t, MeasureOptions& o, CLI::App* c) {
+  auto open = [&](const char* flag) { return !c || c->count(flag) == 0; };
+  if (open("--batch") && t.batch > 0) o.batch = t.batch;
+  if (open("--threads") && t.threads > 0) o.threads = t.threads;
+  if (open("--quantile") && t.quantile > 0) o.quantile = t.quantile;
+  if (open("--clock") && !t.clock.empty()) o.clock = t.clock;
+  if (open("--backend") && !t.backend.empty()) o.backend = t.backend;
+  if (open("--train-step") && !t.mode.empty()) o.training_step = t.mode == "training";
+}
+
 void verify_latency(const Arch& arch, const LatencyTable& t, double target_ms) {
-  MeasureOptions o;  // what the table was measured with, where it says
-  if (t.batch > 0) o.batch = t.batch;
-  if (t.threads > 0) o.threads = t.threads;
-  if (t.quantile > 0) o.quantile = t.quantile;
-  if (!t.clock.empty()) o.clock = t.clock;
-  if (!t.backend.empty()) o.backend = t.backend;
-  o.training_step = t.mode == "training";
+  MeasureOptions o;
+  measure_settings_from_table(t, o);
   const ArchLatency r = measure_arch_latency(arch, o, &t);
   std::printf("verify: the found network measured on this machine\n%s", arch_latency_report(r, o).c_str());
   if (target_ms <= 0) return;

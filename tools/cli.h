@@ -14,6 +14,10 @@
 #include "nas/space.h"
 #include "nas/train.h"
 
+namespace spnas {
+struct MeasureOptions;
+}
+
 namespace spnas::cli {
 
 // A subcommand and what to run when it was chosen (returns the process exit code).
@@ -74,6 +78,10 @@ void apply_table_settings(CLI::App* c, const LatencyTable& t, std::string& space
 // --verify: after a search or tune, the found network measured end to end as `spnas latency` does
 // (the table's settings, the reference interleaved) and the target judged on the measurement too.
 void add_verify(CLI::App* c, bool& verify);
+// The measurement settings a table records (batch, threads, quantile, clock, backend, mode), for each
+// one whose flag was not given on `c` (null: none given). A given setting that differs stays, and
+// measure_arch_latency warns about it.
+void measure_settings_from_table(const LatencyTable& t, MeasureOptions& o, CLI::App* c = nullptr);
 void verify_latency(const Arch& arch, const LatencyTable& t, double target_ms);
 // --memory-limit GIB (0: 80 % of the machine's memory)
 void add_memory_limit(CLI::App* c, double& gib);

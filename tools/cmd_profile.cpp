@@ -106,21 +106,7 @@ Command add_latency(CLI::App& app) {
             if (!f->table.path.empty()) {
               table = load_table(f->table);
               t = &table;
-              // What the table was measured with, where the user did not say otherwise; a setting given
-              // that differs stays, and measure_arch_latency warns about it.
-              TableSettings ts;
-              if (s->count("--batch")) ts.batch = o.batch;
-              if (s->count("--threads")) ts.threads = o.threads;
-              if (s->count("--quantile")) ts.quantile = o.quantile;
-              if (s->count("--clock")) ts.clock = o.clock;
-              if (s->count("--backend")) ts.backend = o.backend;
-              if (s->count("--train-step")) ts.training_step = o.training_step;
-              if (!ts.batch && table.batch > 0) o.batch = table.batch;
-              if (!ts.threads && table.threads > 0) o.threads = table.threads;
-              if (!ts.quantile && table.quantile > 0) o.quantile = table.quantile;
-              if (!ts.clock && !table.clock.empty()) o.clock = table.clock;
-              if (!ts.backend && !table.backend.empty()) o.backend = table.backend;
-              if (!ts.training_step && !table.mode.empty()) o.training_step = table.mode == "training";
+              measure_settings_from_table(table, o, s);
             }
             const ArchLatency r = measure_arch_latency(arch, o, t);
             if (f->json) std::printf("%s\n", arch_latency_json(arch, r, o).dump(2).c_str());
