@@ -32,11 +32,20 @@ namespace {
 // threshold rate and margin), in steps of 0.5 % as discrete architectures do; accuracy rises with R.
 struct AnalyticSearch {
   double r_min = 6, r_max = 20;  // the tiny table's bounds
+  // 0: smooth. > 0: "rugged", like the short real searches (nas/tune/README.md, "Runs"): plateaus 4 %
+  // apart and a relative jitter of up to +-jitter that changes every 1 % of lambda's log range.
+  double jitter = 0;
+  uint64_t salt = 0;  // which jitter pattern
   double R(const SearchHyper& h) const {
     const double strength = h.lambda * std::sqrt(h.threshold_lr_mult / 10.0) * (1.0 + 0.3 * (h.threshold_margin - 1.0));
     const double fraction = 1.0 / (1.0 + std::pow(strength / 0.03, 1.2));
     const double R = r_min + (r_max - r_min) * fraction;
-    return r_min * std::pow(1.005, std::floor(std::log(R / r_min) / std::log(1.005)));
+    const double step = jitter > 0 ? 1.04 : 1.005;
+    const double plateau = r_min * std::pow(step, std::floor(std::log(R / r_min) / std::log(step)));
+    if (jitter == 0) return plateau;
+    const auto bin = uint64_t(int64_t(std::floor(100 * std::log(strength) / std::log(1000.0))) + (1 << 20));
+    const double h01 = double(mix_seed(0x6a6974ULL, bin, salt) >> 11) / double(uint64_t(1) << 53);
+    return std::clamp(plateau * (1 + jitter * (2 * h01 - 1)), r_min, r_max);
   }
   double accuracy(double R, const SearchHyper& h) const {
     return 0.45 + 0.25 * std::log(R / r_min) / std::log(r_max / r_min) - 0.01 * std::fabs(h.threshold_margin - 1.0);
@@ -400,46 +409,83 @@ TEST_CASE("BO never proposes a point already run, nor one next to a running tria
   CHECK(std::fabs(second.u[0] - first.u[0]) >= 0.05);
 }
 
-TEST_CASE("BO reaches the goal band in fewer trials than random search (analytic problem)") {
-  const AnalyticSearch p;
-  const int budget = 30, seeds = 10;
-  for (const char* acquisition : {"band", "feasible"}) {
-    for (bool three_variables : {false, true}) {
-      for (double where : {0.4, 0.6, 0.8}) {
-        double mean[2] = {0, 0};
-        int misses[2] = {0, 0};
-        std::vector<int> counts[2];
-        for (int m = 0; m < 2; ++m) {
-          for (int seed = 1; seed <= seeds; ++seed) {
-            TuneConfig c;
-            c.lambda = {1e-3, 1.0};  // the analytic problem's R falls with lambda on this range
-            c.method = m == 0 ? "bo" : "random";
-            c.acquisition = acquisition;
-            c.seed = uint64_t(seed);
-            c.target_ms = p.r_min + where * (p.r_max - p.r_min);
-            c.tune_threshold_lr_mult = c.tune_threshold_margin = three_variables;
-            const int n = trials_to_band(c, p, budget);
-            counts[m].push_back(n);
-            mean[m] += double(n) / seeds;
-            misses[m] += n > budget;
-          }
-        }
-        std::ostringstream line;
-        line << "acquisition " << acquisition << ", " << (three_variables ? "3 variables" : "lambda only") << ", T at "
-             << where * 100 << " %: trials to the band (" << budget + 1 << " = missed), BO mean " << mean[0]
-             << " (misses " << misses[0] << "), random mean " << mean[1] << " (misses " << misses[1]
-             << "); per seed BO";
-        for (int n : counts[0]) line << ' ' << n;
-        line << " / random";
-        for (int n : counts[1]) line << ' ' << n;
-        MESSAGE(line.str());
-        CHECK(mean[0] < mean[1]);
-        std::sort(counts[0].begin(), counts[0].end());
-        // The issue's target, the band within 8 trials, for the default acquisition (median seed here).
-        if (std::string(acquisition) == "band") CHECK(counts[0][seeds / 2] <= 8);
+namespace {
+
+// Trials until R first lands in the band (31 = missed in 30), BO and random search, for seeds
+// 1..`seeds` of every target at 40 / 60 / 80 % of the problem's range: [target][method][seed],
+// method 0 = BO, 1 = random.
+using TrialCounts = std::vector<std::vector<std::vector<int>>>;
+const int kBudget = 30;
+TrialCounts bo_against_random(const AnalyticSearch& p, const char* acquisition, bool three_variables, int seeds) {
+  TrialCounts counts(3, std::vector<std::vector<int>>(2));
+  for (int t = 0; t < 3; ++t) {
+    for (int m = 0; m < 2; ++m) {
+      for (int seed = 1; seed <= seeds; ++seed) {
+        TuneConfig c;
+        c.lambda = {1e-3, 1.0};  // the analytic problem's R falls with lambda on this range
+        c.method = m == 0 ? "bo" : "random";
+        c.acquisition = acquisition;
+        c.seed = uint64_t(seed);
+        c.target_ms = p.r_min + (0.4 + 0.2 * t) * (p.r_max - p.r_min);
+        c.tune_threshold_lr_mult = c.tune_threshold_margin = three_variables;
+        counts[t][m].push_back(trials_to_band(c, p, kBudget));
       }
     }
   }
+  return counts;
+}
+
+// One line per target: means, misses, trials within 8, and the counts; checks that BO needs fewer.
+void report_and_check(const std::string& what, const TrialCounts& counts) {
+  for (int t = 0; t < 3; ++t) {
+    std::ostringstream line;
+    line << what << ", T at " << 40 + 20 * t << " %: trials to the band (" << kBudget + 1 << " = missed)";
+    double mean[2];
+    for (int m = 0; m < 2; ++m) {
+      const std::vector<int>& c = counts[t][m];
+      mean[m] = 0;
+      int misses = 0, within8 = 0;
+      for (int n : c) mean[m] += double(n) / double(c.size()), misses += n > kBudget, within8 += n <= 8;
+      line << (m == 0 ? "; BO" : "; random") << " mean " << mean[m] << ", within 8: " << within8 << " of " << c.size()
+           << ", misses " << misses << ":";
+      for (int n : c) line << ' ' << n;
+    }
+    MESSAGE(line.str());
+    CHECK(mean[0] < mean[1]);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("BO reaches the goal band in fewer trials than random search (analytic problem)") {
+  for (const char* acquisition : {"band", "feasible"}) {
+    for (bool three_variables : {false, true}) {
+      const TrialCounts counts = bo_against_random(AnalyticSearch{}, acquisition, three_variables, 10);
+      report_and_check(std::string("smooth problem, acquisition ") + acquisition +
+                           (three_variables ? ", 3 variables" : ", lambda only"),
+                       counts);
+      // The issue's target, the band within 8 trials, for the default acquisition (median seed here).
+      if (std::string(acquisition) == "band")
+        for (std::vector<int> bo : {counts[0][0], counts[1][0], counts[2][0]}) {
+          std::sort(bo.begin(), bo.end());
+          CHECK(bo[bo.size() / 2] <= 8);
+        }
+    }
+  }
+}
+
+TEST_CASE("on rugged problems (plateaus, +-5 % jitter, like the real short searches) BO still beats random") {
+  // Six jitter patterns x five seeds per target.
+  TrialCounts all(3, std::vector<std::vector<int>>(2));
+  for (uint64_t salt = 1; salt <= 6; ++salt) {
+    AnalyticSearch rugged;
+    rugged.jitter = 0.05;
+    rugged.salt = salt;
+    const TrialCounts c = bo_against_random(rugged, "band", false, 5);
+    for (int t = 0; t < 3; ++t)
+      for (int m = 0; m < 2; ++m) all[t][m].insert(all[t][m].end(), c[t][m].begin(), c[t][m].end());
+  }
+  report_and_check("rugged problems, acquisition band, lambda only", all);
 }
 
 TEST_CASE("one real trial end to end: search, table R, proxy training on held-out images") {
