@@ -141,11 +141,12 @@ Command add_tune(CLI::App& app) {
   s->add_flag("--resume", c.resume, "continue OUT/tune.json (the same options; --trials, --jobs, --threads may change)");
   s->add_option("--seed", c.seed, "seed of the proposals, the split and every trial")->capture_default_str();
   s->add_flag("--quiet", c.quiet, "no progress output from the trials");
+  add_parallel(s, c.parallel);
   add_verify(s, f->verify);
 
   return {s, [f, s] {
             TuneConfig& c = f->c;
-            set_num_threads(c.threads);
+            set_threads_for_rank(c.threads);
             c.table_path = f->table.path;
             c.fixed_ms = f->table.fixed_ms;
             c.runtime_mode = f->table.runtime_model;
@@ -155,6 +156,7 @@ Command add_tune(CLI::App& app) {
             // Trials run as child processes when several run at once; one at a time they run here.
             if (c.jobs > 1) c.launch_trial = launch_trial_process;
             const TuneResult r = run_tune(c);
+            if (!is_writer()) return r.best < 0 ? 1 : 0;  // under mpirun: rank 0 reports
             int trained = 0, infeasible = 0, failed = 0;
             for (const TrialResult& t : r.trials) {
               if (t.status == TrialStatus::Trained) ++trained;

@@ -116,7 +116,7 @@ TuneRange default_lambda_range(const std::string& runtime_loss) {
 
 json tune_config_to_json(const TuneConfig& c) {
   auto range = [](const TuneRange& r) { return json::array({r.lo, r.hi}); };
-  return json{{"space", c.space},
+  json j{{"space", c.space},
               {"width", c.space_options.width},
               {"input_size", c.space_options.input_size},
               {"num_classes", c.space_options.num_classes},
@@ -156,6 +156,12 @@ json tune_config_to_json(const TuneConfig& c) {
               {"max_search_steps", c.max_search_steps},
               {"max_train_steps", c.max_train_steps},
               {"quiet", c.quiet}};
+  // The data-parallel settings where they differ from one process (older records stay comparable).
+  if (world().size() > 1) j["ranks"] = world().size();
+  if (c.parallel.sync_bn) j["sync_bn"] = true;
+  if (c.parallel.bn_groups > 1) j["bn_groups"] = c.parallel.bn_groups;
+  if (c.parallel.timeout_s != ParallelConfig{}.timeout_s) j["dist_timeout"] = c.parallel.timeout_s;
+  return j;
 }
 
 TuneConfig tune_config_from_json(const json& j, const std::string& source) {
@@ -210,6 +216,9 @@ TuneConfig tune_config_from_json(const json& j, const std::string& source) {
   read_field(j, "max_search_steps", c.max_search_steps, source);
   read_field(j, "max_train_steps", c.max_train_steps, source);
   read_field(j, "quiet", c.quiet, source);
+  read_field(j, "sync_bn", c.parallel.sync_bn, source);
+  read_field(j, "bn_groups", c.parallel.bn_groups, source);
+  read_field(j, "dist_timeout", c.parallel.timeout_s, source);
   return c;
 }
 
@@ -331,6 +340,7 @@ static SearchConfig trial_search_config(const TuneConfig& c, const SearchHyper& 
   s.checkpoint_every = 0;
   s.max_steps = c.max_search_steps;
   s.quiet = c.quiet || c.jobs > 1;  // parallel trials' progress bars would interleave
+  s.parallel = c.parallel;
   return s;
 }
 
@@ -362,6 +372,7 @@ TrialStages real_trial_stages() {
     tc.eval_each_epoch = false;
     tc.max_steps = c.max_train_steps;
     tc.quiet = c.quiet || c.jobs > 1;
+    tc.parallel = c.parallel;
     const TrainResult r = run_train(tc);
     std::remove(r.checkpoint_path.c_str());
     return r.test.accuracy;  // the view's test split: the held-out training images
@@ -375,7 +386,7 @@ TrialResult run_trial(const TrialSpec& t, const TrialStages& stages) {
   r.proposed_by = t.proposed_by;
   r.u = t.u;
   r.hyper = t.hyper;
-  make_dirs(t.dir);
+  if (is_writer()) make_dirs(t.dir);
   const double t0 = now_seconds();
   try {
     const TrialSearchOutcome o = stages.search(t);
@@ -402,7 +413,7 @@ TrialResult run_trial(const TrialSpec& t, const TrialStages& stages) {
     r.error = e.what();
   }
   r.seconds = now_seconds() - t0;
-  write_file_atomic(t.dir + "/result.json", trial_result_to_json(r).dump(2) + "\n");
+  if (is_writer()) write_file_atomic(t.dir + "/result.json", trial_result_to_json(r).dump(2) + "\n");
   return r;
 }
 
@@ -550,6 +561,7 @@ class TuneReport {
   TuneReport(const TuneConfig& c, const RuntimeBounds& b) : c_(c), bounds_(b) {}
 
   void write(const std::map<int, TrialResult>& done, bool finished) const {
+    if (!is_writer()) return;
     const Best b = find_best(done, c_);
     json trials = json::array();
     int trained = 0, infeasible = 0, failed = 0;
@@ -597,7 +609,7 @@ class TuneReport {
   }
 
   void progress_line(const TrialResult& r, const std::map<int, TrialResult>& done) const {
-    if (c_.quiet) return;
+    if (c_.quiet || !is_writer()) return;
     std::ostringstream s;
     char lambda[32];
     std::snprintf(lambda, sizeof lambda, "%.3g", r.hyper.lambda);  // spans three decades: significant digits
@@ -637,7 +649,7 @@ std::map<int, TrialResult> load_previous(const TuneConfig& c, const std::string&
   if (!j.is_object() || j.value("format", "") != "spnas-tune" || !j.contains("config") || !j.contains("trials"))
     fail("'" + json_path + "' is not a tune record (format spnas-tune)");
   compare_run_config(nlohmann::json(j.at("config")), nlohmann::json(tune_config_to_json(c)),
-                     {"trials", "jobs", "threads", "quiet"}, false, json_path);
+                     {"trials", "jobs", "threads", "quiet", "dist_timeout"}, false, json_path);
   for (const json& t : j.at("trials")) {
     TrialResult r = trial_result_from_json(t, json_path);
     done[r.index] = r;
@@ -679,7 +691,7 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
     SearchConfig s = trial_search_config(c, hyper_from_unit(c, std::vector<double>(tune_variables(c).size(), 0.5)), "");
     if (s.runtime_loss != RuntimeLoss::Target) s.target_ms = 0;
     for (const std::string& w : check_search_config(s, table))
-      if (!c.quiet) std::fprintf(stderr, "tune: every trial's search: warning: %s\n", w.c_str());
+      if (!c.quiet && is_writer()) std::fprintf(stderr, "tune: every trial's search: warning: %s\n", w.c_str());
     const Splits data = open_dataset(data_view(c));
     if (data.train->channels() != 3)
       fail("the networks take RGB images; dataset '" + data.train->name() + "' has " +
@@ -691,12 +703,15 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
 
   const std::vector<TuneVariable> vars = tune_variables(c);
   const std::string json_path = c.out_dir + "/tune.json";
-  const RunFolder folder(c.out_dir, "tune");  // one writer: a second run on DIR fails at once
+  if (world().size() > 1 && c.jobs > 1)
+    fail("--jobs " + std::to_string(c.jobs) + " under mpirun: the ranks run one trial at a time together (each "
+         "trial's search and training data-parallel); use --jobs 1");
+  const RunFolder folder(c.out_dir, "tune", is_writer());  // one writer: a second run on DIR fails at once
   std::map<int, TrialResult> done;
   if (fs::exists(json_path)) {
     if (!c.resume) fail("'" + json_path + "' exists: resume it, or choose another output directory");
     done = load_previous(c, json_path, vars.size());
-    if (!c.quiet)
+    if (!c.quiet && is_writer())
       std::fprintf(stderr, "tune: resuming %s: %zu trial(s) done\n", json_path.c_str(), done.size());
   }
   TuneReport report(c, bounds);
@@ -746,10 +761,13 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
     t.u = point.u;
     t.proposed_by = point.proposed_by;
     t.hyper = hyper_from_unit(c, t.u);
-    fs::remove_all(t.dir);  // what a run stopped mid-trial left
-    make_dirs(t.dir);
     const std::string path = t.dir + "/trial.json";
-    write_file_atomic(path, trial_spec_to_json(t).dump(2) + "\n");
+    if (is_writer()) {
+      fs::remove_all(t.dir);  // what a run stopped mid-trial left
+      make_dirs(t.dir);
+      write_file_atomic(path, trial_spec_to_json(t).dump(2) + "\n");
+    }
+    world().barrier("tune: trial " + std::to_string(index) + " written by rank 0");  // under mpirun every rank reads it
     running[index] = t.u;
     return path;
   };
@@ -782,6 +800,7 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
           launch(path, total_threads);  // other exceptions end the run: tune.json holds every finished trial
         } catch (const Interrupted&) {
         }
+        world().barrier("tune: trial " + std::to_string(index) + "'s result written by rank 0");
         finish_trial(index);
         continue;
       }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "data/data.h"
+#include "nas/data_parallel.h"
 #include "nas/runtime.h"
 #include "nas/space.h"
 #include "nas/tune/bo.h"
@@ -74,6 +75,9 @@ struct TuneConfig {
   bool search_se = false;
   float bn_momentum = 0.9f;             // search and proxy training
   int workers = 1;                      // data-loading threads per trial
+  // Under mpirun every trial's search and proxy training run data-parallel over the ranks with these
+  // settings (nas/data_parallel.h); the ranks run the same proposals, rank 0 writes.
+  ParallelConfig parallel;
 
   // The proxy training: TrainConfig's recipe (cosine schedule after a 0.3-epoch warm-up, EMA decay
   // from the run's length), the same for every trial so that accuracies compare.
