@@ -14,16 +14,33 @@ struct OpenCvNet::Impl {
   cv::dnn::Net net;
 };
 
+namespace {
+
+// readNetFromONNX's result on the CPU with OpenCV's own backend; `read` loads it from a file or bytes.
+template <class Read>
+cv::dnn::Net load_net(const std::string& name, Read read) {
+  cv::dnn::Net net;
+  try {
+    net = read();
+  } catch (const cv::Exception& e) {
+    throw std::runtime_error("opencv: cannot load '" + name + "': " + e.what());
+  }
+  if (net.empty()) throw std::runtime_error("opencv: '" + name + "' holds no network");
+  net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+  net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+  return net;
+}
+
+}  // namespace
+
 OpenCvNet::OpenCvNet(const std::string& onnx_path, int file_batch)
     : impl_(std::make_unique<Impl>()), path_(onnx_path), chunk_(std::max(file_batch, 1)) {
-  try {
-    impl_->net = cv::dnn::readNetFromONNX(onnx_path);
-  } catch (const cv::Exception& e) {
-    throw std::runtime_error("opencv: cannot load '" + onnx_path + "': " + e.what());
-  }
-  if (impl_->net.empty()) throw std::runtime_error("opencv: '" + onnx_path + "' holds no network");
-  impl_->net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
-  impl_->net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+  impl_->net = load_net(onnx_path, [&] { return cv::dnn::readNetFromONNX(onnx_path); });
+}
+
+OpenCvNet::OpenCvNet(const std::string& model_bytes, int file_batch, const std::string& name)
+    : impl_(std::make_unique<Impl>()), path_(name), chunk_(std::max(file_batch, 1)) {
+  impl_->net = load_net(name, [&] { return cv::dnn::readNetFromONNX(model_bytes.data(), model_bytes.size()); });
 }
 
 OpenCvNet::~OpenCvNet() = default;
@@ -53,6 +70,23 @@ Tensor OpenCvNet::forward(const Tensor& x) {
     std::copy(out.ptr<float>(), out.ptr<float>() + n * K, y.data() + n0 * K);
   }
   return y;
+}
+
+std::vector<std::string> OpenCvNet::layer_names() const {
+  std::vector<std::string> out;
+  for (const cv::String& name : impl_->net.getLayerNames()) {  // layer ids 1.., as the timings
+    const std::string prefix = "onnx_node!";  // what OpenCV 4.6's importer puts before a node's name
+    out.push_back(name.rfind(prefix, 0) == 0 ? name.substr(prefix.size()) : name);
+  }
+  return out;
+}
+
+std::vector<double> OpenCvNet::last_layer_ms() const {
+  std::vector<double> ms;
+  impl_->net.getPerfProfile(ms);  // ticks
+  const double ms_per_tick = 1000.0 / cv::getTickFrequency();
+  for (double& t : ms) t *= ms_per_tick;
+  return ms;
 }
 
 void set_opencv_threads(int threads) { cv::setNumThreads(threads); }

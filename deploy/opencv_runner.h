@@ -4,6 +4,7 @@
 #pragma once
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "engine/tensor.h"
 
@@ -17,6 +18,8 @@ class OpenCvNet {
   // layers) wrongly for other batches, so forward() feeds the network chunks of exactly the file's
   // batch (1 for a symbolic one), the last one zero-padded.
   OpenCvNet(const std::string& onnx_path, int file_batch);
+  // The same from the model's bytes in memory (onnx_model_bytes); `name` stands for the file in errors.
+  OpenCvNet(const std::string& model_bytes, int file_batch, const std::string& name);
   ~OpenCvNet();
   OpenCvNet(const OpenCvNet&) = delete;
   OpenCvNet& operator=(const OpenCvNet&) = delete;
@@ -24,6 +27,15 @@ class OpenCvNet {
   // images: float [N, C, H, W] (NCHW), any N; returns the model's first output, [N, K].
   Tensor forward(const Tensor& images_nchw);
   const std::string& path() const { return path_; }
+
+  // The network's layers in the order they run: the ONNX nodes' names (the exporter's "block3/expand",
+  // ...), as OpenCV keeps them.
+  std::vector<std::string> layer_names() const;
+  // OpenCV's own timing of each of those layers in the last forward() call (ms, its wall clock;
+  // cv::dnn::Net::getPerfProfile). A layer OpenCV fused into the one before it (an activation into
+  // its convolution, ...) shows about 0. The sum leaves out what forward() spends outside the layers
+  // (the input copied in, the output out).
+  std::vector<double> last_layer_ms() const;
 
  private:
   struct Impl;

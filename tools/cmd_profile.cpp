@@ -18,9 +18,11 @@ void add_measure_options(CLI::App* s, int& batch, int& threads, bool& training_s
   s->add_option("--batch", batch, "batch size")->capture_default_str()->check(integer_in(1, 4096));
   s->add_option("--threads", threads, "threads")->capture_default_str()->check(integer_in(1, 4096));
   s->add_flag("--train-step", training_step, "time a training step (forward + backward) instead of inference");
-  s->add_option("--backend", backend, "spnas (this engine), or onednn (oneDNN primitives; inference, no SE)")
+  s->add_option("--backend", backend,
+                "spnas (this engine), onednn (oneDNN primitives; inference, no SE), or opencv (the network exported "
+                "to ONNX, run by OpenCV dnn; inference)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"spnas", "onednn"}));
+      ->check(CLI::IsMember({"spnas", "onednn", "opencv"}));
   s->add_option("--clock", clock,
                 "wall, or cpu (process CPU time / threads: for a machine too loaded for clean wall-clock runs)")
       ->capture_default_str()

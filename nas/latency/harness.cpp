@@ -83,9 +83,10 @@ ThreadScope::~ThreadScope() { set_num_threads(prev_); }
 // spin-wait on each other at every barrier (a network hundreds of times slower, bench/RESULTS.md).
 // An untimed first run does not reliably create them all before the pinning, so with several
 // threads the oneDNN backend is not pinned at all, and a pin left by an earlier measurement in the
-// same process is undone first.
+// same process is undone first. OpenCV's pool threads are created the same way, so the same holds
+// for the OpenCV backend.
 bool place_threads(const std::string& backend, int threads, bool pin) {
-  if (backend == "onednn" && threads > 1) {
+  if (backend != "spnas" && threads > 1) {
     unpin_threads();
     return true;
   }

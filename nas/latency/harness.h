@@ -42,7 +42,7 @@ class ThreadScope {
 
 // Places the threads before a measurement; false only when pinning was asked for and refused.
 // T > 1 threads go to the first T CPUs the process may use, one thread to the idlest of them. The
-// oneDNN backend with several threads is never pinned (see harness.cpp).
+// oneDNN and OpenCV backends with several threads are never pinned (see harness.cpp).
 bool place_threads(const std::string& backend, int threads, bool pin);
 
 // How many repetitions (the fields of ProfileOptions / MeasureOptions of the same names).

@@ -184,6 +184,8 @@ nlohmann::json arch_latency_json(const Arch& arch, const ArchLatency& r, const M
   j["batch"] = o.batch;
   j["threads"] = o.threads;
   j["quantile"] = o.quantile;
+  j["backend"] = o.backend;
+  j["clock"] = o.clock;
   if (r.has_reference) {
     j["reference"] = figures(r.reference);
     j["reference"]["arch"] = arch_summary(r.reference_arch);

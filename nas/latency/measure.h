@@ -30,7 +30,7 @@ struct MeasureOptions {
   int batch = 1;
   int threads = 1;
   bool training_step = false;
-  std::string backend = "spnas";  // or "onednn" (inference only; builds with SPNAS_HAVE_DNNL)
+  std::string backend = "spnas";  // or "onednn" or "opencv" (inference only; as ProfileOptions::backend)
   int warmup = 10;
   int reps = 50;
   double min_seconds = 0.2;  // per architecture
@@ -78,8 +78,8 @@ ArchLatency measure_arch_latency(const Arch& arch, const MeasureOptions& options
 std::vector<LatencyMeasurement> measure_archs_latency(const std::vector<Arch>& archs, const MeasureOptions& options);
 
 // The result for a person (a few lines, warnings first) and as JSON (the fields of `spnas latency
-// --json`: arch, batch, threads, latency_ms, quantile, median_ms, p10_ms, p90_ms, count,
-// predicted_ms, and the reference, ratio, load and warnings).
+// --json`: arch, batch, threads, latency_ms, quantile, backend, clock, median_ms, p10_ms, p90_ms,
+// count, predicted_ms, and the reference, ratio, load and warnings).
 std::string arch_latency_report(const ArchLatency& r, const MeasureOptions& options);
 nlohmann::json arch_latency_json(const Arch& arch, const ArchLatency& r, const MeasureOptions& options);
 

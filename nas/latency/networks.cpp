@@ -4,7 +4,12 @@
 
 #include "nas/latency/harness.h"
 #include "nas/latency/onednn_backend.h"
+#include "nas/latency/opencv_backend.h"
 #include "ops/ops.h"
+
+#if SPNAS_HAVE_ONNX && SPNAS_HAVE_OPENCV
+#include "deploy/opencv_runner.h"
+#endif
 
 namespace spnas {
 
@@ -123,28 +128,57 @@ double TimedNet::run_training_step(const Var& images, const std::vector<int>& la
   return tb1 - t0;
 }
 
+namespace {
+
+// Why `backend` cannot be used in this build ("": it can).
+std::string backend_unavailable(const std::string& backend) {
+  if (backend == "spnas") return "";
+  if (backend == "onednn") {
+#ifdef SPNAS_HAVE_DNNL
+    return "";
+#else
+    return "the onednn backend is not in this build: it needs oneDNN (Debian's libdnnl-dev), found by CMake";
+#endif
+  }
+  if (backend == "opencv") {
+#if SPNAS_HAVE_ONNX && SPNAS_HAVE_OPENCV
+    return "";
+#else
+    return "the opencv backend is not in this build: it needs OpenCV dnn (libopencv-dnn-dev) and the ONNX exporter "
+           "(libonnx-dev, libprotobuf-dev), found by CMake";
+#endif
+  }
+  return "unknown backend '" + backend + "' (spnas, onednn or opencv)";
+}
+
+}  // namespace
+
 std::unique_ptr<PieceNet> make_piece_net(const std::string& backend, const SearchSpace& space,
                                          const std::vector<Choice>& choice, const std::vector<bool>& se,
                                          const Tensor& images, uint64_t seed) {
+  const std::string why = backend_unavailable(backend);
+  if (!why.empty()) throw std::runtime_error("profile: " + why);
   if (backend == "spnas") return std::make_unique<TimedNet>(space, choice, se, seed);
 #ifdef SPNAS_HAVE_DNNL
   if (backend == "onednn") return make_onednn_net(space, choice, se, images, seed);
-  throw std::runtime_error("profile: backend '" + backend + "' is not available (\"spnas\" or \"onednn\")");
-#else
-  throw std::runtime_error("profile: backend '" + backend + "' is not available (\"spnas\"; this build has no oneDNN)");
 #endif
+#if SPNAS_HAVE_ONNX && SPNAS_HAVE_OPENCV
+  if (backend == "opencv") return make_opencv_net(space, choice, se, images, seed);
+#endif
+  throw std::logic_error("make_piece_net: backend '" + backend + "' available but not built");
 }
 
 void prepare_backend(const std::string& backend, bool training_step, int threads) {
-  if (backend == "onednn" && training_step)
-    throw std::runtime_error("profile: the oneDNN backend times inference only (not --train-step)");
+  const std::string why = backend_unavailable(backend);
+  if (!why.empty()) throw std::runtime_error("profile: " + why);
+  if (backend != "spnas" && training_step)
+    throw std::runtime_error("profile: the " + backend + " backend times inference only (not --train-step)");
 #ifdef SPNAS_HAVE_DNNL
-  if (backend == "onednn") {
-    set_onednn_threads(threads);
-    return;
-  }
+  if (backend == "onednn") set_onednn_threads(threads);
 #endif
-  if (backend != "spnas") make_piece_net(backend, SearchSpace(), {}, {}, Tensor(), 0);  // throws, naming it
+#if SPNAS_HAVE_ONNX && SPNAS_HAVE_OPENCV
+  if (backend == "opencv") set_opencv_threads(threads);
+#endif
 }
 
 }  // namespace spnas

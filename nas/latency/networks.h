@@ -1,7 +1,7 @@
 // Networks built for timing: a network that runs piece by piece (stem, each MBConv layer, head) and
 // takes a timestamp after every piece, so one run splits exactly into per-piece times. The engine's
-// network (TimedNet: the same pieces and weights as ChildNet) or the same network in oneDNN
-// primitives (onednn_backend.h).
+// network (TimedNet: the same pieces and weights as ChildNet), the same network in oneDNN
+// primitives (onednn_backend.h), or its exported ONNX file in OpenCV dnn (opencv_backend.h).
 #pragma once
 #include <memory>
 #include <string>
@@ -50,13 +50,14 @@ class TimedNet : public PieceNet, public Network {
   std::vector<double> stamps_;  // the backward pass's time markers
 };
 
-// The network of `backend` ("spnas", or "onednn" when built with oneDNN); throws naming the backend
-// when it is not available. `images` are the oneDNN network's input, used in place.
+// The network of `backend`: "spnas", "onednn" (built with oneDNN) or "opencv" (built with ONNX and
+// OpenCV); throws naming the backend and what the build lacks when it is not available. `images`
+// are the other backends' input (oneDNN: used in place; OpenCV: copied).
 std::unique_ptr<PieceNet> make_piece_net(const std::string& backend, const SearchSpace& space,
                                          const std::vector<Choice>& choice, const std::vector<bool>& se,
                                          const Tensor& images, uint64_t seed);
-// Throws unless `backend` exists in this build and can time this kind of run (oneDNN: inference
-// only); gives oneDNN's own threads the thread count.
+// Throws unless `backend` exists in this build and can time this kind of run (oneDNN and OpenCV:
+// inference only); gives oneDNN's or OpenCV's own threads the thread count.
 void prepare_backend(const std::string& backend, bool training_step, int threads);
 
 }  // namespace spnas

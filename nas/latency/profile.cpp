@@ -180,7 +180,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   say("profiling space '" + space.name + "' (width " + fmt(space.width, 2) + ", input " +
       std::to_string(space.input_size) + "): " + std::to_string(nets.size()) + " networks, batch " +
       std::to_string(opt.batch) + ", " + std::to_string(opt.threads) + " thread(s), " +
-      (opt.training_step ? "training step" : "inference") + ", backend " + opt.backend + ", isa " + kernels().name);
+      (opt.training_step ? "training step" : "inference") + ", backend " + opt.backend + (opt.backend == "spnas" ? std::string(", isa ") + kernels().name : ""));
 
   // times: undisturbed runs; all_times: every run (the fallback).
   PieceTimes times(nets.size());
@@ -228,7 +228,7 @@ ProfileResult profile_space_full(const SearchSpace& space, const ProfileOptions&
   t.batch = opt.batch;
   t.threads = opt.threads;
   t.cpu = cpu_info().model_name;
-  t.isa = opt.backend == "spnas" ? kernels().name : "onednn";
+  t.isa = opt.backend == "spnas" ? kernels().name : opt.backend;
   t.mode = opt.training_step ? "training" : "inference";
   t.backend = opt.backend;
   t.clock = opt.clock;

@@ -33,7 +33,9 @@ struct ProfileOptions {
   int batch = 1;
   int threads = 1;
   bool training_step = false;      // forward + backward instead of inference
-  std::string backend = "spnas";   // "spnas", or "onednn" (inference, no SE; builds with SPNAS_HAVE_DNNL)
+  std::string backend = "spnas";   // "spnas", "onednn" (inference, no SE; builds with SPNAS_HAVE_DNNL) or
+                                   // "opencv" (the exported ONNX file in OpenCV dnn; inference; builds with
+                                   // SPNAS_HAVE_ONNX and SPNAS_HAVE_OPENCV)
   bool search_se = false;          // also measure the SE branch of every searchable layer
   int context_rounds = 3;          // each entry measured in this many random network contexts
   int warmup = 10;
@@ -45,7 +47,7 @@ struct ProfileOptions {
   std::string clock = "wall";      // "wall" (steady_clock) or "cpu" (process CPU time / threads)
   bool pin = true;                 // pin threads: T > 1 to the first T allowed CPUs (taskset,
                                    // cgroups); one thread to the idlest allowed CPU
-                                   // (never the oneDNN backend with T > 1: its OpenMP threads would
+                                   // (never the oneDNN or OpenCV backend with T > 1: their threads would
                                    // inherit the caller's one-CPU mask)
   double spread_warning = 0.25;    // warn when an entry's (p90 - p10) / median exceeds this
   // Statistic of each piece's repetitions: this quantile (0.5 = median). On a shared machine whose
