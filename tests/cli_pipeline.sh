@@ -2,8 +2,8 @@
 # The user's path on the real binary, at toy scale: settings taken from the latency table (and a
 # conflicting flag refused), `tune` (a target outside the table refused naming both bounds; trials in
 # this process, then more of them as child processes on --resume), `train` -> `export` -> `predict`
-# (our engine and the exported file through OpenCV agree), the errors of export and predict, and
-# search --verify.
+# (our engine and the exported file through OpenCV agree), the errors of export and predict, a table
+# of the opencv backend read back by latency, and search --verify.
 # Usage: cli_pipeline.sh SPNAS WORKDIR
 source "$(dirname "$0")/cli_common.sh"
 L='{"k3_e3": 1, "k3_e6": 2, "k5_e3": 1.5, "k5_e6": 3}'
@@ -70,6 +70,20 @@ out=$("$B" search --space tiny.json --lut lut.json --data $DATA --batch 16 --epo
   --quiet --target-ms 9 --verify --out search_verify 2>&1); code=$?
 [ $code -eq 0 ] && grep -q "verify: the found network measured" <<<"$out" && grep -q "reference (every layer 5x5-6), interleaved" <<<"$out" &&
   grep -q "^target 9.000 ms: measured" <<<"$out" || fail "search --verify: exit $code: $out"
+# profile --backend opencv: the table records the backend, and latency with that table measures in
+# OpenCV (the table's backend taken where --backend is not given). A build without OpenCV or ONNX
+# refuses the backend, saying what it needs.
+out=$("$B" profile --space tiny.json --backend opencv --reps 3 --min-seconds 0 --context-rounds 1 --out lut_cv.json 2>&1)
+code=$?
+if grep -q "opencv backend is not in this build" <<<"$out"; then
+  [ $code -eq 1 ] && grep -q "libopencv-dnn-dev" <<<"$out" || fail "profile --backend opencv refused: exit $code: $out"
+  echo "note: the opencv backend is not in this build (refused as it should be)"
+else
+  [ $code -eq 0 ] && grep -q '"backend": "opencv"' lut_cv.json || fail "profile --backend opencv: exit $code: $out"
+  out=$("$B" latency --arch arch.json --lut lut_cv.json --reps 3 --json 2>&1); code=$?
+  [ $code -eq 0 ] && grep -q '"backend": "opencv"' <<<"$out" && ! grep -q "measured with the" <<<"$out" ||
+    fail "latency with an opencv table: exit $code: $out"
+fi
 cp model.onnx kept.onnx 2>/dev/null
 out=$("$B" export --checkpoint search/search.ckpt --out kept.onnx 2>&1); code=$?
 [ $code -eq 1 ] && grep -q "search.ckpt" <<<"$out" || fail "export of a search checkpoint: exit $code: $out"

@@ -27,6 +27,11 @@
 #include "deploy/opencv_runner.h"
 #include "deploy/predict.h"
 #include "engine/checkpoint.h"
+#include "nas/latency/harness.h"
+#include "nas/latency/measure.h"
+#include "nas/latency/networks.h"
+#include "nas/latency/opencv_backend.h"
+#include "nas/latency/profile.h"
 #include "nas/search.h"
 #include "nas/train.h"
 #include "tests/nas_fixtures.h"
@@ -352,6 +357,87 @@ TEST_CASE("bad checkpoints: a clear error naming the file, and nothing written")
   CHECK(read_onnx_file("bad/old.onnx").metadata.at("data") == kData);
   o.batch = -2;
   CHECK(contains(error_of([&] { export_onnx(o); }), "batch"));
+}
+
+TEST_CASE("latency in OpenCV: exported layers map to pieces, a run splits exactly into them") {
+  CHECK(opencv_layer_piece("normalize/center", 7) == 0);
+  CHECK(opencv_layer_piece("stem/relu", 7) == 0);
+  CHECK(opencv_layer_piece("block0/expand", 7) == 1);
+  CHECK(opencv_layer_piece("block6/residual", 7) == 7);
+  CHECK(opencv_layer_piece("head/conv", 7) == 8);
+  CHECK(opencv_layer_piece("logits", 7) == 8);
+  CHECK(opencv_layer_piece("blockade", 7) == 0);  // not "block" + a number
+  CHECK(contains(error_of([] { opencv_layer_piece("block7/expand", 7); }), "block7/expand"));
+
+  // cifar10 at width 0.25 on 8x8 images: every choice, SE on two layers, one skipped layer.
+  const SearchSpace s = load_space("cifar10", SpaceOptions{0.25f, 8, 0});
+  Arch a = uniform_arch(s, Choice::K3E3);
+  const std::vector<int> idx = s.searchable_indices();
+  a.layers[0] = Choice::K5E6;
+  a.layers[1] = Choice::Skip;
+  a.layers[2] = Choice::K3E6;
+  a.layers[5] = Choice::K5E3;
+  a.se.assign(idx.size(), false);
+  a.se[2] = a.se[5] = true;
+  REQUIRE(s.layers[size_t(idx[1])].skip_allowed);
+  prepare_backend("opencv", false, 1);
+  const Tensor images = random_images(2, 8, 3);
+  std::unique_ptr<PieceNet> net = make_piece_net("opencv", s, a.layers, a.se, images, 1);
+  const int blocks = int(s.layers.size()) - 1;  // one layer skipped
+  CHECK(net->num_pieces() == blocks + 2);
+  CHECK(net->layer_piece()[size_t(idx[1])] == -1);
+  CHECK(net->layer_piece()[size_t(idx[2])] == idx[2]);  // the skipped layer before it shifts it down by one
+  std::vector<double> piece(size_t(net->num_pieces()), -1.0);
+  Rng rng(1);
+  const double total = net->run(constant(images), {}, false, rng, piece.data());
+  double sum = 0;
+  for (double p : piece) sum += p;
+  CHECK(total > 0);
+  CHECK(sum == doctest::Approx(total).epsilon(1e-9));
+  for (int p = 1; p <= blocks; ++p) CHECK(piece[size_t(p)] > 0);
+  CHECK(contains(error_of([&] { net->run(constant(images), {0, 1}, true, rng, piece.data()); }), "inference only"));
+  CHECK(contains(error_of([] { prepare_backend("opencv", true, 1); }), "inference only"));
+}
+
+TEST_CASE("latency in OpenCV: the table records its backend, and a measurement with it agrees") {
+  ProfileOptions po;
+  po.space = "cifar10";
+  po.width = 0.25f;
+  po.input_size = 8;
+  po.backend = "opencv";
+  po.context_rounds = 1;
+  po.warmup = 1;
+  po.reps = 3;
+  po.min_seconds = 0;
+  po.pin = false;
+  const LatencyTable t = profile_space(po);
+  CHECK(t.backend == "opencv");
+  CHECK(t.isa == "opencv");
+  CHECK(t.mode == "inference");
+  CHECK(t.fixed_ms > 0);
+  for (const LayerCost& c : t.layers) CHECK(c.k5_e6 > 0);
+  fs::create_directories("latency_opencv");
+  save_latency_table("latency_opencv/lut.json", t);
+  const LatencyTable back = load_latency_table("latency_opencv/lut.json");
+  CHECK(back.backend == "opencv");
+  TableSettings given;
+  given.backend = "spnas";
+  CHECK(contains(table_conflicts(back, given).at(0), "opencv"));
+
+  MeasureOptions mo;
+  mo.backend = "opencv";
+  mo.warmup = 1;
+  mo.reps = 3;
+  mo.min_seconds = 0;
+  mo.pin = false;
+  Arch a = uniform_arch(load_space("cifar10", SpaceOptions{0.25f, 8, 0}), Choice::K3E6);
+  a.width = 0.25f;
+  a.input_size = 8;
+  const ArchLatency r = measure_arch_latency(a, mo, &back);
+  CHECK(r.ms > 0);
+  CHECK(r.predicted_ms > 0);
+  for (const std::string& w : r.warnings) CHECK_MESSAGE(!contains(w, "backend"), w);
+  CHECK(arch_latency_json(a, r, mo).at("backend") == "opencv");
 }
 
 #else

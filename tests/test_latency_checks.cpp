@@ -8,12 +8,14 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 #include <unistd.h>
 
 #include "engine/rng.h"
 #include "nas/latency/machine_load.h"
 #include "nas/latency/measure.h"
+#include "nas/latency/networks.h"
 #include "nas/latency/stats.h"
 #include "nas/latency/table.h"
 #include "nas/model.h"
@@ -319,4 +321,25 @@ TEST_CASE("measure_arch_latency: the reference interleaved, the table's predicti
   t.layers.pop_back();
   CHECK_THROWS_WITH(measure_arch_latency(a, o, &t), doctest::Contains("latency table 'tiny_lut.json' has 1 layers"));
   std::remove(space_path.c_str());
+}
+
+TEST_CASE("latency backends: one this build lacks is refused saying what it needs; others time inference only") {
+  auto error = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+#if SPNAS_HAVE_ONNX && SPNAS_HAVE_OPENCV
+  CHECK(error([] { prepare_backend("opencv", false, 1); }).empty());
+  CHECK(error([] { prepare_backend("opencv", true, 1); }).find("inference only") != std::string::npos);
+#else
+  const std::string e = error([] { prepare_backend("opencv", false, 1); });
+  CHECK(e.find("not in this build") != std::string::npos);
+  CHECK(e.find("libopencv-dnn-dev") != std::string::npos);
+#endif
+  CHECK(error([] { prepare_backend("tflite", false, 1); }).find("unknown backend 'tflite'") != std::string::npos);
+  CHECK(error([] { prepare_backend("spnas", true, 1); }).empty());
 }
