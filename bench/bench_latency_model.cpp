@@ -15,7 +15,7 @@
 // Usage: bench_latency_model [--configs 1x1,64x2] [--archs 20] [--seed 1] [--reps 30]
 //                            [--min-seconds 0.3] [--skip-validation] [--skip-predictor]
 //                            [--train-widths 0.5,1.0] [--test-width 0.75] [--pred-config 1x1]
-//                            [--out DIR] [--backend spnas|onednn] [--context-rounds 3]
+//                            [--out DIR] [--backend spnas|onednn|opencv] [--context-rounds 3]
 //                            [--clock wall|cpu] [--quantile 0.5] [--no-bracket] [--verbose]
 //
 // The architectures are measured before and after the profile (geometric mean of the two; the drift
@@ -80,7 +80,7 @@ std::vector<Arch> random_archs(const SearchSpace& s, int n, uint64_t seed) {
 }
 
 struct Errors {
-  double mean = 0, worst = 0, tau = 0, bias = 0;
+  double mean = 0, median = 0, worst = 0, tau = 0, bias = 0;
 };
 
 std::string fmt_pct(double v) {
@@ -91,13 +91,16 @@ std::string fmt_pct(double v) {
 
 Errors compare(const std::vector<double>& pred, const std::vector<double>& meas) {
   Errors e;
+  std::vector<double> apes;
   for (size_t i = 0; i < pred.size(); ++i) {
     double ape = std::fabs(pred[i] - meas[i]) / meas[i] * 100.0;
+    apes.push_back(ape);
     e.mean += ape;
     e.bias += (pred[i] - meas[i]) / meas[i] * 100.0;
     e.worst = std::max(e.worst, ape);
   }
   e.mean /= double(pred.size());
+  e.median = quantile(apes, 0.5);
   e.bias /= double(pred.size());
   e.tau = kendall_tau(pred, meas);
   return e;
@@ -228,9 +231,9 @@ int main(int argc, char** argv) {
       double lo = *std::min_element(m.begin(), m.end()), hi = *std::max_element(m.begin(), m.end());
       std::printf(
           "additive model (%s, %s clock), batch %d / %d thread(s): fixed %.3f ms, measured %.3f..%.3f ms; mean |err| %.2f %% "
-          "(target 3), worst %.2f %% (target 8), bias %+.2f %%, Kendall tau %.3f (target 0.9), measurement "
+          "(target 3), median %.2f %%, worst %.2f %% (target 8), bias %+.2f %%, Kendall tau %.3f (target 0.9), measurement "
           "spread up to %.1f %%%s: %s\n",
-          backend.c_str(), clock.c_str(), c.batch, c.threads, pr.table.fixed_ms, lo, hi, e.mean, e.worst, e.bias, e.tau, max_spread * 100,
+          backend.c_str(), clock.c_str(), c.batch, c.threads, pr.table.fixed_ms, lo, hi, e.mean, e.median, e.worst, e.bias, e.tau, max_spread * 100,
           bracket ? (", drift during the profile " + fmt_pct(drift)).c_str() : "", verdict(ok));
       // One architecture as `spnas latency` checks it against the table: interleaved with the table's
       // all-5x5-6 network, the ratio's interval, the machine factor, the load warnings.
