@@ -12,14 +12,20 @@
 //
 // Usage: bench_infer [--arch A]... [--width W]... [--config BxT]... [--rounds 5] [--seconds 0.25]
 //                    [--ort "node bench/ort_bench.js"] [--no-onednn] [--checkpoint C] [--dir DIR] [--profile]
-//                    [--clock wall|cpu]
+//                    [--breakdown] [--clock wall|cpu]
 //   --arch: "searched" (default; the architecture of the full 8-epoch cifar10 search, README), "5x5-6"
 //           (every searchable layer), or an architecture file; --width: default 1.0 and 0.5;
 //   --config: default 1x1, 1x2, 64x1, 64x2; --checkpoint runs a trained network instead.
+//   --ort: when the command fails, the run says why and goes on without ONNX Runtime;
+//   --dir: where the .onnx files and ONNX Runtime's inputs and outputs go (kept); default a temporary
+//          folder, removed at the end;
 //   --profile: after each configuration, our per-op times (as SPNAS_PROFILE=1) for that network;
+//   --breakdown: after each configuration, the time per piece (stem, each MBConv layer, head) of our
+//          engine, oneDNN and OpenCV (the profiler's networks, nas/latency/networks.h, timed
+//          round-robin), and oneDNN's time per kind of primitive (pointwise, depthwise, ...);
 //   --clock cpu: process CPU time / threads instead of the wall clock, for every runtime.
 // Run it under the shared lock: flock /work/.bench.lock build/bench_infer ...
-#include <sys/stat.h>
+#include <stdlib.h>
 
 #include <algorithm>
 #include <chrono>
@@ -28,6 +34,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <memory>
@@ -40,7 +47,11 @@
 #include "engine/cpu.h"
 #include "engine/threads.h"
 #include "nas/model.h"
+#include "nas/latency/harness.h"
 #include "nas/latency/measure.h"
+#include "nas/latency/networks.h"
+#include "nas/latency/onednn_backend.h"
+#include "nas/latency/stats.h"
 #include "nas/train.h"
 #include "ops/ops.h"
 
@@ -132,7 +143,7 @@ RacedNet random_network(const std::string& arch_name, float width) {
 }
 
 // Random pixels in [0, 1], NHWC.
-Tensor random_images(int64_t N, int S, uint64_t seed) {
+Tensor random_pixels(int64_t N, int S, uint64_t seed) {
   Tensor x = Tensor::empty({N, S, S, 3});
   Rng rng(seed);
   for (int64_t i = 0; i < x.numel(); ++i) x.data()[i] = float(rng.below(256)) / 255.0f;
@@ -215,8 +226,8 @@ struct Options {
   std::string ort;
   bool onednn = true;
   std::string checkpoint;
-  std::string dir = "bench_infer_files";
-  bool profile = false;
+  std::string dir;  // empty: a temporary folder
+  bool profile = false, breakdown = false;
   std::string clock = "wall";
 };
 
@@ -242,6 +253,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--checkpoint") o.checkpoint = value();
     else if (a == "--dir") o.dir = value();
     else if (a == "--profile") o.profile = true;
+    else if (a == "--breakdown") o.breakdown = true;
     else if (a == "--clock") o.clock = value();
     else usage_error("unknown option " + a);
   }
@@ -255,7 +267,104 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-void race(RacedNet& n, const Options& o) {
+// The ONNX Runtime command is outside the project: when it fails (not installed, no NODE_PATH, a
+// crash), the race says why and goes on without it.
+void drop_ort_if_failing(Options& o, const std::function<void()>& use_ort) {
+  try {
+    use_ort();
+  } catch (const std::exception& e) {
+    std::printf("ONNX Runtime left out of the race: %s\n", e.what());
+    std::fflush(stdout);
+    o.ort.clear();
+  }
+}
+
+// Median of each piece's runs, per backend: [backend][piece].
+using PieceMedians = std::vector<std::vector<double>>;
+
+// --breakdown (see the header): the profiler's piece networks of each backend, timed round-robin in
+// one run, and oneDNN's time per kind of primitive.
+void breakdown(const Arch& arch, int B, int T, const Options& o) {
+  SpaceOptions so;
+  so.width = arch.width;
+  so.input_size = arch.input_size;
+  so.num_classes = arch.num_classes;
+  const SearchSpace space = load_space(arch.space, so);
+  std::vector<std::string> backends = {"spnas"};
+  if (o.onednn && arch.se.empty()) backends.push_back("onednn");
+  backends.push_back("opencv");
+  ThreadScope threads(T);
+  ClockScope clock(o.clock, T);
+  const Var images = constant(random_pixels(B, space.input_size, 7));
+  const std::vector<int> labels = make_labels(B, space.num_classes);
+  std::vector<std::unique_ptr<PieceNet>> nets;
+  for (const std::string& b : backends) {
+    prepare_backend(b, false, T);
+    nets.push_back(make_piece_net(b, space, arch.layers, arch.se, images->value, 1));
+  }
+  const size_t pieces = size_t(nets[0]->num_pieces());
+  std::vector<std::vector<std::vector<double>>> runs(nets.size(), std::vector<std::vector<double>>(pieces));
+  std::vector<std::vector<double>> last(nets.size(), std::vector<double>(pieces));
+  std::vector<std::vector<double>> totals(nets.size());
+  std::vector<double> last_total(nets.size());
+  Repetitions reps;
+  reps.warmup = 3;
+  reps.reps = 10 * o.rounds;
+  reps.min_seconds = o.seconds * o.rounds;
+  reps.drop_preempted = false;  // as the race's blocks
+  Rng rng(3);
+  round_robin(
+      int(nets.size()), reps,
+      [&](int i) { return last_total[size_t(i)] = nets[size_t(i)]->run(images, labels, false, rng, last[size_t(i)].data()); },
+      [&](int i, bool) {
+        for (size_t p = 0; p < pieces; ++p) runs[size_t(i)][p].push_back(last[size_t(i)][p]);
+        totals[size_t(i)].push_back(last_total[size_t(i)]);
+      });
+  PieceMedians med(nets.size(), std::vector<double>(pieces));
+  for (size_t i = 0; i < nets.size(); ++i)
+    for (size_t p = 0; p < pieces; ++p) med[i][p] = quantile(runs[i][p], 0.5);
+
+  std::printf("time per piece, %dx%d, median ms of %zu round-robin runs (%s clock):\n%-34s", B, T, runs[0][0].size(),
+              o.clock.c_str(), "piece");
+  for (const std::string& b : backends) std::printf(" %9s", b.c_str());
+  std::printf("   onednn/ours\n");
+  auto row = [&](const std::string& what, size_t p) {
+    std::printf("%-34s", what.c_str());
+    for (size_t i = 0; i < nets.size(); ++i) std::printf(" %9.4f", med[i][p]);
+    if (backends.size() > 2) std::printf("   %.2f", med[1][p] / med[0][p]);
+    std::printf("\n");
+  };
+  row("stem", 0);
+  int si = 0;
+  for (size_t l = 0; l < space.layers.size(); ++l) {
+    const LayerSpec& ls = space.layers[l];
+    std::string what = "layer " + std::to_string(l) + " " + std::to_string(ls.cin) + "->" + std::to_string(ls.cout) +
+                       " s" + std::to_string(ls.stride) + " " + std::to_string(ls.in_size) + "px";
+    if (ls.searchable) what += std::string(" ") + choice_name(arch.layers[size_t(si++)]);
+    const int p = nets[0]->layer_piece()[l];
+    if (p >= 0) row(what, size_t(p));
+  }
+  row("head", pieces - 1);
+  std::printf("%-34s", "sum of the pieces");
+  for (size_t i = 0; i < nets.size(); ++i) {
+    double sum = 0;
+    for (double m : med[i]) sum += m;
+    std::printf(" %9.4f", sum);
+  }
+  std::printf("\n%-34s", "whole runs");
+  for (size_t i = 0; i < nets.size(); ++i) std::printf(" %9.4f", quantile(totals[i], 0.5));
+  std::printf("\n");
+#ifdef SPNAS_HAVE_DNNL
+  if (backends.size() > 2) {
+    std::printf("oneDNN per kind of primitive, %dx%d, median ms per run:", B, T);
+    for (const auto& [kind, ms] : onednn_time_by_kind(*nets[1], std::max(20, reps.reps))) std::printf("  %s %.4f", kind.c_str(), ms);
+    std::printf("\n");
+  }
+#endif
+  std::fflush(stdout);
+}
+
+void race(RacedNet& n, Options& o) {
   const int S = n.net->space().input_size, K = n.net->space().num_classes;
   const bool onednn = o.onednn && n.net->arch().se.empty();  // the oneDNN backend has no SE
   std::printf("\n== %s: %s, %.1f M MACs/image, %lld parameters\n", n.name.c_str(), arch_summary(n.net->arch()).c_str(),
@@ -268,7 +377,7 @@ void race(RacedNet& n, const Options& o) {
     const std::string tag = o.dir + "/" + std::to_string(B) + "x" + std::to_string(T);
     const std::string model = o.dir + "/b" + std::to_string(B) + ".onnx";
     write_file_atomic(model, onnx_model_bytes(*n.net, n.input, B));
-    const Tensor images = random_images(B, S, 7);
+    const Tensor images = random_pixels(B, S, 7);
     const Tensor ours_in = normalised(images, n.input);
     const Tensor peer_in = nhwc_to_nchw(images);
     set_num_threads(T);
@@ -281,12 +390,13 @@ void race(RacedNet& n, const Options& o) {
     char check[96];
     const double d_cv = relative_difference(ours, cv.forward(peer_in));
     std::snprintf(check, sizeof check, "opencv %.1e", d_cv);
-    if (!o.ort.empty()) {
-      write_floats(tag + ".input.f32", peer_in);
-      run_ort(o.ort, model, tag + ".input.f32", B, T, 0.0, tag + ".ort.f32");
-      const double d_ort = relative_difference(ours, read_floats(tag + ".ort.f32", {B, K}));
-      std::snprintf(check + std::strlen(check), sizeof check - std::strlen(check), ", ort %.1e", d_ort);
-    }
+    if (!o.ort.empty())
+      drop_ort_if_failing(o, [&] {
+        write_floats(tag + ".input.f32", peer_in);
+        run_ort(o.ort, model, tag + ".input.f32", B, T, 0.0, tag + ".ort.f32");
+        const double d_ort = relative_difference(ours, read_floats(tag + ".ort.f32", {B, K}));
+        std::snprintf(check + std::strlen(check), sizeof check - std::strlen(check), ", ort %.1e", d_ort);
+      });
     std::vector<double> t_ours, t_dnnl, t_cv, t_ort;
     const auto pause = [] { std::this_thread::sleep_for(std::chrono::milliseconds(10)); };
     for (int r = 0; r < o.rounds; ++r) {
@@ -311,9 +421,11 @@ void race(RacedNet& n, const Options& o) {
       }
       if (!o.ort.empty()) {
         pause();
-        OrtBlock b = run_ort(o.ort, model, tag + ".input.f32", B, T, o.seconds, tag + ".ort.f32");
-        t_ort.push_back(b.median_ms);
-        g_ort_version = b.version;
+        drop_ort_if_failing(o, [&] {
+          OrtBlock b = run_ort(o.ort, model, tag + ".input.f32", B, T, o.seconds, tag + ".ort.f32");
+          t_ort.push_back(b.median_ms);
+          g_ort_version = b.version;
+        });
       }
     }
     auto ms = [](const std::vector<double>& v) { return v.empty() ? NAN : median(v); };
@@ -335,15 +447,36 @@ void race(RacedNet& n, const Options& o) {
       std::printf("our op profile, %dx%d, per call:\n%s", B, T, op_profile_report(calls).c_str());
       set_op_profile(false);
     }
+    if (o.breakdown) breakdown(n.net->arch(), B, T, o);
   }
 }
 
-}  // namespace
+// The folder of the files the race writes: --dir (created, kept), or a new temporary folder that is
+// removed again at the end.
+struct WorkDir {
+  std::string path;
+  bool temporary = false;
+  explicit WorkDir(const std::string& dir) {
+    if (!dir.empty()) {
+      std::filesystem::create_directories(dir);
+      path = dir;
+      return;
+    }
+    std::string pattern = (std::filesystem::temp_directory_path() / "bench_infer.XXXXXX").string();
+    if (!mkdtemp(pattern.data())) throw std::runtime_error("cannot create a temporary folder " + pattern);
+    path = pattern;
+    temporary = true;
+  }
+  ~WorkDir() {
+    std::error_code ignored;
+    if (temporary) std::filesystem::remove_all(path, ignored);
+  }
+};
 
-int main(int argc, char** argv) {
-  const Options o = parse(argc, argv);
+int run(Options& o) {
   g_cpu_clock = o.clock == "cpu";
-  mkdir(o.dir.c_str(), 0755);
+  const WorkDir dir(o.dir);
+  o.dir = dir.path;
   std::time_t now = std::time(nullptr);
   char date[32];
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", std::localtime(&now));
@@ -352,6 +485,7 @@ int main(int argc, char** argv) {
   std::printf("figures: median ms per call (median of %d alternating blocks of >= %.2f s), %s clock, images/s = "
               "batch / that%s\n",
               o.rounds, o.seconds, o.clock.c_str(), o.ort.empty() ? "; ONNX Runtime: not run (no --ort command)" : "");
+  const std::string ort_command = o.ort;
   if (o.checkpoint.empty()) {
     for (const std::string& a : o.archs)
       for (float w : o.widths) {
@@ -366,9 +500,21 @@ int main(int argc, char** argv) {
     n.input = t.input_or_throw("bench_infer");
     race(n, o);
   }
-  if (!g_ort_version.empty()) std::printf("\nONNX Runtime %s (%s)\n", g_ort_version.c_str(), o.ort.c_str());
+  if (!g_ort_version.empty()) std::printf("\nONNX Runtime %s (%s)\n", g_ort_version.c_str(), ort_command.c_str());
   std::printf("load average at end: %s\n", load_average().c_str());
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o = parse(argc, argv);
+  try {
+    return run(o);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_infer: %s\n", e.what());
+    return 1;
+  }
 }
 
 #else

@@ -10,6 +10,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "nas/latency/harness.h"
+#include "nas/latency/stats.h"
 
 namespace spnas {
 
@@ -19,6 +20,7 @@ namespace {
 class OneDnnNet : public PieceNet {
  public:
   struct Step {
+    std::string kind;  // onednn_time_by_kind's
     dnnl::primitive prim;
     std::unordered_map<int, dnnl::memory> args;
   };
@@ -77,6 +79,7 @@ class OneDnnNet : public PieceNet {
     attr.set_post_ops(po);
     convolution_forward::primitive_desc pd(d, attr, eng);
     Step st;
+    st.kind = depthwise ? "depthwise" : K == 1 ? "pointwise" : "stem";
     st.prim = convolution_forward(pd);
     const float fan = float(depthwise ? K * K : K * K * IC);
     st.args[DNNL_ARG_SRC] = src;
@@ -133,6 +136,7 @@ class OneDnnNet : public PieceNet {
                                          h.get_desc(), pooled_md, {1, 1}, {Hs, Hs}, {0, 0}, {0, 0});
     pooling_forward::primitive_desc ppd(pd_desc, eng);
     Step pool;
+    pool.kind = "pool";
     pool.prim = pooling_forward(ppd);
     memory pooled(ppd.dst_desc(), eng);
     pool.args[DNNL_ARG_SRC] = h;
@@ -143,6 +147,7 @@ class OneDnnNet : public PieceNet {
     auto ip_desc = inner_product_forward::desc(prop_kind::forward_inference, ppd.dst_desc(), w_any, b_md, logits_md);
     inner_product_forward::primitive_desc ipd(ip_desc, eng);
     Step fc;
+    fc.kind = "classifier";
     fc.prim = inner_product_forward(ipd);
     fc.args[DNNL_ARG_SRC] = pooled;
     fc.args[DNNL_ARG_WEIGHTS] = weights(w_plain, ipd.weights_desc(), 1.0f / std::sqrt(float(K)));
@@ -168,6 +173,29 @@ class OneDnnNet : public PieceNet {
 };
 
 }  // namespace
+
+std::vector<std::pair<std::string, double>> onednn_time_by_kind(PieceNet& piece_net, int runs) {
+  OneDnnNet& net = dynamic_cast<OneDnnNet&>(piece_net);
+  std::vector<std::string> kinds;
+  for (const auto& steps : net.pieces)
+    for (const OneDnnNet::Step& st : steps)
+      if (std::find(kinds.begin(), kinds.end(), st.kind) == kinds.end()) kinds.push_back(st.kind);
+  std::vector<std::vector<double>> per_run(kinds.size());  // [kind][run]
+  for (int r = 0; r < runs; ++r) {
+    std::vector<double> ms(kinds.size(), 0.0);
+    for (auto& steps : net.pieces)
+      for (OneDnnNet::Step& st : steps) {
+        const double t0 = stamp_now();
+        st.prim.execute(net.strm, st.args);
+        net.strm.wait();
+        ms[size_t(std::find(kinds.begin(), kinds.end(), st.kind) - kinds.begin())] += stamp_now() - t0;
+      }
+    for (size_t k = 0; k < kinds.size(); ++k) per_run[k].push_back(ms[k]);
+  }
+  std::vector<std::pair<std::string, double>> out;
+  for (size_t k = 0; k < kinds.size(); ++k) out.push_back({kinds[k], quantile(per_run[k], 0.5)});
+  return out;
+}
 
 std::unique_ptr<PieceNet> make_onednn_net(const SearchSpace& space, const std::vector<Choice>& choice,
                                           const std::vector<bool>& se, const Tensor& images, uint64_t seed) {
