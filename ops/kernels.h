@@ -71,8 +71,9 @@ struct GemmNN {
   const float* A = nullptr;  // [rows, K], row stride lda
   int64_t lda = 0;
   const ColumnMap* a_map = nullptr;
-  const float* B = nullptr;  // [K, N], row stride ldb
+  const float* B = nullptr;  // [K, N], row stride ldb; or with b_transposed its transpose [N, K]
   int64_t ldb = 0;
+  bool b_transposed = false;  // B given as B^T (backward-data: the weights as they are, W = (W^T)^T)
   float* C = nullptr;  // [rows, N], row stride ldc
   int64_t ldc = 0;
   bool accumulate = false;  // C += instead of C =

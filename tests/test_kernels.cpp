@@ -445,7 +445,11 @@ TEST_CASE("pointwise GEMMs against a double-precision loop") {
                       PwShape{129, 33, 7}, PwShape{389, 24, 144}, PwShape{397, 144, 24}, PwShape{211, 70, 50},
                       PwShape{13, 130, 33}, PwShape{200, 8, 72}, PwShape{1500, 200, 300},
                       // fewer rows than output channels: split by columns (pointwise.cpp), tails included
-                      PwShape{16, 96, 200}, PwShape{5, 300, 129}, PwShape{40, 77, 500}, PwShape{33, 640, 48}}) {
+                      PwShape{16, 96, 200}, PwShape{5, 300, 129}, PwShape{40, 77, 500}, PwShape{33, 640, 48},
+                      // N tiles of 3 + 2 + 2 vectors (AVX2), K tiles of KB then 4, 2, 1 input channels
+                      // (gemm_tn), B packed into panels; K = 700 takes row blocks of fewer than 192 rows
+                      PwShape{250, 48, 56}, PwShape{100, 29, 24}, PwShape{70, 13, 40}, PwShape{90, 11, 16},
+                      PwShape{300, 700, 40}}) {
       INFO("isa ", isa, " impl ", std::string(impl), " threads ", threads, " M", s.M, " Cin", s.Cin, " Cout", s.Cout);
       check_pointwise(s, seed);
       seed += 3;

@@ -3,13 +3,15 @@
 // kernel set (simd_table.h): see simd_vector.h for the rules every kernel header follows.
 //
 // Both kernels are single-threaded over a row range; ops/kernels/pointwise.cpp splits the rows
-// across the pool. No packing: the activations are already row-major [M, C], the weights are small.
+// across the pool. The activations are used in place (row-major [M, C]); only gemm_nn's B (the
+// weights, small) is packed.
 //
 //  * gemm_nn:  C[r, :] (= or +=) A[r, :] . B     A [rows, K] (stride lda), B [K, N] (stride ldb),
 //              C [rows, N] (stride ldc).
 //              A tile of RB rows x NV vectors of N lives in registers; each k adds one broadcast
-//              A[r, k] times NV loaded vectors of B[k, :]. Rows are taken in blocks that stay in L2
-//              while every N tile passes over them. Forward (B = W) and backward-data (B = W^T).
+//              A[r, k] times NV loaded vectors of B[k, :], read from B's panel for the tile (packed
+//              per call). Rows are taken in blocks that stay in L2 while every N tile passes over
+//              them. Forward (B = W) and backward-data (B = W^T, packed from W: b_transposed).
 //              Optional epilogue on the registers before the store: act(c * scale[n] + shift[n])
 //              (inference with batch norm folded in: one pass over the output instead of two).
 //              Outputs too large for the L3 are stored non-temporally (the caller's `stream`).
@@ -17,7 +19,8 @@
 //              once per row block into a scratch copy that the N tiles then read from L1/L2.
 //  * gemm_tn:  C[K, N] (+)= A^T . Bm summed over rows   A [rows, K], Bm [rows, N], C [K, N] (stride ldc).
 //              A tile of KB input channels x NV vectors of N in registers; each row adds the
-//              broadcast A[r, k] times Bm[r, :]. Weight gradient, one partial C per thread.
+//              broadcast A[r, k] times Bm[r, :]. Chains of kTnRowBlock rows, each taken by every
+//              (K, N) tile in turn. Weight gradient, one partial C per thread.
 //              Operands from DRAM: the next row block is requested into L2 during the current one.
 //              The optional ColumnMap on A as in gemm_nn.
 #pragma once
@@ -29,11 +32,20 @@ namespace {
 #if defined(SPNAS_SIMD_AVX512)
 constexpr int kGemmMaxNV = 4;   // vectors of N per tile
 constexpr int kGemmRB[5] = {0, 12, 12, 8, 6};  // rows per tile for NV vectors (<= 29 registers)
+// The width of the next N tile when `left` vectors remain (every width is whole 64-byte lines).
+inline int gemm_tile_vectors(int64_t left, bool) { return int(left < kGemmMaxNV ? left : kGemmMaxNV); }
 #else
-constexpr int kGemmMaxNV = 2;
-constexpr int kGemmRB[3] = {0, 8, 6};  // 16 ymm: RB * NV accumulators + NV loads + 1 broadcast
+constexpr int kGemmMaxNV = 3;
+constexpr int kGemmRB[4] = {0, 8, 6, 4};  // 16 ymm: RB * NV accumulators + NV loads + 1 broadcast
+// Three vectors while more than four remain; four as two and two (a 1-vector tile re-reads every row
+// of A for 8 FMAs per k). With `lines` (non-temporal stores) two: whole 64-byte lines per tile.
+inline int gemm_tile_vectors(int64_t left, bool lines) {
+  if (lines) return int(left < 2 ? left : 2);
+  return int(left > 4 ? 3 : left == 4 ? 2 : left);
+}
 #endif
 constexpr int64_t kGemmRowBlock = 192;  // rows of A (and C) kept in L2 while the N tiles pass
+constexpr int64_t kGemmBlockBytes = int64_t(256) << 10;  // ... at most this much of A: half a Zen 3 L2
 // gemm_tn sums over rows in register chains of at most this many terms before adding into C (a
 // float chain's rounding error grows with its length; 64 keeps it below OpenBLAS's K blocking).
 constexpr int64_t kTnRowBlock = 64;
@@ -135,10 +147,33 @@ inline void nn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
   else nn_column<NV, false>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep, pf_rows, nt);
 }
 
+thread_local Scratch g_scratch_panels;
+
+// B's N tiles packed into panels: tile (v0, nv) as K rows of nv * L floats back to back, at P + K * v0 * L.
+// A tile then walks its B columns sequentially; in place, rows ldb floats apart fall into few L1 sets
+// when ldb is a multiple of a large power of two (e.g. 1152 columns: every row in one of 8 sets), and
+// a tile's K rows of B no longer stay in L1 between the row tiles that share them.
+inline void pack_panels(int64_t K, int64_t N, const float* B, int64_t ldb, bool transposed, bool lines, float* P) {
+  const int64_t nvec = (N + L - 1) / L;
+  for (int64_t v0 = 0; v0 < nvec;) {
+    const int nv = gemm_tile_vectors(nvec - v0, lines);
+    const int64_t w = nv * L, c0 = v0 * L, cols = N - c0 < w ? N - c0 : w;
+    float* p = P + K * c0;
+    if (transposed) {  // B^T [N, K]: its row c0 + c is the panel's column c
+      for (int64_t c = 0; c < cols; ++c)
+        for (int64_t k = 0; k < K; ++k) p[k * w + c] = B[(c0 + c) * ldb + k];
+    } else {
+      for (int64_t k = 0; k < K; ++k) std::memcpy(p + k * w, B + k * ldb + c0, size_t(cols) * sizeof(float));
+    }
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t c = cols; c < w; ++c) p[k * w + c] = 0.0f;
+    v0 += nv;
+  }
+}
+
 void gemm_nn_simd(const GemmNN& g) {
-  const int64_t rows = g.rows, K = g.K, N = g.N, lda = g.lda, ldb = g.ldb, ldc = g.ldc;
+  const int64_t rows = g.rows, K = g.K, N = g.N, lda = g.lda, ldc = g.ldc;
   const float* A = g.A;
-  const float* B = g.B;
   float* C = g.C;
   const ColumnMap* a_map = g.a_map;
   const bool accumulate = g.accumulate;
@@ -147,8 +182,20 @@ void gemm_nn_simd(const GemmNN& g) {
   // Non-temporal stores only of whole, aligned lines: every row's N columns are whole 16-float lines
   // (on AVX2 a line is the two vectors of one NV = 2 tile, stored back to back).
   const bool nt = g.stream && !accumulate && N % 16 == 0 && ldc % 16 == 0 && reinterpret_cast<uintptr_t>(C) % 64 == 0;
-  for (int64_t r0 = 0; r0 < rows; r0 += kGemmRowBlock) {
-    const int64_t rb = rows - r0 < kGemmRowBlock ? rows - r0 : kGemmRowBlock;
+  // B wider than one tile is packed, where the rows are enough to repay the copy; B^T always.
+  const bool packed = g.b_transposed || (g.ldb > kGemmMaxNV * L && rows >= 32);
+  const float* P = nullptr;
+  if (packed) {
+    float* p = g_scratch_panels.get(size_t(K * nvec * L));
+    pack_panels(K, N, g.B, g.ldb, g.b_transposed, nt, p);
+    P = p;
+  }
+  // Rows per block: kGemmRowBlock, fewer where K is so large that A's block would not stay in L2
+  // (a multiple of 24 rows: whole tiles of 4, 6 and 8).
+  int64_t block = kGemmBlockBytes / (K * int64_t(sizeof(float)));
+  block = block >= kGemmRowBlock ? kGemmRowBlock : block < 24 ? 24 : block - block % 24;
+  for (int64_t r0 = 0; r0 < rows; r0 += block) {
+    const int64_t rb = rows - r0 < block ? rows - r0 : block;
     const float* Ab = A + r0 * lda;
     int64_t ldp = lda;
     if (a_map) {  // the block's rows through the map (a sequential read: no A prefetch needed)
@@ -157,11 +204,12 @@ void gemm_nn_simd(const GemmNN& g) {
       Ab = S, ldp = K;
     }
     float* Cb = C + r0 * ldc;
-    for (int64_t v0 = 0; v0 < nvec; v0 += kGemmMaxNV) {
-      const int nv = int(nvec - v0 < kGemmMaxNV ? nvec - v0 : kGemmMaxNV);
+    for (int64_t v0 = 0; v0 < nvec;) {
+      const int nv = gemm_tile_vectors(nvec - v0, nt);
       const bool tail = v0 + nv == nvec && N % L != 0;
       const M m = tail ? tail_mask : V::mask(L);
-      const float* Bt = B + v0 * L;
+      const float* Bt = packed ? P + K * v0 * L : g.B + v0 * L;
+      const int64_t ldb = packed ? nv * L : g.ldb;
       float* Ct = Cb + v0 * L;
       NnEpilogue ep;
       if (g.scale) ep = {g.scale + v0 * L, g.shift + v0 * L, g.act};
@@ -170,12 +218,13 @@ void gemm_nn_simd(const GemmNN& g) {
       switch (nv) {
         case 1: nn_column_any<1>(tail, rb, K, Ab, ldp, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
         case 2: nn_column_any<2>(tail, rb, K, Ab, ldp, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
-#if defined(SPNAS_SIMD_AVX512)
         case 3: nn_column_any<3>(tail, rb, K, Ab, ldp, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
+#if defined(SPNAS_SIMD_AVX512)
         case 4: nn_column_any<4>(tail, rb, K, Ab, ldp, Bt, ldb, Ct, ldc, m, accumulate, ep, pf_rows, nt); break;
 #endif
         default: break;
       }
+      v0 += nv;
     }
   }
   if (nt) _mm_sfence();  // the streamed lines are visible before this thread reports its share done
@@ -230,39 +279,58 @@ struct TnPrefetch {
 };
 constexpr int64_t kTnPrefetchMinK = 64;
 
-// One N tile over all K, for `rows` rows (a block that stays in L2), in chains of kTnRowBlock rows;
-// pf (may be nullptr) takes a step after each chain.
-template <int NV, bool TAIL>
-inline void tn_column(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bm, int64_t ldb, float* C,
-                      int64_t ldc, M m, TnPrefetch* pf) {
-  constexpr int KB = kGemmRB[NV];
-  auto chains = [&](auto kb, int64_t k) SPNAS_INLINE {
-    for (int64_t r = 0; r < rows; r += kTnRowBlock) {
-      tn_tile<decltype(kb)::value, NV, TAIL>(rows - r < kTnRowBlock ? rows - r : kTnRowBlock, A + r * lda + k, lda,
-                                             Bm + r * ldb, ldb, C + k * ldc, ldc, m);
-      if (pf) pf->step();
-    }
-  };
+// Calls f(kb, k) for the K tiles of an N tile whose full tiles are KB input channels: full tiles,
+// then the leftover channels in tiles of 4, 2 and 1 (one by one, each would re-read the rows).
+template <int KB, class F>
+inline void for_k_tiles(int64_t K, const F& f) {
   int64_t k = 0;
-  for (; k + KB <= K; k += KB) chains(std::integral_constant<int, KB>{}, k);
-  for (; k < K; ++k) chains(std::integral_constant<int, 1>{}, k);
+  for (; k + KB <= K; k += KB) f(std::integral_constant<int, KB>{}, k);
+  auto rest = [&](auto kb) SPNAS_INLINE {
+    constexpr int KR = decltype(kb)::value;
+    if constexpr (KR < KB)
+      for (; k + KR <= K; k += KR) f(kb, k);
+  };
+  rest(std::integral_constant<int, 4>{});
+  rest(std::integral_constant<int, 2>{});
+  for (; k < K; ++k) f(std::integral_constant<int, 1>{}, k);
 }
 
-// The number of tn_tile chains one row block of `rows` rows takes over all (K, N) tiles.
+// One N tile over all K for one chain of at most kTnRowBlock rows; pf (may be nullptr) takes a step
+// after each tile.
+template <int NV, bool TAIL>
+inline void tn_chain(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bm, int64_t ldb, float* C,
+                     int64_t ldc, M m, TnPrefetch* pf) {
+  for_k_tiles<kGemmRB[NV]>(K, [&](auto kb, int64_t k) SPNAS_INLINE {
+    tn_tile<decltype(kb)::value, NV, TAIL>(rows, A + k, lda, Bm, ldb, C + k * ldc, ldc, m);
+    if (pf) pf->step();
+  });
+}
+
+// The number of tn_tile calls one row block of `rows` rows takes over all (K, N) tiles.
 inline int64_t tn_chains(int64_t rows, int64_t K, int64_t nvec) {
-  int64_t k_tiles = 0;  // over all N tiles: full KB tiles, then the leftover k's one by one
-  for (int64_t v0 = 0; v0 < nvec; v0 += kGemmMaxNV) {
-    const int64_t kb = kGemmRB[nvec - v0 < kGemmMaxNV ? nvec - v0 : kGemmMaxNV];
-    k_tiles += K / kb + K % kb;
+  int64_t k_tiles = 0;
+  for (int64_t v0 = 0; v0 < nvec;) {
+    const int nv = gemm_tile_vectors(nvec - v0, false);
+    auto count = [&](auto kb, int64_t) SPNAS_INLINE { ++k_tiles; };
+    switch (nv) {
+      case 1: for_k_tiles<kGemmRB[1]>(K, count); break;
+      case 2: for_k_tiles<kGemmRB[2]>(K, count); break;
+      case 3: for_k_tiles<kGemmRB[3]>(K, count); break;
+#if defined(SPNAS_SIMD_AVX512)
+      case 4: for_k_tiles<kGemmRB[4]>(K, count); break;
+#endif
+      default: break;
+    }
+    v0 += nv;
   }
   return k_tiles * ((rows + kTnRowBlock - 1) / kTnRowBlock);
 }
 
 template <int NV>
-inline void tn_column_any(bool tail, int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bm,
-                          int64_t ldb, float* C, int64_t ldc, M m, TnPrefetch* pf) {
-  if (tail) tn_column<NV, true>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
-  else tn_column<NV, false>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
+inline void tn_chain_any(bool tail, int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bm,
+                         int64_t ldb, float* C, int64_t ldc, M m, TnPrefetch* pf) {
+  if (tail) tn_chain<NV, true>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
+  else tn_chain<NV, false>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
 }
 
 void gemm_tn_simd(const GemmTN& g) {
@@ -302,18 +370,26 @@ void gemm_tn_simd(const GemmTN& g) {
       next.share = (next.left[0] + next.left[1] + steps - 1) / steps;
     }
     TnPrefetch* pf = prefetch ? &next : nullptr;
-    for (int64_t v0 = 0; v0 < nvec; v0 += kGemmMaxNV) {
-      const int nv = int(nvec - v0 < kGemmMaxNV ? nvec - v0 : kGemmMaxNV);
-      const bool tail = v0 + nv == nvec && N % L != 0;
-      const M m = tail ? tail_mask : V::mask(L);
-      switch (nv) {
-        case 1: tn_column_any<1>(tail, rb, K, Ap, ldp, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
-        case 2: tn_column_any<2>(tail, rb, K, Ap, ldp, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+    // Chain by chain, every (K, N) tile: a chain's rows of A and Bm are read from memory or L2 by the
+    // first tile and from L1 by the others, where they fit.
+    for (int64_t r = 0; r < rb; r += kTnRowBlock) {
+      const int64_t cr = rb - r < kTnRowBlock ? rb - r : kTnRowBlock;
+      const float* Ac = Ap + r * ldp;
+      const float* Bc = Bb + r * ldb;
+      for (int64_t v0 = 0; v0 < nvec;) {
+        const int nv = gemm_tile_vectors(nvec - v0, false);
+        const bool tail = v0 + nv == nvec && N % L != 0;
+        const M m = tail ? tail_mask : V::mask(L);
+        switch (nv) {
+          case 1: tn_chain_any<1>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+          case 2: tn_chain_any<2>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+          case 3: tn_chain_any<3>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
 #if defined(SPNAS_SIMD_AVX512)
-        case 3: tn_column_any<3>(tail, rb, K, Ap, ldp, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
-        case 4: tn_column_any<4>(tail, rb, K, Ap, ldp, Bb + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+          case 4: tn_chain_any<4>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
 #endif
-        default: break;
+          default: break;
+        }
+        v0 += nv;
       }
     }
   }

@@ -2,8 +2,8 @@
 // row blocks (or, with fewer rows than output channels, column slices); each block is one call of our
 // register-blocked kernel (KernelTable::gemm_nn / gemm_tn) or, with the reference table or
 // SPNAS_PW=blas, a single-threaded OpenBLAS sgemm (always row blocks). No layout copies: NHWC
-// activations are already a row-major [M, C] matrix (backward-data transposes the weights, or at
-// very few rows dY and dX instead).
+// activations are already a row-major [M, C] matrix (backward-data reads the weights transposed; at
+// very few rows it transposes dY and dX instead).
 #include <cblas.h>
 
 #include <algorithm>
@@ -96,7 +96,7 @@ static GemmNN rows_of(GemmNN g, int64_t b, int64_t e) {
   return g;
 }
 static GemmNN columns_of(GemmNN g, int64_t n0, int64_t n1) {
-  g.N = n1 - n0, g.B += n0, g.C += n0;
+  g.N = n1 - n0, g.B += g.b_transposed ? n0 * g.ldb : n0, g.C += n0;
   if (g.scale) g.scale += n0, g.shift += n0;
   return g;
 }
@@ -125,8 +125,8 @@ static bool tn_from_memory(int64_t M, int64_t Cin, int64_t Cout) {
   return int64_t(sizeof(float)) * M * (Cin + Cout) > stream_min_bytes();
 }
 
-// wt[o * Cin + i] = w[i * Cout + o] for the rows i in [i0, i1) of w: the columns [i0, i1) of W^T, in
-// 16 x 16 blocks (a plain loop writes one element per cache line).
+// wt[o * Cin + i] = w[i * Cout + o] for the rows i in [i0, i1) of w [Cin, Cout]: the columns
+// [i0, i1) of its transpose, in 16 x 16 blocks (a plain loop writes one element per cache line).
 static void transpose_rows(const float* w, int64_t Cin, int64_t Cout, int64_t i0, int64_t i1, float* wt) {
   constexpr int64_t B = 16;
   for (int64_t ib = i0; ib < i1; ib += B)
@@ -137,7 +137,7 @@ static void transpose_rows(const float* w, int64_t Cin, int64_t Cout, int64_t i0
     }
 }
 
-// The backward-data transposes' buffer (W^T, or dY^T and dX^T), reused across calls, owned by the
+// The few-row backward-data's transposes (dY^T and dX^T), reused across calls, owned by the
 // calling thread (the pool threads write into the caller's buffer, never their own thread_local).
 static float* transpose_buffer(int64_t n) {
   static thread_local std::vector<float> wt;
@@ -195,10 +195,9 @@ void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float*
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate) {
   if (pointwise_uses_own_gemm()) {
-    // dX = dY * W^T through gemm_nn with B = W^T [Cout, Cin].
     const KernelTable& k = kernels();
     if (M * (Cin + Cout) * 4 < Cin * Cout) {
-      // So few rows that transposing the weights would cost more than the product: dX^T = W * dY^T,
+      // So few rows that packing the weights would cost more than the product: dX^T = W * dY^T,
       // the weights read once in place (rows of W split across the threads), only dY and dX moved.
       float* dyt = transpose_buffer(M * (Cin + Cout));
       float* dxt = dyt + M * Cout;
@@ -215,24 +214,18 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
         for (int64_t i = 0; i < Cin; ++i) dx[r * Cin + i] = (accumulate ? dx[r * Cin + i] : 0.0f) + dxt[i * M + r];
       return;
     }
-    float* wt = transpose_buffer(Cin * Cout);
-    GemmNN g;  // dX = dY W^T
+    GemmNN g;  // dX = dY W^T, W^T read from W as it is (gemm_nn packs it into its panels)
     g.rows = M, g.K = Cout, g.N = Cin;
     g.A = dy, g.lda = Cout;
-    g.B = wt, g.ldb = Cin;
+    g.B = w, g.ldb = Cout, g.b_transposed = true;
     g.C = dx, g.ldc = Cin;
     g.accumulate = accumulate;
     g.stream = stream_product(M, Cout, Cin, accumulate);
     const int cc = column_chunks(M, Cin);
-    if (cc > 1) {  // each chunk transposes its own columns of W^T, then uses only those
-      for_column_chunks(Cin, cc, [&](int64_t i0, int64_t i1) {
-        transpose_rows(w, Cin, Cout, i0, i1, wt);
-        k.gemm_nn(columns_of(g, i0, i1));
-      });
+    if (cc > 1) {
+      for_column_chunks(Cin, cc, [&](int64_t i0, int64_t i1) { k.gemm_nn(columns_of(g, i0, i1)); });
       return;
     }
-    for_column_chunks(Cin, std::min<int>(num_threads(), int((Cin + 15) / 16)),
-                      [&](int64_t i0, int64_t i1) { transpose_rows(w, Cin, Cout, i0, i1, wt); });
     for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
       if (e > b) k.gemm_nn(rows_of(g, b, e));
     });
