@@ -80,44 +80,58 @@ static void check_jpeg_huffman_tables(const uint8_t* d, size_t n, const std::str
   }
 }
 
-// stb_image copies a zero-length first IDAT chunk with memcpy(NULL, p, 0), which UBSan reports.
-// Empty IDAT chunks carry no data: when a PNG has any, this returns a copy without them.
-static bool strip_empty_png_idat(const uint8_t* d, size_t n, std::vector<uint8_t>* out) {
-  static const uint8_t sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
-  if (n < 8 || std::memcmp(d, sig, 8) != 0) return false;
-  bool any = false;
-  for (size_t p = 8; p + 12 <= n;) {
-    const uint32_t len = (uint32_t(d[p]) << 24) | (uint32_t(d[p + 1]) << 16) | (uint32_t(d[p + 2]) << 8) | d[p + 3];
-    if (len == 0 && std::memcmp(d + p + 4, "IDAT", 4) == 0) any = true;
-    if (len > n - p - 12) break;
-    p += 12 + len;
-  }
-  if (!any) return false;
-  out->assign(d, d + 8);
+static bool is_png(const uint8_t* d, size_t n) { return n >= 8 && std::memcmp(d, "\x89PNG\r\n\x1a\n", 8) == 0; }
+
+static uint32_t png_be32(const uint8_t* p) {
+  return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3];
+}
+
+// Walks a PNG's chunks (4-byte length, 4-byte type, data, 4-byte CRC) from the one after the
+// signature, as long as each is whole in the file: visit(offset, data length, type) until it returns
+// false. Returns the offset where the walk stopped: that chunk (not whole, or refused by visit) or the
+// end of the whole chunks.
+template <class Visit>
+static size_t walk_png_chunks(const uint8_t* d, size_t n, Visit visit) {
   size_t p = 8;
-  for (; p + 12 <= n;) {
-    const uint32_t len = (uint32_t(d[p]) << 24) | (uint32_t(d[p + 1]) << 16) | (uint32_t(d[p + 2]) << 8) | d[p + 3];
-    if (len > n - p - 12) break;
-    if (!(len == 0 && std::memcmp(d + p + 4, "IDAT", 4) == 0)) out->insert(out->end(), d + p, d + p + 12 + len);
-    p += 12 + len;
+  while (p + 12 <= n) {
+    const uint32_t len = png_be32(d + p);
+    if (len > n - p - 12 || !visit(p, size_t(len), d + p + 4)) break;
+    p += 12 + size_t(len);
   }
-  out->insert(out->end(), d + p, d + n);  // whatever does not parse as chunks, unchanged
-  return true;
+  return p;
 }
 
 // stb_image reserves a PNG chunk's declared length before reading it: a 59-byte file declaring a
 // 1.36 GB IDAT chunk made it allocate that much (found by fuzzing). Every chunk up to IEND must fit.
 static void check_png_chunks(const uint8_t* d, size_t n, const std::string& name) {
-  static const uint8_t sig[8] = {137, 80, 78, 71, 13, 10, 26, 10};
-  if (n < 8 || std::memcmp(d, sig, 8) != 0) return;
-  for (size_t p = 8; p + 8 <= n;) {
-    const uint64_t len = (uint64_t(d[p]) << 24) | (uint64_t(d[p + 1]) << 16) | (uint64_t(d[p + 2]) << 8) | d[p + 3];
-    if (len + 12 > n - p)
-      data_error(name, "corrupt PNG: the chunk at byte " + std::to_string(p) + " declares " + std::to_string(len) +
-                           " bytes of data, more than the " + std::to_string(n - p) + " bytes left in the file");
-    if (std::memcmp(d + p + 4, "IEND", 4) == 0) return;
-    p += 12 + size_t(len);
-  }
+  if (!is_png(d, n)) return;
+  auto before_iend = [](size_t, size_t, const uint8_t* type) { return std::memcmp(type, "IEND", 4) != 0; };
+  const size_t p = walk_png_chunks(d, n, before_iend);  // at IEND, at a chunk not whole, or at the end
+  if (p + 8 > n) return;                                 // no chunk length left to check
+  const uint64_t len = png_be32(d + p);
+  if (len + 12 > n - p)
+    data_error(name, "corrupt PNG: the chunk at byte " + std::to_string(p) + " declares " + std::to_string(len) +
+                         " bytes of data, more than the " + std::to_string(n - p) + " bytes left in the file");
+}
+
+// stb_image copies a zero-length first IDAT chunk with memcpy(NULL, p, 0), which UBSan reports.
+// Empty IDAT chunks carry no data: when a PNG has any, this returns a copy without them.
+static bool strip_empty_png_idat(const uint8_t* d, size_t n, std::vector<uint8_t>* out) {
+  if (!is_png(d, n)) return false;
+  auto empty_idat = [](size_t len, const uint8_t* type) { return len == 0 && std::memcmp(type, "IDAT", 4) == 0; };
+  bool any = false;
+  walk_png_chunks(d, n, [&](size_t, size_t len, const uint8_t* type) {
+    any = any || empty_idat(len, type);
+    return !any;
+  });
+  if (!any) return false;
+  out->assign(d, d + 8);
+  const size_t end = walk_png_chunks(d, n, [&](size_t p, size_t len, const uint8_t* type) {
+    if (!empty_idat(len, type)) out->insert(out->end(), d + p, d + p + 12 + len);
+    return true;
+  });
+  out->insert(out->end(), d + end, d + n);  // whatever does not parse as chunks, unchanged
+  return true;
 }
 
 std::vector<uint8_t> decode_image(const uint8_t* data, size_t n, const std::string& name, int* h, int* w) {
@@ -136,10 +150,9 @@ std::vector<uint8_t> decode_image(const uint8_t* data, size_t n, const std::stri
   // stb refuses sides beyond its own limit as "corrupt": read a PNG's or BMP's declared size first,
   // so that a huge image is called too large.
   int64_t hx = 0, hy = 0;
-  auto be32 = [&](size_t o) { return (int64_t(data[o]) << 24) | (int64_t(data[o + 1]) << 16) | (data[o + 2] << 8) | data[o + 3]; };
   auto le32 = [&](size_t o) { return int64_t(int32_t(uint32_t(data[o]) | uint32_t(data[o + 1]) << 8 | uint32_t(data[o + 2]) << 16 | uint32_t(data[o + 3]) << 24)); };
-  if (n >= 24 && std::memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0 && std::memcmp(data + 12, "IHDR", 4) == 0)
-    hx = be32(16), hy = be32(20);
+  if (n >= 24 && is_png(data, n) && std::memcmp(data + 12, "IHDR", 4) == 0)
+    hx = png_be32(data + 16), hy = png_be32(data + 20);
   else if (n >= 26 && data[0] == 'B' && data[1] == 'M')
     hx = le32(18), hy = std::llabs(le32(22));
   if (hx > kMaxSide || hy > kMaxSide || hx * hy > kMaxPixels)
