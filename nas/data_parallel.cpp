@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <sstream>
 #include <stdexcept>
 
 #include "engine/threads.h"
@@ -121,6 +122,16 @@ uint64_t fingerprint(const ParamSet& ps) {
 
 }  // namespace
 
+Checkpoint rank_checkpoint(ParamSet& params, Optimizer* opt, Ema* ema, RankRng& rng, const std::string& metadata) {
+  Checkpoint ck;
+  ck.params = &params;
+  ck.optimizer = opt;
+  ck.ema = ema;
+  ck.rngs = rng.mine();
+  ck.metadata = metadata;
+  return ck;
+}
+
 void save_checkpoint_from_rank0(const std::string& path, Checkpoint& ck, RankRng& rng) {
   Communicator& w = world();
   ck.rngs = rng.all();
@@ -135,6 +146,20 @@ void save_checkpoint_from_rank0(const std::string& path, Checkpoint& ck, RankRng
                                  "started with the same options?); '" + path + "' was not written");
   }
   if (is_writer()) save_checkpoint(path, ck);
+}
+
+void put_loader_position(Checkpoint& ck, const std::string& key, const Loader& loader) {
+  const Loader::Position p = loader.position();
+  ck.blobs[key] = std::to_string(p.epoch) + " " + std::to_string(p.batch);
+}
+
+void seek_loader(Loader& loader, const Checkpoint& ck, const std::string& key, const std::string& path,
+                 const std::string& what) {
+  auto it = ck.blobs.find(key);
+  if (it == ck.blobs.end()) throw std::runtime_error(what + ": checkpoint '" + path + "' has no " + key + " position");
+  Loader::Position p{};
+  std::istringstream(it->second) >> p.epoch >> p.batch;
+  loader.seek(p);
 }
 
 }  // namespace spnas

@@ -97,8 +97,18 @@ class RankRng {
   std::vector<Rng> gathered_;
 };
 
+// This rank's training state as a checkpoint to save or load into: parameters, optimizer slots, EMA
+// shadows (nullptr: none), this rank's random state and the run's metadata.
+Checkpoint rank_checkpoint(ParamSet& params, Optimizer* opt, Ema* ema, RankRng& rng, const std::string& metadata);
+
 // Collective: gathers every rank's random state into ck, checks that the ranks' parameters and
 // buffers are the same bits (they take identical steps), and rank 0 writes the file (atomically).
 void save_checkpoint_from_rank0(const std::string& path, Checkpoint& ck, RankRng& rng);
+
+// A loader's place in the data, kept in a checkpoint as blob `key` ("epoch batch"), and the loader
+// moved back there on resume (a checkpoint without the blob is refused, naming the file and the key).
+void put_loader_position(Checkpoint& ck, const std::string& key, const Loader& loader);
+void seek_loader(Loader& loader, const Checkpoint& ck, const std::string& key, const std::string& path,
+                 const std::string& what);
 
 }  // namespace spnas

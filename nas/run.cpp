@@ -64,7 +64,8 @@ std::string this_command() {
 
 }  // namespace
 
-RunFolder::RunFolder(const std::string& dir, const std::string& what, bool writer) : dir_(clean_dir(dir, what)) {
+RunFolder::RunFolder(const std::string& dir, const std::string& what, bool writer)
+    : dir_(clean_dir(dir, what)), writer_(writer) {
   if (!writer) return;
   make_dirs(dir_);
   const std::string lock = file(".lock");
@@ -91,6 +92,11 @@ RunFolder::RunFolder(const std::string& dir, const std::string& what, bool write
 
 RunFolder::~RunFolder() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock; the file stays (harmless, reused)
+}
+
+void RunFolder::log_change(const std::string& line) const {
+  std::fprintf(stderr, "%s\n", line.c_str());
+  if (writer_) std::ofstream(file("config_changes.log"), std::ios::app) << line << '\n';
 }
 
 void check_output_file(const std::string& path, const std::string& what) {

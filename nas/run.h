@@ -42,9 +42,13 @@ class RunFolder {
   RunFolder& operator=(const RunFolder&) = delete;
   const std::string& dir() const { return dir_; }
   std::string file(const std::string& name) const { return dir_ + "/" + name; }
+  // A line saying how this run differs from the one it continues (a resume with a changed setting):
+  // printed to stderr and, by the writer, appended to DIR/config_changes.log.
+  void log_change(const std::string& line) const;
 
  private:
   std::string dir_;
+  bool writer_;
   int lock_fd_ = -1;
 };
 
@@ -95,6 +99,24 @@ struct DivergenceCheck {
 std::vector<std::string> compare_run_config(const nlohmann::json& recorded, const nlohmann::json& now,
                                             const std::vector<std::string>& may_differ, bool allow,
                                             const std::string& checkpoint);
+
+// The settings of the training loop that search and train share (data, augmentation, batch, length,
+// learning rate, optimizer, regularisation, held-out split, seed), as a record's fields; Config is a
+// SearchConfig or a TrainConfig.
+template <class Config>
+nlohmann::json training_record(const Config& c) {
+  return {{"data", c.data.kind + ":" + c.data.path},
+          {"augment", c.augment},
+          {"batch", c.batch},
+          {"epochs", c.epochs},
+          {"lr", {c.lr.kind, c.lr.lr, c.lr.decay_rate, c.lr.decay_epochs, c.lr.warmup_epochs}},
+          {"optimizer", c.optimizer},
+          {"weight_decay", c.weight_decay},
+          {"label_smoothing", c.label_smoothing},
+          {"bn_momentum", c.bn_momentum},
+          {"val_fraction", c.val_fraction},
+          {"seed", c.seed}};
+}
 
 // ---- memory ------------------------------------------------------------------------------------------
 // The memory a run may use: `limit_gib` if > 0, else 80 % of the machine's (MemTotal).

@@ -104,33 +104,24 @@ nlohmann::json config_record(const SearchConfig& c, const LatencyTable& t) {
   std::string table;
   for (const LayerCost& l : t.layers)
     table += fmt(l.k3_e3, 6) + "," + fmt(l.k3_e6, 6) + "," + fmt(l.k5_e3, 6) + "," + fmt(l.k5_e6, 6) + "," + fmt(l.se, 6) + ";";
-  return {{"space", c.space},
-          {"width", c.space_options.width},
-          {"input_size", c.space_options.input_size},
-          {"num_classes", c.space_options.num_classes},
-          {"data", c.data.kind + ":" + c.data.path},
-          {"augment", c.augment},
-          {"batch", c.batch},
-          {"epochs", c.epochs},
-          {"warmup_epochs", c.warmup_epochs},
-          {"drop", c.indicator_drop},
-          {"lr", {c.lr.kind, c.lr.lr, c.lr.decay_rate, c.lr.decay_epochs, c.lr.warmup_epochs}},
-          {"threshold_lr_mult", c.threshold_lr_mult},
-          {"optimizer", c.optimizer},
-          {"weight_decay", c.weight_decay},
-          {"label_smoothing", c.label_smoothing},
-          {"lambda", c.lambda},
-          {"runtime_loss", int(c.runtime_loss)},
-          {"target_ms", c.target_ms},
-          {"runtime_model", int(c.runtime_mode)},
-          {"se", c.search_se},
-          {"squared_norm", c.squared_norm},
-          {"threshold_margin", c.threshold_margin},
-          {"bilevel", c.bilevel},
-          {"val_fraction", c.val_fraction},
-          {"bn_momentum", c.bn_momentum},
-          {"seed", c.seed},
-          {"table", "fixed " + fmt(t.fixed_ms, 6) + "; " + table}};
+  nlohmann::json r = training_record(c);
+  r.update({{"space", c.space},
+            {"width", c.space_options.width},
+            {"input_size", c.space_options.input_size},
+            {"num_classes", c.space_options.num_classes},
+            {"warmup_epochs", c.warmup_epochs},
+            {"drop", c.indicator_drop},
+            {"threshold_lr_mult", c.threshold_lr_mult},
+            {"lambda", c.lambda},
+            {"runtime_loss", int(c.runtime_loss)},
+            {"target_ms", c.target_ms},
+            {"runtime_model", int(c.runtime_mode)},
+            {"se", c.search_se},
+            {"squared_norm", c.squared_norm},
+            {"threshold_margin", c.threshold_margin},
+            {"bilevel", c.bilevel},
+            {"table", "fixed " + fmt(t.fixed_ms, 6) + "; " + table}});
+  return r;
 }
 
 }  // namespace
@@ -296,27 +287,18 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
 
   const nlohmann::json config = with_parallel_record(config_record(cfg, table), cfg.parallel);
   const nlohmann::json meta = {{"kind", "spnas-search"}, {"config", config}};
-  auto make_ck = [&]() {
-    Checkpoint ck;
-    ck.params = &net.params();
-    ck.optimizer = opt.get();
-    ck.rngs = rank_rng.mine();
-    ck.metadata = meta.dump();
-    return ck;
-  };
+  auto make_ck = [&] { return rank_checkpoint(net.params(), opt.get(), nullptr, rank_rng, meta.dump()); };
   auto save = [&](int64_t step) {
     Checkpoint ck = make_ck();
     ck.step = step;
-    Loader::Position p = loader.position();
-    ck.blobs["loader"] = std::to_string(p.epoch) + " " + std::to_string(p.batch);
+    put_loader_position(ck, "loader", loader);
     if (topt) {
       // The threshold optimizer's slots travel as a blob-encoded second checkpoint.
       Checkpoint t;
       t.params = &net.params();
       t.optimizer = topt.get();
       ck.blobs["threshold_optimizer"] = encode_checkpoint(t);
-      Loader::Position vp = val_loader->position();
-      ck.blobs["val_loader"] = std::to_string(vp.epoch) + " " + std::to_string(vp.batch);
+      put_loader_position(ck, "val_loader", *val_loader);
     }
     save_checkpoint_from_rank0(files.checkpoint, ck, rank_rng);
   };
@@ -330,28 +312,18 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
       throw std::runtime_error("search: '" + files.checkpoint + "' is not a search checkpoint (kind '" +
                                m.value("kind", "?") + "')");
     for (const std::string& change : compare_run_config(m.value("config", nlohmann::json::object()), config, {},
-                                                        cfg.allow_config_change, files.checkpoint)) {
-      const std::string line = "search: resuming with a changed setting (--allow-config-change): " + change;
-      std::fprintf(stderr, "%s\n", line.c_str());
-      if (is_writer()) std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
-    }
+                                                        cfg.allow_config_change, files.checkpoint))
+      folder.log_change("search: resuming with a changed setting (--allow-config-change): " + change);
     Checkpoint ck = make_ck();
     load_checkpoint(files.checkpoint, ck);
     step = ck.step;
-    auto pos = [&](const char* key) {
-      auto it = ck.blobs.find(key);
-      if (it == ck.blobs.end()) throw std::runtime_error("search: checkpoint '" + files.checkpoint + "' has no " + key + " position");
-      Loader::Position p{};
-      std::istringstream(it->second) >> p.epoch >> p.batch;
-      return p;
-    };
-    loader.seek(pos("loader"));
+    seek_loader(loader, ck, "loader", files.checkpoint, "search");
     if (topt) {
       auto it = ck.blobs.find("threshold_optimizer");
       if (it == ck.blobs.end()) throw std::runtime_error("search: checkpoint has no threshold optimizer (was it a one-level search?)");
       CheckpointData td = decode_checkpoint(it->second, files.checkpoint + " (threshold optimizer)");
       topt->load_state(td.optimizer);
-      val_loader->seek(pos("val_loader"));
+      seek_loader(*val_loader, ck, "val_loader", files.checkpoint, "search");
     }
     rows = read_search_csv(files.csv, step, net.layers().size());
     if (int64_t(rows.size()) != step)
@@ -368,7 +340,8 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
   }
   std::ofstream csv;
   if (is_writer()) csv.open(files.csv, std::ios::app);
-  if (!cfg.quiet)
+  // Warnings print even with --quiet (which hides progress only); once, from the rank that writes.
+  if (is_writer())
     for (const std::string& w : warnings) std::fprintf(stderr, "search: warning: %s\n", w.c_str());
 
   // The supernet's accuracy with its current decisions on a few held-out batches (no dropping).

@@ -6,7 +6,6 @@
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <stdexcept>
 
 #include "engine/checkpoint.h"
@@ -68,21 +67,12 @@ namespace {
 
 // What a resume must match; `epochs` may grow with --extend.
 nlohmann::json config_record(const TrainConfig& c, const Arch& arch) {
-  return {{"arch", nlohmann::json::parse(arch_to_json(arch))},
-          {"data", c.data.kind + ":" + c.data.path},
-          {"augment", c.augment},
-          {"batch", c.batch},
-          {"epochs", c.epochs},
-          {"lr", {c.lr.kind, c.lr.lr, c.lr.decay_rate, c.lr.decay_epochs, c.lr.warmup_epochs}},
-          {"optimizer", c.optimizer},
-          {"weight_decay", c.weight_decay},
-          {"label_smoothing", c.label_smoothing},
-          {"ema", c.ema_decay},
-          {"bn_momentum", c.bn_momentum},
-          {"dropout", c.dropout},
-          {"val_fraction", c.val_fraction},
-          {"seed", c.seed},
-          {"init_from", c.init_from}};
+  nlohmann::json r = training_record(c);
+  r.update({{"arch", nlohmann::json::parse(arch_to_json(arch))},
+            {"ema", c.ema_decay},
+            {"dropout", c.dropout},
+            {"init_from", c.init_from}});
+  return r;
 }
 
 nlohmann::json checkpoint_meta(const std::string& path, const CheckpointData& d) {
@@ -215,20 +205,11 @@ TrainResult train_on_this_rank(const TrainConfig& cfg) {
                                  {"class_names", input.class_names},
                                  {"mean", input.mean},
                                  {"std", input.std}}}};
-  auto make_ck = [&]() {
-    Checkpoint ck;
-    ck.params = &net.params();
-    ck.optimizer = opt.get();
-    ck.ema = ema.get();
-    ck.rngs = rank_rng.mine();
-    ck.metadata = meta.dump();
-    return ck;
-  };
+  auto make_ck = [&] { return rank_checkpoint(net.params(), opt.get(), ema.get(), rank_rng, meta.dump()); };
   auto save = [&](int64_t step) {
     Checkpoint ck = make_ck();
     ck.step = step;
-    Loader::Position p = loader.position();
-    ck.blobs["loader"] = std::to_string(p.epoch) + " " + std::to_string(p.batch);
+    put_loader_position(ck, "loader", loader);
     save_checkpoint_from_rank0(checkpoint_path, ck, rank_rng);
   };
   const std::string log_path = folder.file("train_log.csv");
@@ -245,17 +226,12 @@ TrainResult train_on_this_rank(const TrainConfig& cfg) {
         throw std::runtime_error("train: --extend needs more --epochs than the run had (" + fmt(before, 2) + ")");
     }
     const std::vector<std::string> may_differ = cfg.extend ? std::vector<std::string>{"epochs"} : std::vector<std::string>{};
-    for (const std::string& change : compare_run_config(old, config, may_differ, cfg.allow_config_change, checkpoint_path)) {
-      const std::string line = "train: resuming with a changed setting (--allow-config-change): " + change;
-      std::fprintf(stderr, "%s\n", line.c_str());
-      if (is_writer()) std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
-    }
+    for (const std::string& change : compare_run_config(old, config, may_differ, cfg.allow_config_change, checkpoint_path))
+      folder.log_change("train: resuming with a changed setting (--allow-config-change): " + change);
     Checkpoint ck = make_ck();
     load_checkpoint(checkpoint_path, ck);
     step = ck.step;
-    Loader::Position p{};
-    std::istringstream(ck.blobs["loader"]) >> p.epoch >> p.batch;
-    loader.seek(p);
+    seek_loader(loader, ck, "loader", checkpoint_path, "train");
     if (cfg.extend) {
       // The schedule the run had, evaluated where it stopped, against the new one: said, not silent.
       const double old_epochs = old.value("epochs", 0.0);
@@ -265,11 +241,10 @@ TrainResult train_on_this_rank(const TrainConfig& cfg) {
         std::snprintf(b, sizeof b, "%.3g", v);
         return std::string(b);
       };
-      const std::string line = "train: extending the run from " + fmt(old_epochs, 2) + " to " + fmt(cfg.epochs, 2) +
-                               " epochs: the learning-rate schedule is rebuilt over the new length; at step " +
-                               std::to_string(step) + " the rate was " + rate(before(step)) + " and is now " + rate(schedule(step));
-      std::fprintf(stderr, "%s\n", line.c_str());
-      if (is_writer()) std::ofstream(folder.file("config_changes.log"), std::ios::app) << line << '\n';
+      folder.log_change("train: extending the run from " + fmt(old_epochs, 2) + " to " + fmt(cfg.epochs, 2) +
+                        " epochs: the learning-rate schedule is rebuilt over the new length; at step " +
+                        std::to_string(step) + " the rate was " + rate(before(step)) + " and is now " +
+                        rate(schedule(step)));
     }
     // The log keeps the rows before the checkpoint's step; a log that lost rows is refused.
     std::ifstream in(log_path);
