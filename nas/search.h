@@ -53,7 +53,7 @@ struct SearchConfig {
   bool allow_config_change = false;  // resume even if the recorded configuration differs (logged)
   int64_t max_steps = -1;          // stop after this many steps in total (tests, quick runs)
   double memory_limit_gib = 0;     // 0: 80 % of the machine's memory
-  bool quiet = false;
+  bool quiet = false;              // no progress lines (warnings still print)
   ParallelConfig parallel;  // under mpirun (nas/data_parallel.h)
 };
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # What the program promises about a run, checked on the real binary: an empty --out is refused, a
 # second run on a held folder fails at once naming the holder, SIGINT exits 130 with the checkpoint
-# saved and no architecture, SIGTERM exits 143, and `info` on a huge architecture answers from shapes
-# within a small address space. Usage: cli_runs.sh SPNAS WORKDIR
+# saved and no architecture, SIGTERM exits 143, `search --quiet` still prints its warnings, and `info`
+# on a huge architecture answers from shapes within a small address space. Usage: cli_runs.sh SPNAS WORKDIR
 source "$(dirname "$0")/cli_common.sh"
 cat > lut.json <<'JSON'
 {"format": "spnas-latency-table", "version": 1, "space": "tiny", "fixed_ms": 1.0,
@@ -36,6 +36,17 @@ sleep 1.5
 kill -TERM $pid
 wait $pid; code=$?
 [ $code -eq 143 ] && grep -q "interrupted by SIGTERM" term.log || fail "SIGTERM exit code $code: $(cat term.log)"
+
+# --quiet hides progress, never warnings: a warm-up that lasts the whole search is said on stderr (and
+# without --quiet, the progress lines are there too).
+QUICK=("$B" search --space tiny.json --lut lut.json --data synthetic:train=64,test=16 --batch 8 --threads 1
+       --epochs 1 --warmup-epochs 1 --max-steps 2)
+err=$("${QUICK[@]}" --quiet --out quiet 2>&1 >/dev/null); code=$?
+[ $code -eq 0 ] && grep -q "search: warning: the warm-up" <<<"$err" || fail "search --quiet: exit $code, no warning: $err"
+grep -q "steps/s" <<<"$err" && fail "search --quiet printed progress: $err"
+err=$("${QUICK[@]}" --out loud 2>&1 >/dev/null); code=$?
+[ $code -eq 0 ] && grep -q "search: warning: the warm-up" <<<"$err" && grep -q "steps/s" <<<"$err" ||
+  fail "search without --quiet: exit $code, warning or progress missing: $err"
 
 # info on a width-8, 2048-pixel architecture: answered from shapes in under 1 GB of address space.
 printf '{"space": "cifar10", "width": 8, "input_size": 2048, "layers": [%s"5x5-6"]}' "$(printf '"5x5-6",%.0s' $(seq 19))" > wide.json

@@ -95,7 +95,7 @@ Command add_search(CLI::App& app) {
   add_parallel(s, c.parallel);
   s->add_option("--seed", c.seed, "random seed")->capture_default_str();
   s->add_flag("--no-low-memory", f->no_low_memory, "keep post-activation tensors instead of recomputing them (more memory)");
-  s->add_flag("--quiet", c.quiet, "no progress output");
+  s->add_flag("--quiet", c.quiet, "no progress output (warnings still print)");
 
   return {s, [f, s] {
             set_threads_for_rank(f->threads);
