@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 
 #include "data/data.h"
 #include "nas/latency/measure.h"
@@ -26,40 +27,41 @@ std::string show(double v) {
   return buf;
 }
 
+// A validator for a numeric option: the text must parse whole as a number (else "must be KIND, got
+// '...'"); out_of_range(v, text) then returns the error for a value outside the range, or "".
+CLI::Validator numeric(const std::string& kind, const std::string& range,
+                       std::function<std::string(double, const std::string&)> out_of_range) {
+  return CLI::Validator(
+      [kind, out_of_range](std::string& s) -> std::string {
+        double v;
+        if (!parse_number(s, &v)) return "must be " + kind + ", got '" + s + "'";
+        return out_of_range(v, s);
+      },
+      range);
+}
+
 }  // namespace
 
 CLI::Validator number_in(double lo, double hi) {
-  return CLI::Validator(
-      [lo, hi](std::string& s) -> std::string {
-        double v;
-        if (!parse_number(s, &v)) return "must be a number, got '" + s + "'";
-        if (!std::isfinite(v) || v < lo || v > hi) return "must be in [" + show(lo) + ", " + show(hi) + "], got " + s;
-        return "";
-      },
-      "[" + show(lo) + ", " + show(hi) + "]");
+  return numeric("a number", "[" + show(lo) + ", " + show(hi) + "]", [lo, hi](double v, const std::string& s) {
+    return !std::isfinite(v) || v < lo || v > hi ? "must be in [" + show(lo) + ", " + show(hi) + "], got " + s : "";
+  });
 }
 
 CLI::Validator number_above(double lo, double hi) {
-  return CLI::Validator(
-      [lo, hi](std::string& s) -> std::string {
-        double v;
-        if (!parse_number(s, &v)) return "must be a number, got '" + s + "'";
-        if (!std::isfinite(v) || !(v > lo) || v > hi)
-          return "must be > " + show(lo) + (hi < 1e300 ? " and <= " + show(hi) : std::string()) + ", got " + s;
-        return "";
-      },
-      hi < 1e300 ? "(" + show(lo) + ", " + show(hi) + "]" : "> " + show(lo));
+  const std::string range = hi < 1e300 ? "(" + show(lo) + ", " + show(hi) + "]" : "> " + show(lo);
+  return numeric("a number", range, [lo, hi](double v, const std::string& s) {
+    return !std::isfinite(v) || !(v > lo) || v > hi
+               ? "must be > " + show(lo) + (hi < 1e300 ? " and <= " + show(hi) : std::string()) + ", got " + s
+               : "";
+  });
 }
 
 CLI::Validator integer_in(double lo, double hi) {
-  return CLI::Validator(
-      [lo, hi](std::string& s) -> std::string {
-        double v;
-        if (!parse_number(s, &v) || v != std::floor(v)) return "must be an integer, got '" + s + "'";
-        if (v < lo || v > hi) return "must be in " + show(lo) + ".." + show(hi) + ", got " + s;
-        return "";
-      },
-      show(lo) + ".." + show(hi));
+  return numeric("an integer", show(lo) + ".." + show(hi), [lo, hi](double v, const std::string& s) {
+    if (v != std::floor(v)) return "must be an integer, got '" + s + "'";
+    return v < lo || v > hi ? "must be in " + show(lo) + ".." + show(hi) + ", got " + s : "";
+  });
 }
 
 void add_threads(CLI::App* c, int& threads, int default_threads) {
