@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/args.h"
 #include "data/data.h"
 
 using namespace spnas;
@@ -347,13 +348,7 @@ int main(int argc, char** argv) {
               cfold = find_shared("cifar10-jpg");
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto val = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "bench_data: %s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto val = [&] { return flag_value("bench_data", argc, argv, i); };
     if (a == "--train-ips") train_ips = std::atof(val().c_str());
     else if (a == "--seconds") seconds = std::atof(val().c_str());
     else if (a == "--batch") batch = std::atoi(val().c_str());

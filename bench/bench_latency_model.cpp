@@ -28,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/args.h"
 #include "engine/rng.h"
 #include "engine/cpu.h"
 #include "nas/latency/measure.h"
@@ -126,13 +127,7 @@ int main(int argc, char** argv) {
   std::string clock = "wall";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return flag_value("bench_latency_model", argc, argv, i); };
     if (a == "--configs") configs = split(next(), ',');
     else if (a == "--archs") n_archs = std::atoi(next().c_str());
     else if (a == "--seed") seed = std::strtoull(next().c_str(), nullptr, 10);

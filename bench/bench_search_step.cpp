@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/args.h"
 #include "bench/machine.h"
 #include "engine/alloc.h"
 #include "engine/optim.h"
@@ -39,13 +40,7 @@ int main(int argc, char** argv) {
   int batch = 64, threads = 2, steps = 20;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    auto next = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", a.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
+    auto next = [&] { return flag_value("bench_search_step", argc, argv, i); };
     if (a == "--space") space_name = next();
     else if (a == "--width") width = std::stof(next());
     else if (a == "--batch") batch = std::stoi(next());
