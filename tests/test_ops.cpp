@@ -97,6 +97,24 @@ TEST_CASE("convolution gradients: dense, depthwise, pointwise") {
   }
 }
 
+TEST_CASE("convolution gradients: an input and weights used twice get the sum of both uses") {
+  // The second backward must add to the gradient the first one wrote (the kernels' accumulate flag).
+  Rng rng(3);
+  for (int stride : {1, 2}) {
+    CAPTURE(stride);
+    Var x1 = P(random_tensor({2, 6, 7, 5}, rng)), x2 = P(random_tensor({2, 6, 7, 5}, rng));
+    Var w1 = P(random_tensor({3, 3, 5}, rng)), w2 = P(random_tensor({3, 3, 5}, rng));
+    CHECK(gradcheck("dwconv2d twice", {x1, x2, w1, w2}, [stride](auto& v) {
+            return add(add(dwconv2d(v[0], v[2], stride), dwconv2d(v[0], v[3], stride)), dwconv2d(v[1], v[2], stride));
+          }) == 0);
+    Var p1 = P(random_tensor({2, 5, 5, 6}, rng)), p2 = P(random_tensor({2, 5, 5, 6}, rng));
+    Var q1 = P(random_tensor({6, 4}, rng)), q2 = P(random_tensor({6, 4}, rng));
+    CHECK(gradcheck("pwconv twice", {p1, p2, q1, q2}, [stride](auto& v) {
+            return add(add(pwconv(v[0], v[2], stride), pwconv(v[0], v[3], stride)), pwconv(v[1], v[2], stride));
+          }) == 0);
+  }
+}
+
 TEST_CASE("dense conv forward against a direct loop") {
   Rng rng(3);
   Tensor X = random_tensor({1, 5, 4, 2}, rng), W = random_tensor({3, 3, 2, 3}, rng);
