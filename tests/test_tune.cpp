@@ -4,12 +4,16 @@
 // The BO logic runs on fake trial stages (an analytic map from hyperparameters to R and accuracy),
 // so these tests take seconds.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -86,20 +90,31 @@ TrialLauncher in_process(FakeStages& fake) {
   return [&fake](const std::string& path, int) { run_trial_from_file(path, fake.stages()); };
 }
 
-// A launcher that runs each trial in a child process, as `spnas` will with its hidden subcommand.
-TrialLauncher forking(FakeStages fake) {
-  return [fake](const std::string& path, int) mutable {
-    const pid_t pid = fork();
-    if (pid == 0) {
-      try {
-        run_trial_from_file(path, fake.stages());
-      } catch (...) {
-        _exit(1);
-      }
-      _exit(0);
-    }
+// A launcher that runs each trial in a child process, as `spnas` does with its hidden subcommand: this
+// test program started again (posix_spawn, not a bare fork: run_tune calls the launcher from threads,
+// and a forked child that does not exec may inherit a lock another thread held) with only the skipped
+// test case "a trial in its own process" selected, which runs the trial on FakeStages.
+TrialLauncher exec_self() {
+  return [](const std::string& path, int) {
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+    env_strings.push_back("SPNAS_TEST_TRIAL=" + path);
+    std::vector<char*> envp;
+    for (std::string& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
+    std::string args[] = {"test_tune", "--test-case=a trial in its own process", "--no-skip", "--minimal"};
+    char* argv[] = {args[0].data(), args[1].data(), args[2].data(), args[3].data(), nullptr};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    pid_t pid = 0;
+    const int err = posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv, envp.data());
+    posix_spawn_file_actions_destroy(&fa);
+    if (err != 0) throw std::runtime_error(std::string("posix_spawn: ") + std::strerror(err));
     int status = 0;
     waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+      throw std::runtime_error("the trial process for " + path + " failed (status " + std::to_string(status) + ")");
   };
 }
 
@@ -350,7 +365,7 @@ TEST_CASE("parallel trials run as separate processes, each with its share of the
   TuneConfig c = fake_config("tune_parallel", 6, "bo");
   c.jobs = 2;
   c.threads = 4;
-  c.launch_trial = forking(fake);
+  c.launch_trial = exec_self();
   const TuneResult r = run_tune(c);
   REQUIRE(r.trials.size() == 6);
   std::set<std::vector<double>> points;
@@ -364,10 +379,19 @@ TEST_CASE("parallel trials run as separate processes, each with its share of the
   }
   CHECK(points.size() == 6);  // pending points pushed the concurrent proposals apart
   CHECK(fake.searched.empty());  // nothing ran in this process
+  for (const TrialResult& t : r.trials) CHECK(t.error.empty());
 
   c = fake_config("tune_parallel_refused", 2, "bo");
   c.jobs = 2;
   CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("need a process launcher"), std::runtime_error);
+}
+
+// Not a test on its own: the body of each trial process that exec_self() starts (skipped in a normal run).
+TEST_CASE("a trial in its own process" * doctest::skip()) {
+  const char* path = std::getenv("SPNAS_TEST_TRIAL");
+  REQUIRE_MESSAGE(path != nullptr, "started without SPNAS_TEST_TRIAL (run by exec_self only)");
+  FakeStages fake;
+  run_trial_from_file(path, fake.stages());
 }
 
 TEST_CASE("the tuning view holds out training images as the only evaluation split") {
