@@ -1,5 +1,6 @@
 #include "nas/data_parallel.h"
 
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <sstream>
@@ -66,6 +67,7 @@ ParallelRun::~ParallelRun() { set_batchnorm_stats(previous_); }
 
 void ParallelRun::fail(const std::string& message) const {
   world().abort(what_ + " failed: " + message + " (stopping every rank)", 1);
+  std::abort();  // not reached: GCC does not carry [[noreturn]] through the virtual call
 }
 
 // ---- the step -------------------------------------------------------------------------------------

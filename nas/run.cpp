@@ -41,6 +41,15 @@ int stop_signal() { return g_stop_signal.load(); }
 void request_stop(int signal) { g_stop_signal.store(signal); }
 void clear_stop_request() { g_stop_signal.store(0); }
 
+void throw_if_interrupted(const std::string& what, int64_t step, const std::string& checkpoint,
+                          const std::string& note) {
+  if (!stop_requested()) return;
+  const int sig = stop_signal();
+  throw Interrupted(sig, what + ": interrupted by " + (sig == 2 ? "SIGINT" : sig == 15 ? "SIGTERM" : "a signal") +
+                             " at step " + std::to_string(step) + "; the checkpoint '" + checkpoint +
+                             "' is saved: continue with --resume" + note);
+}
+
 // ---- output folder -------------------------------------------------------------------------------
 
 namespace {

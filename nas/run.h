@@ -28,6 +28,11 @@ struct Interrupted : std::runtime_error {
   int signal;
   Interrupted(int sig, const std::string& what) : std::runtime_error(what), signal(sig) {}
 };
+// After a loop has saved its checkpoint at `step`: if a signal asked to stop, throws Interrupted
+// ("WHAT: interrupted by SIGINT at step N; the checkpoint 'PATH' is saved: continue with --resume"
+// and `note`).
+void throw_if_interrupted(const std::string& what, int64_t step, const std::string& checkpoint,
+                          const std::string& note = "");
 
 // ---- output folder and files -------------------------------------------------------------------
 // Holds a run's output folder: refuses "" and "/", creates it, checks that a file can be created in

@@ -474,12 +474,7 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
                  op_profile_report(int(step - first_step)).c_str());
   csv.flush();
   save(step);
-  if (stop_requested()) {
-    const int sig = stop_signal();
-    throw Interrupted(sig, std::string("search: interrupted by ") + (sig == 2 ? "SIGINT" : sig == 15 ? "SIGTERM" : "a signal") +
-                               " at step " + std::to_string(step) + "; the checkpoint '" + files.checkpoint +
-                               "' is saved: continue with --resume (no architecture was written)");
-  }
+  throw_if_interrupted("search", step, files.checkpoint, " (no architecture was written)");
   Arch arch = net.decode(cfg.space);
   // The architecture file is self-contained: it records the input size, classes and channels searched for.
   arch.input_size = space.input_size;

@@ -342,12 +342,7 @@ TrainResult train_on_this_rank(const TrainConfig& cfg) {
                  op_profile_report(int(step - first)).c_str());
   const double loop_s = now_seconds() - t_loop - eval_seconds;
   save(step);
-  if (stop_requested()) {
-    const int sig = stop_signal();
-    throw Interrupted(sig, std::string("train: interrupted by ") + (sig == 2 ? "SIGINT" : sig == 15 ? "SIGTERM" : "a signal") +
-                               " at step " + std::to_string(step) + "; the checkpoint '" + checkpoint_path +
-                               "' is saved: continue with --resume");
-  }
+  throw_if_interrupted("train", step, checkpoint_path);
   if (!have_test) test = evaluate_with(true, data.test);
   EvalResult test_raw, val;
   if (ema) test_raw = evaluate_with(false, data.test);
