@@ -3,16 +3,17 @@
 // in flight, the time backward's caller waited for them (what overlapping did not hide), and the
 // bytes summed (the supernet's gradients). The figures feed the projection in engine/README.md.
 //
-//   bench_dist [--width 0.5] [--batch 64] [--steps 12] [--rounds 3] [--mpirun CMD]   (the driver)
-//   bench_dist --worker [--width W] [--batch B] [--steps N]      (one measurement; run by the driver)
+//   bench_dist [--width 0.5] [--batch 64] [--steps 12] [--rounds 3] [--bucket-mb 4,1] [--mpirun CMD]
+//   bench_dist --worker [--width W] [--batch B] [--steps N] [--bucket-mb M]   (one measurement)
 //
-// The driver starts `bench_dist --worker --threads 2` and `MPIRUN -np 2 bench_dist --worker
-// --threads 1` in turn, `rounds` times, and prints the medians.
+// The driver starts `bench_dist --worker --threads 2` and, for each bucket size, `MPIRUN -np 2
+// bench_dist --worker --threads 1` in turn, `rounds` times, and prints the medians.
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -33,7 +34,7 @@ static double median(std::vector<double> v) {
 
 // One measurement: every rank runs `steps` search steps on its share of the batch and rank 0
 // prints one JSON line.
-static int worker(float width, int batch, int steps, int threads) {
+static int worker(float width, int batch, int steps, int threads, double bucket_mb) {
   Communicator& comm = world();
   set_num_threads(threads);
   const int share = batch / comm.size();
@@ -43,7 +44,7 @@ static int worker(float width, int batch, int steps, int threads) {
   table.fixed_ms = 1;
   for (int i = 0; i < space.num_searchable(); ++i) table.layers.push_back(LayerCost{1, 2, 1.2, 2.4});
   RMSProp opt(net.params(), 0.9f, 0.9f, 1e-3f, 1e-5f);
-  GradientAverager avg(net.params(), comm, /*average_buffers=*/true);
+  GradientAverager avg(net.params(), comm, /*average_buffers=*/true, size_t(bucket_mb * (1 << 20)));
 
   Rng rng(1 + uint64_t(comm.rank()));
   Tensor x = Tensor::empty({share, space.input_size, space.input_size, 3});
@@ -103,9 +104,10 @@ static nlohmann::json measure(const std::string& cmd) {
 int main(int argc, char** argv) {
   float width = 0.5f;
   int batch = 64, steps = 12, rounds = 3, threads = 2;
+  std::vector<double> bucket_mb = {4};
   bool is_worker = false;
   std::string mpirun = "mpirun --allow-run-as-root --oversubscribe";
-  const char* usage = "usage: bench_dist [--width W] [--batch B] [--steps N] [--rounds R] [--mpirun CMD] [--worker]\n";
+  const char* usage = "usage: bench_dist [--width W] [--batch B] [--steps N] [--rounds R] [--bucket-mb M,...] [--mpirun CMD] [--worker]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string flag = argv[i];
     if (flag == "--worker") {
@@ -120,9 +122,16 @@ int main(int argc, char** argv) {
     else if (flag == "--rounds") rounds = std::stoi(value);
     else if (flag == "--threads") threads = std::stoi(value);
     else if (flag == "--mpirun") mpirun = value;
+    else if (flag == "--bucket-mb") {
+      bucket_mb.clear();
+      std::stringstream list(value);
+      for (std::string item; std::getline(list, item, ',');) bucket_mb.push_back(std::stod(item));
+      if (bucket_mb.empty() || *std::min_element(bucket_mb.begin(), bucket_mb.end()) <= 0)
+        return std::fprintf(stderr, "bench_dist: --bucket-mb wants sizes above 0 MB, comma-separated\n"), 2;
+    }
     else return std::fprintf(stderr, "%s", usage), 2;
   }
-  if (is_worker) return worker(width, batch, steps, threads);
+  if (is_worker) return worker(width, batch, steps, threads, bucket_mb[0]);
 
   if (!built_with_mpi()) {
     std::fprintf(stderr, "bench_dist: this build has no MPI (configure with libopenmpi-dev installed)\n");
@@ -136,31 +145,41 @@ int main(int argc, char** argv) {
   std::printf("bench_dist: cifar10 supernet, width %g, global batch %d, %d timed steps per run, %d rounds\n", width,
               batch, steps, rounds);
   std::printf("cpu: %s\n", cpu_description().c_str());
-  std::vector<nlohmann::json> one, two;
+  const size_t nb = bucket_mb.size();
+  std::vector<nlohmann::json> one;
+  std::vector<std::vector<nlohmann::json>> two(nb);  // per bucket size
   for (int r = 0; r < rounds; ++r) {
     one.push_back(measure(std::string(exe) + args + " --threads 2"));
-    two.push_back(measure(mpirun + " -np 2 " + exe + args + " --threads 1"));
-    std::printf("round %d: 1x2 %.0f ms/step | 2x1 %.0f ms/step (sums in flight %.1f ms, waited %.1f ms, backward %.0f ms)\n",
-                r + 1, one.back()["ms_per_step"].get<double>(), two.back()["ms_per_step"].get<double>(),
-                two.back()["comm_ms"].get<double>(), two.back()["wait_ms"].get<double>(),
-                two.back()["backward_ms"].get<double>());
+    std::printf("round %d: 1x2 %.0f ms/step", r + 1, one.back()["ms_per_step"].get<double>());
+    for (size_t b = 0; b < nb; ++b) {
+      two[b].push_back(measure(mpirun + " -np 2 " + exe + args + " --threads 1 --bucket-mb " + std::to_string(bucket_mb[b])));
+      const nlohmann::json& t = two[b].back();
+      std::printf(" | 2x1, %g MB buckets: %.0f ms/step (sums in flight %.1f ms, waited %.1f ms, backward %.0f ms)",
+                  bucket_mb[b], t["ms_per_step"].get<double>(), t["comm_ms"].get<double>(), t["wait_ms"].get<double>(),
+                  t["backward_ms"].get<double>());
+    }
+    std::printf("\n");
   }
   auto med = [](const std::vector<nlohmann::json>& v, const char* key) {
     std::vector<double> x;
     for (const auto& j : v) x.push_back(j[key].get<double>());
     return median(x);
   };
-  const double m1 = med(one, "ms_per_step"), m2 = med(two, "ms_per_step");
-  const double comm = med(two, "comm_ms"), wait = med(two, "wait_ms");
-  const int64_t bytes = two[0]["bytes_per_step"].get<int64_t>();
-  std::printf("\n%-26s %10s %10s\n", "configuration", "ms/step", "steps/s");
-  std::printf("%-26s %10.1f %10.3f\n", "1 rank x 2 threads", m1, 1e3 / m1);
-  std::printf("%-26s %10.1f %10.3f\n", "2 ranks x 1 thread", m2, 1e3 / m2);
-  std::printf("ratio (2x1 / 1x2 steps/s): %.3f\n", m1 / m2);
-  std::printf("gradients summed per step: %lld floats = %.2f MB in %d buckets\n",
-              (long long)two[0]["gradient_floats"].get<int64_t>(), bytes / 1e6, two[0]["buckets"].get<int>());
-  std::printf("per step with 2 ranks: sums in flight %.2f ms, of which the caller waited %.2f ms (%.0f %% hidden "
-              "behind backward)\n",
-              comm, wait, comm > 0 ? 100.0 * std::max(0.0, 1 - wait / comm) : 0.0);
+  const double m1 = med(one, "ms_per_step");
+  const int64_t bytes = two[0][0]["bytes_per_step"].get<int64_t>();
+  std::printf("\ngradients summed per step: %lld floats = %.2f MB\n", (long long)two[0][0]["gradient_floats"].get<int64_t>(),
+              bytes / 1e6);
+  std::printf("\n%-34s %10s %10s %8s %14s %12s %8s\n", "configuration", "ms/step", "steps/s", "vs 1x2", "in flight ms",
+              "waited ms", "hidden");
+  std::printf("%-34s %10.1f %10.3f %8s %14s %12s %8s\n", "1 rank x 2 threads", m1, 1e3 / m1, "1.000", "", "", "");
+  for (size_t b = 0; b < nb; ++b) {
+    const double m2 = med(two[b], "ms_per_step"), comm = med(two[b], "comm_ms"), wait = med(two[b], "wait_ms");
+    char name[64];
+    std::snprintf(name, sizeof name, "2 ranks x 1 thread, %g MB (%d)", bucket_mb[b], two[b][0]["buckets"].get<int>());
+    std::printf("%-34s %10.1f %10.3f %8.3f %14.2f %12.2f %7.0f%%\n", name, m2, 1e3 / m2, m1 / m2, comm, wait,
+                comm > 0 ? 100.0 * std::max(0.0, 1 - wait / comm) : 0.0);
+  }
+  std::printf("(2 ranks: the bucket count in brackets; hidden = the share of the sums' time in flight that backward's "
+              "caller did not wait for)\n");
   return 0;
 }

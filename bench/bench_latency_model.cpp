@@ -31,6 +31,7 @@
 #include "bench/args.h"
 #include "engine/rng.h"
 #include "engine/cpu.h"
+#include "engine/io.h"
 #include "nas/latency/measure.h"
 #include "nas/latency/predictor.h"
 #include "nas/latency/profile.h"
@@ -152,6 +153,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
+  if (!out_dir.empty()) make_dirs(out_dir);  // before the profile: a missing folder must not cost its minutes
   std::printf("latency model benchmark: cpu %s, %d random cifar10 architectures (seed %llu)\n",
               cpu_description().c_str(), n_archs, (unsigned long long)seed);
   auto progress = [&](const std::string& m) {

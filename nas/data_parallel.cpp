@@ -72,8 +72,8 @@ void ParallelRun::fail(const std::string& message) const {
 
 // ---- the step -------------------------------------------------------------------------------------
 
-DataParallelStep::DataParallelStep(ParamSet& params, const ParallelConfig& pc)
-    : averager_(params, world(), /*average_buffers=*/!pc.sync_bn) {}
+DataParallelStep::DataParallelStep(ParamSet& params, const ParallelConfig& pc, Communicator& comm)
+    : averager_(params, comm, /*average_buffers=*/!pc.sync_bn, size_t(pc.bucket_mb * (1 << 20))) {}
 
 void DataParallelStep::backward(const Var& loss) {
   averager_.backward(loss, stop_signal());

@@ -24,6 +24,10 @@ struct ParallelConfig {
   bool sync_bn = false;
   int bn_groups = 1;
   double timeout_s = 300;  // a collective that takes longer stops every rank (a rank died or hangs)
+  // Each fused gradient allreduce's size: a smaller bucket is complete (and starts) earlier in
+  // backward, a larger one costs fewer calls. With 2 ranks the sums do not depend on it (with more,
+  // MPI may pick another reduction order for another message size).
+  double bucket_mb = 4;
 };
 
 // Rank 0 (or the only process): the one that writes logs, plots, architectures and checkpoints.
@@ -73,7 +77,7 @@ auto run_data_parallel(const std::string& what, const ParallelConfig& pc, int ba
 // ranks at different moments; they must leave the loop at the same step).
 class DataParallelStep {
  public:
-  DataParallelStep(ParamSet& params, const ParallelConfig& pc);
+  DataParallelStep(ParamSet& params, const ParallelConfig& pc, Communicator& comm = world());
   void backward(const Var& loss);
   bool stop_requested() const;
   double mean(double x);  // the mean over ranks (the loss every rank logs and checks)

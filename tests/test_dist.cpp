@@ -165,6 +165,17 @@ TEST_CASE("gradient averager: buckets start during backward, every gradient beco
   CHECK(avg.stop_signal() == 2);
 }
 
+TEST_CASE("--bucket-mb reaches the averager of a data-parallel step") {
+  Chain chain;  // three 36-float weights and a 2-float unused one: 4 buckets at 1 float each
+  TwoRanks comm;
+  ParallelConfig pc;
+  CHECK(DataParallelStep(chain.ps, pc, comm).averager().stats().buckets == 1);  // 4 MB holds them all
+  pc.bucket_mb = 4.0 / (1 << 20);
+  CHECK(DataParallelStep(chain.ps, pc, comm).averager().stats().buckets == 4);
+  pc.bucket_mb = 37 * 4.0 / (1 << 20);  // filled from the last: 2 + 36 floats pass 37, then 36 + 36
+  CHECK(DataParallelStep(chain.ps, pc, comm).averager().stats().buckets == 2);
+}
+
 TEST_CASE("gradient averager on one process is plain backward") {
   Rng rng(6);
   const Tensor x = random_tensor({4, 1, 1, 6}, rng, 0, 1);

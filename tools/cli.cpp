@@ -89,6 +89,11 @@ void add_parallel(CLI::App* c, ParallelConfig& p) {
                 "died or hangs)")
       ->capture_default_str()
       ->check(number_above(0, 1e7));
+  c->add_option("--bucket-mb", p.bucket_mb,
+                "under mpirun: the size of each fused gradient allreduce, in MB (a smaller bucket starts earlier in "
+                "backward and overlaps more; a larger one costs fewer calls)")
+      ->capture_default_str()
+      ->check(number_above(0, 4096));
 }
 
 void add_data(CLI::App* c, std::string& spec) {

@@ -161,6 +161,7 @@ json tune_config_to_json(const TuneConfig& c) {
   if (c.parallel.sync_bn) j["sync_bn"] = true;
   if (c.parallel.bn_groups > 1) j["bn_groups"] = c.parallel.bn_groups;
   if (c.parallel.timeout_s != ParallelConfig{}.timeout_s) j["dist_timeout"] = c.parallel.timeout_s;
+  if (c.parallel.bucket_mb != ParallelConfig{}.bucket_mb) j["bucket_mb"] = c.parallel.bucket_mb;
   return j;
 }
 
@@ -219,6 +220,7 @@ TuneConfig tune_config_from_json(const json& j, const std::string& source) {
   read_field(j, "sync_bn", c.parallel.sync_bn, source);
   read_field(j, "bn_groups", c.parallel.bn_groups, source);
   read_field(j, "dist_timeout", c.parallel.timeout_s, source);
+  read_field(j, "bucket_mb", c.parallel.bucket_mb, source);
   return c;
 }
 
@@ -649,7 +651,7 @@ std::map<int, TrialResult> load_previous(const TuneConfig& c, const std::string&
   if (!j.is_object() || j.value("format", "") != "spnas-tune" || !j.contains("config") || !j.contains("trials"))
     fail("'" + json_path + "' is not a tune record (format spnas-tune)");
   compare_run_config(nlohmann::json(j.at("config")), nlohmann::json(tune_config_to_json(c)),
-                     {"trials", "jobs", "threads", "quiet", "dist_timeout"}, false, json_path);
+                     {"trials", "jobs", "threads", "quiet", "dist_timeout", "bucket_mb"}, false, json_path);
   for (const json& t : j.at("trials")) {
     TrialResult r = trial_result_from_json(t, json_path);
     done[r.index] = r;
