@@ -157,9 +157,8 @@ json tune_config_to_json(const TuneConfig& c) {
               {"max_train_steps", c.max_train_steps},
               {"quiet", c.quiet}};
   // The data-parallel settings where they differ from one process (older records stay comparable).
-  if (world().size() > 1) j["ranks"] = world().size();
-  if (c.parallel.sync_bn) j["sync_bn"] = true;
-  if (c.parallel.bn_groups > 1) j["bn_groups"] = c.parallel.bn_groups;
+  const nlohmann::json parallel = with_parallel_record(nlohmann::json::object(), c.parallel);
+  for (const auto& kv : parallel.items()) j[kv.key()] = kv.value();
   if (c.parallel.timeout_s != ParallelConfig{}.timeout_s) j["dist_timeout"] = c.parallel.timeout_s;
   if (c.parallel.bucket_mb != ParallelConfig{}.bucket_mb) j["bucket_mb"] = c.parallel.bucket_mb;
   return j;

@@ -137,6 +137,19 @@ static void transpose_rows(const float* w, int64_t Cin, int64_t Cout, int64_t i0
     }
 }
 
+// One gemm_nn over the pool: split by columns where the rows are too few to share (column_chunks),
+// else by row blocks.
+static void gemm_nn_on_pool(const KernelTable& k, const GemmNN& g) {
+  const int cc = column_chunks(g.rows, g.N);
+  if (cc > 1) {
+    for_column_chunks(g.N, cc, [&](int64_t n0, int64_t n1) { k.gemm_nn(columns_of(g, n0, n1)); });
+    return;
+  }
+  for_row_blocks(g.rows, row_blocks(g.rows), [&](int, int64_t b, int64_t e) {
+    if (e > b) k.gemm_nn(rows_of(g, b, e));
+  });
+}
+
 // The few-row backward-data's transposes (dY^T and dX^T), reused across calls, owned by the
 // calling thread (the pool threads write into the caller's buffer, never their own thread_local).
 static float* transpose_buffer(int64_t n) {
@@ -174,14 +187,7 @@ void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float*
     g.C = y, g.ldc = Cout;
     g.scale = scale, g.shift = shift, g.act = act;
     g.stream = stream_product(M, Cin, Cout, false);
-    const int cc = column_chunks(M, Cout);
-    if (cc > 1) {
-      for_column_chunks(Cout, cc, [&](int64_t n0, int64_t n1) { k.gemm_nn(columns_of(g, n0, n1)); });
-      return;
-    }
-    for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
-      if (e > b) k.gemm_nn(rows_of(g, b, e));
-    });
+    gemm_nn_on_pool(k, g);
     return;
   }
   for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
@@ -221,14 +227,7 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
     g.C = dx, g.ldc = Cin;
     g.accumulate = accumulate;
     g.stream = stream_product(M, Cout, Cin, accumulate);
-    const int cc = column_chunks(M, Cin);
-    if (cc > 1) {
-      for_column_chunks(Cin, cc, [&](int64_t i0, int64_t i1) { k.gemm_nn(columns_of(g, i0, i1)); });
-      return;
-    }
-    for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
-      if (e > b) k.gemm_nn(rows_of(g, b, e));
-    });
+    gemm_nn_on_pool(k, g);
     return;
   }
   for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
