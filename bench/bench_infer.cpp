@@ -10,9 +10,7 @@
 // `--seconds`, after a 10 ms pause (the previous runtime's threads go idle) and 2 untimed calls. A
 // runtime's figure is the median of its block medians; images/s = batch / that.
 //
-// Usage: bench_infer [--arch A]... [--width W]... [--config BxT]... [--rounds 5] [--seconds 0.25]
-//                    [--ort "node bench/ort_bench.js"] [--no-onednn] [--checkpoint C] [--dir DIR] [--profile]
-//                    [--breakdown] [--clock wall|cpu]
+// Usage: kUsage below (`bench_infer --help`).
 //   --arch: "searched" (default; the architecture of the full 8-epoch cifar10 search, README), "5x5-6"
 //           (every searchable layer), or an architecture file; --width: default 1.0 and 0.5;
 //   --config: default 1x1, 1x2, 64x1, 64x2; --checkpoint runs a trained network instead.
@@ -69,8 +67,13 @@ const char* const kSearchedArch[] = {"3x3-3", "5x5-6", "3x3-3", "skip",  "3x3-3"
                                      "5x5-6", "5x5-6", "5x5-6", "5x5-6", "skip",  "5x5-6", "5x5-6",
                                      "5x5-6", "5x5-6", "5x5-6", "5x5-6", "5x5-6", "5x5-6"};
 
+const char* kUsage =
+    "usage: bench_infer [--arch A]... [--width W]... [--config BxT]... [--rounds 5] [--seconds 0.25]\n"
+    "                   [--ort \"node bench/ort_bench.js\"] [--no-onednn] [--checkpoint C] [--dir DIR] [--profile]\n"
+    "                   [--breakdown] [--clock wall|cpu]\n";
+
 [[noreturn]] void usage_error(const std::string& m) {
-  std::fprintf(stderr, "bench_infer: %s\n", m.c_str());
+  std::fprintf(stderr, "bench_infer: %s\n%s", m.c_str(), kUsage);
   std::exit(2);
 }
 
@@ -239,7 +242,10 @@ Options parse(int argc, char** argv) {
       if (i + 1 >= argc) usage_error(a + " needs a value");
       return argv[++i];
     };
-    if (a == "--arch") o.archs.push_back(value());
+    if (a == "--help" || a == "-h") {
+      std::printf("%s", kUsage);
+      std::exit(0);
+    } else if (a == "--arch") o.archs.push_back(value());
     else if (a == "--width") o.widths.push_back(std::stof(value()));
     else if (a == "--config") {
       const std::string c = value();

@@ -12,11 +12,7 @@
 // report the held-out error per entry (target <= 5 % mean), plus the end-to-end error of the
 // predicted table on the random architectures.
 //
-// Usage: bench_latency_model [--configs 1x1,64x2] [--archs 20] [--seed 1] [--reps 30]
-//                            [--min-seconds 0.3] [--skip-validation] [--skip-predictor]
-//                            [--train-widths 0.5,1.0] [--test-width 0.75] [--pred-config 1x1]
-//                            [--out DIR] [--backend spnas|onednn|opencv] [--context-rounds 3]
-//                            [--clock wall|cpu] [--quantile 0.5] [--no-bracket] [--verbose]
+// Usage: kUsage below (`bench_latency_model --help`).
 //
 // The architectures are measured before and after the profile (geometric mean of the two; the drift
 // between them is reported); --no-bracket measures them once, after.
@@ -40,6 +36,13 @@
 #include "nas/space.h"
 
 using namespace spnas;
+
+static const char* kUsage =
+    "usage: bench_latency_model [--configs 1x1,64x2] [--archs 20] [--seed 1] [--reps 30]\n"
+    "                           [--min-seconds 0.3] [--skip-validation] [--skip-predictor]\n"
+    "                           [--train-widths 0.5,1.0] [--test-width 0.75] [--pred-config 1x1]\n"
+    "                           [--out DIR] [--backend spnas|onednn|opencv] [--context-rounds 3]\n"
+    "                           [--clock wall|cpu] [--quantile 0.5] [--no-bracket] [--verbose]\n";
 
 namespace {
 
@@ -129,7 +132,8 @@ int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto next = [&] { return flag_value("bench_latency_model", argc, argv, i); };
-    if (a == "--configs") configs = split(next(), ',');
+    if (a == "--help" || a == "-h") return std::printf("%s", kUsage), 0;
+    else if (a == "--configs") configs = split(next(), ',');
     else if (a == "--archs") n_archs = std::atoi(next().c_str());
     else if (a == "--seed") seed = std::strtoull(next().c_str(), nullptr, 10);
     else if (a == "--reps") reps = std::atoi(next().c_str());
@@ -149,7 +153,7 @@ int main(int argc, char** argv) {
     else if (a == "--context-rounds") context_rounds = std::atoi(next().c_str());
     else if (a == "--verbose") verbose = true;
     else {
-      std::fprintf(stderr, "unknown option %s (see the comment at the top of bench/bench_latency_model.cpp)\n", a.c_str());
+      std::fprintf(stderr, "bench_latency_model: unknown option %s\n%s", a.c_str(), kUsage);
       return 2;
     }
   }
