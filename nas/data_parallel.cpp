@@ -44,6 +44,8 @@ ParallelRun::ParallelRun(const std::string& what, const ParallelConfig& pc, int 
     throw std::runtime_error(what + ": --sync-bn (statistics over the global batch) and --bn-groups (over parts of it) "
                              "exclude each other");
   if (!(pc.timeout_s > 0)) throw std::runtime_error(what + ": --dist-timeout must be > 0");
+  if (!(pc.bucket_mb > 0 && pc.bucket_mb <= 4096))  // also from a trial file: before it sizes the buckets
+    throw std::runtime_error(what + ": --bucket-mb must be in (0, 4096], got " + std::to_string(pc.bucket_mb));
   w.set_timeout(pc.timeout_s);
   set_batchnorm_stats(BatchNormStats{pc.bn_groups, pc.sync_bn && n > 1});
   if (n > 1 && w.rank() == 0 && !quiet) {

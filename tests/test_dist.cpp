@@ -4,6 +4,7 @@
 // tests/test_dist_mpi.cpp.
 #include <doctest/doctest.h>
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -261,6 +262,11 @@ TEST_CASE("one process: rank 0 writes, the seed and the batch are its own, recor
   CHECK_THROWS_WITH(ParallelRun("train", ParallelConfig{false, 3, 300}, 64, true),
                     doctest::Contains("--bn-groups 3 does not split the batch of 64"));
   CHECK_THROWS_WITH(ParallelRun("train", ParallelConfig{true, 2, 300}, 64, true), doctest::Contains("exclude each other"));
+  for (double bad : {0.0, -1.0, 5000.0, std::nan("")}) {  // a trial file is not checked by the command line
+    ParallelConfig pc;
+    pc.bucket_mb = bad;
+    CHECK_THROWS_WITH(ParallelRun("train", pc, 64, true), doctest::Contains("--bucket-mb must be in (0, 4096]"));
+  }
   {
     ParallelRun run("train", ghost, 64, true);
     CHECK(batchnorm_stats().groups == 2);
