@@ -301,6 +301,7 @@ struct Options {
   int threads = 2;
   double budget = 0.25;
   bool do_dw = true, do_pw = true;
+  bool dw_variants = false;  // also race every other depthwise variant that can run the shape
   std::vector<std::string> dirs = {"fwd", "bwd_d", "bwd_w"};
 };
 
@@ -329,6 +330,7 @@ int main(int argc, char** argv) {
     else if (a == "--time") opt.budget = std::stod(next());
     else if (a == "--filter") opt.filter = next();
     else if (a == "--keep-openblas-coretype") keep_coretype = true;
+    else if (a == "--dw-variants") opt.dw_variants = true;
     else if (a == "--ops") {
       auto v = split_commas(next());
       opt.do_dw = std::count(v.begin(), v.end(), "dw") > 0;
@@ -337,7 +339,7 @@ int main(int argc, char** argv) {
     else {
       std::fprintf(stderr,
                    "usage: bench_conv [--shapes FILE]... [--json FILE] [--threads N] [--ops dw,pw] "
-                   "[--dirs fwd,bwd_d,bwd_w] [--time SEC] [--filter SUBSTR] [--keep-openblas-coretype]\n");
+                   "[--dirs fwd,bwd_d,bwd_w] [--time SEC] [--filter SUBSTR] [--dw-variants] [--keep-openblas-coretype]\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }
   }
@@ -384,7 +386,7 @@ int main(int argc, char** argv) {
   }
 
   std::vector<Record> records;
-  std::printf("%-4s %-6s %-26s %-10s %9s %8s %8s %6s %6s %7s %9s  %s\n", "op", "dir", "shape", "impl", "ms", "GB/s",
+  std::printf("%-4s %-6s %-26s %-16s %9s %8s %8s %6s %6s %7s %9s  %s\n", "op", "dir", "shape", "impl", "ms", "GB/s",
               "GFLOP/s", "%bw", "%peak", "vs_dnnl", "max_err", "info");
   uint32_t seed = 1;
   for (const Shape& s : shapes) {
@@ -462,9 +464,26 @@ int main(int argc, char** argv) {
                                    : dir == "bwd_d" ? DwDirection::backward_data
                                                     : DwDirection::backward_weights;
         const std::string what = std::string(K.name) + " " + dw_variant_name(dw_variant(d, dw_dir, isa_named(K.name)).variant);
-        if (dir == "fwd") race("ours", [&] { K.dwconv_forward(d, x.data(), w.data(), res.data()); }, what);
-        else if (dir == "bwd_d") race("ours", [&] { K.dwconv_backward_data(d, dy.data(), w.data(), res.data(), false); }, what);
-        else race("ours", [&] { K.dwconv_backward_weights(d, x.data(), dy.data(), res.data(), false); }, what);
+        std::function<void()> ours;
+        if (dir == "fwd") ours = [&] { K.dwconv_forward(d, x.data(), w.data(), res.data()); };
+        else if (dir == "bwd_d") ours = [&] { K.dwconv_backward_data(d, dy.data(), w.data(), res.data(), false); };
+        else ours = [&] { K.dwconv_backward_weights(d, x.data(), dy.data(), res.data(), false); };
+        race("ours", ours, what);
+        if (opt.dw_variants) {
+          // Every other variant that can run this shape, forced while it is checked and timed.
+          const Isa isa = isa_named(K.name);
+          const DwVariant chosen = dw_variant(d, dw_dir, isa).variant;
+          for (DwVariant v : kDwVariants) {
+            if (v == chosen || v == DwVariant::reference || !dw_variant_applies(d, dw_dir, isa, v)) continue;
+            auto enter = [dw_dir, v] { force_dw_variant(dw_dir, v); };
+            auto leave = [] { clear_forced_dw_variants(); };
+            enter();
+            race(std::string("ours:") + (dw_variant_name(v) + 3), ours, std::string(K.name) + " forced");
+            leave();
+            entrants.back().enter = enter;
+            entrants.back().leave = leave;
+          }
+        }
         for (const BenchVariant& v : bench_variants()) {
           if (dir == "fwd" && v.dw_forward) race(v.name, [&] { v.dw_forward(d, x.data(), w.data(), res.data()); }, "variant");
           if (dir == "bwd_d" && v.dw_backward_data)
@@ -514,7 +533,7 @@ int main(int argc, char** argv) {
         if (r.impl == "onednn") dnnl_ms = r.ms_median;
       for (Record& r : recs) {
         r.vs_onednn = dnnl_ms > 0 ? dnnl_ms / r.ms_median : 0;  // > 1: faster than oneDNN
-        std::printf("%-4s %-6s %-26s %-10s %9.3f %8.1f %8.1f %5.0f%% %5.0f%% %6.2fx %9.2g  %s\n", r.op.c_str(),
+        std::printf("%-4s %-6s %-26s %-16s %9.3f %8.1f %8.1f %5.0f%% %5.0f%% %6.2fx %9.2g  %s\n", r.op.c_str(),
                     r.direction.c_str(), r.shape.c_str(), r.impl.c_str(), r.ms_median, r.gbs, r.gflops,
                     100.0 * r.gbs / bw.copy_gbs, peak > 0 ? 100.0 * r.gflops / peak : 0.0, r.vs_onednn, r.max_err,
                     r.impl_info.c_str());

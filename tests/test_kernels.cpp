@@ -134,13 +134,15 @@ std::string shape_name(const DwConvDesc& d) {
          std::to_string(d.C) + " K" + std::to_string(d.K) + " S" + std::to_string(d.S);
 }
 
-void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
+// dirs: which directions to check, bits 1 forward (and fused forward), 2 backward-data, 4 backward-weights.
+void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed, unsigned dirs = 7) {
   const size_t in = size_t(d.in_elems()), out = size_t(d.out_elems()), wn = size_t(d.K) * d.K * d.C;
   const auto x = random_vec(in, seed), w = random_vec(wn, seed + 1), dy = random_vec(out, seed + 2);
   const double taps = double(d.K) * d.K;
   INFO(std::string(kt.name), " ", shape_name(d));
 
   // forward
+  if (dirs & 1) {
   std::vector<float> y_ref(out);
   AVec y(out, 7.0f);
   dwconv_forward_ref(d, x.data(), w.data(), y_ref.data());
@@ -160,9 +162,11 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
     INFO("fused forward act ", int(act), " worst ", fz.worst, " at ", fz.at);
     CHECK(fz.worst < 1e-6);
   }
+  }
 
   // backward data, overwrite and accumulate
   for (bool acc : {false, true}) {
+    if (!(dirs & 2)) break;
     const auto init = random_vec(in, seed + 5);
     std::vector<float> dx_ref = init;
     AVec dx = acc ? aligned(init) : AVec(in, 7.0f);
@@ -175,6 +179,7 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed) {
 
   // backward weights, overwrite and accumulate
   for (bool acc : {false, true}) {
+    if (!(dirs & 4)) break;
     const auto init = random_vec(wn, seed + 6);
     std::vector<float> dw_ref = init;
     AVec dw = acc ? aligned(init) : AVec(wn, 7.0f);
@@ -225,9 +230,11 @@ TEST_CASE("dw_variant: the kernel each training shape takes, per ISA") {
       {8, 480, 3, 1, bwd_w, Var::wgrad_image, Var::wgrad_image},
       {8, 576, 3, 2, bwd_w, Var::wgrad_image, Var::wgrad_band_2blocks},
       {4, 1152, 3, 1, bwd_w, Var::wgrad_image, Var::wgrad_band_2blocks},
-      // 3x3 on wide maps: the band at stride 1 (and on C <= 32), tiles at stride 2
-      {32, 144, 3, 1, bwd_w, Var::wgrad_band, Var::wgrad_band},
-      {32, 32, 3, 2, bwd_w, Var::wgrad_band, Var::wgrad_band},
+      // 3x3 on maps 16 wide or more: tiles on AVX2; on AVX-512 the band at stride 1 (and on C <= 32),
+      // tiles at stride 2
+      {32, 144, 3, 1, bwd_w, Var::wgrad_tile, Var::wgrad_band},
+      {16, 240, 3, 1, bwd_w, Var::wgrad_tile, Var::wgrad_band},
+      {32, 32, 3, 2, bwd_w, Var::wgrad_tile, Var::wgrad_band},
       {32, 144, 3, 2, bwd_w, Var::wgrad_tile, Var::wgrad_tile},
       // 5x5: the band needs AVX-512's 32 registers, and is no faster at stride 2 on 32-wide inputs
       {16, 240, 5, 1, bwd_w, Var::wgrad_tile, Var::wgrad_band},
@@ -313,6 +320,69 @@ TEST_CASE("depthwise AVX2 kernels against the reference" * doctest::skip(cpu_isa
 TEST_CASE("depthwise AVX-512 kernels against the reference" * doctest::skip(cpu_isa() != "avx512") *
           doctest::description("skipped on a CPU without AVX-512")) {
   check_dw_cases("avx512");
+}
+
+TEST_CASE("dw_variant: what it chooses applies; a forced variant is returned where it applies, else ignored") {
+  for (Isa isa : {Isa::avx2, Isa::avx512}) {
+    for (const DwCase& c : dw_cases()) {
+      set_stream_min_bytes(c.stream_min_bytes);
+      for (DwDirection dir : kDirections) {
+        const DwVariant chosen = dw_variant(c.d, dir, isa).variant;
+        INFO(isa_name(isa), " ", shape_name(c.d), " ", dw_direction_name(dir), " chose ", dw_variant_name(chosen));
+        CHECK(dw_variant_applies(c.d, dir, isa, chosen));
+        for (DwVariant v : kDwVariants) {
+          force_dw_variant(dir, v);
+          const DwChoice got = dw_variant(c.d, dir, isa);
+          clear_forced_dw_variants();
+          CHECK(got.variant == (dw_variant_applies(c.d, dir, isa, v) ? v : chosen));
+        }
+      }
+    }
+  }
+  // The weight gradient's knobs follow the forced variant: the band forced onto an image shape of a
+  // 16x16 map walks bands sized for L2, as the band would there.
+  const DwConvDesc d = dwconv_desc(64, 16, 16, 240, 3, 1);
+  force_dw_variant(DwDirection::backward_weights, DwVariant::wgrad_band);
+  CHECK_FALSE(dw_variant(d, DwDirection::backward_weights, Isa::avx2).band_whole_range);
+  clear_forced_dw_variants();
+  // Neither the forward's 5x5 band (AVX2 has 16 registers) nor a SIMD reference forward exists.
+  CHECK_FALSE(dw_variant_applies(dwconv_desc(1, 8, 8, 16, 5, 1), DwDirection::backward_weights, Isa::avx2,
+                                 DwVariant::wgrad_band));
+  CHECK_FALSE(dw_variant_applies(d, DwDirection::forward, Isa::avx2, DwVariant::reference));
+  set_stream_min_bytes(0);
+}
+
+// Every variant on every case it applies to (not only where the chooser picks it), on the isa's table.
+void check_forced_variants(const std::string& isa) {
+  const KernelTable* kt = kernels_for(isa);
+  REQUIRE(kt != nullptr);
+  set_num_threads(2);
+  uint32_t seed = 900;
+  for (const DwCase& c : dw_cases()) {
+    set_stream_min_bytes(c.stream_min_bytes);
+    for (int di = 0; di < 3; ++di) {
+      const DwDirection dir = kDirections[di];
+      const DwVariant chosen = dw_variant(c.d, dir, isa_named(isa)).variant;
+      for (DwVariant v : kDwVariants) {
+        if (v == chosen || !dw_variant_applies(c.d, dir, isa_named(isa), v)) continue;
+        INFO("forced ", dw_variant_name(v));
+        force_dw_variant(dir, v);
+        check_dw_all(*kt, c.d, seed++, 1u << di);
+        clear_forced_dw_variants();
+      }
+    }
+  }
+  set_stream_min_bytes(0);
+}
+
+TEST_CASE("depthwise AVX2 kernels, every variant forced onto every case it applies to" *
+          doctest::skip(cpu_isa() == "ref") * doctest::description("skipped on a CPU without AVX2")) {
+  check_forced_variants("avx2");
+}
+
+TEST_CASE("depthwise AVX-512 kernels, every variant forced onto every case it applies to" *
+          doctest::skip(cpu_isa() != "avx512") * doctest::description("skipped on a CPU without AVX-512")) {
+  check_forced_variants("avx512");
 }
 
 TEST_CASE("depthwise: the streaming threshold defaults to the L3-derived value") {

@@ -84,7 +84,8 @@ bool corr_streams(const DwConvDesc& d, DwDirection dir, int lanes, bool accumula
 // pixels or few channels the hardware prefetchers follow and the instructions cost 5-20 %.
 bool prefetch_rows(int64_t row_width, int64_t C) { return row_width > 8 && C >= 64; }
 
-DwChoice correlation(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumulate, bool output_aligned) {
+DwChoice correlation(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumulate, bool output_aligned,
+                     const DwVariant* forced) {
   const IsaRegisters& r = registers(isa);
   DwChoice c{};
   c.band_tile_px = c.band_row_group = 0;
@@ -99,7 +100,10 @@ DwChoice correlation(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumul
   c.prefetch_rows = prefetch_rows(fwd ? d.W : d.OW, d.C);
   // At stride 2 pinning lost on 32-wide inputs (bench/RESULTS.md, "Depthwise tile and band kernels").
   c.pin_columns = !fwd || d.S == 1 || d.W <= 16;
-  if (fwd ? !corr_unrolled(d.K, d.S) : !phases_unrolled(d)) {
+  if (forced && dw_variant_applies(d, dir, isa, *forced)) {
+    c.variant = *forced;
+    c.why = "forced (force_dw_variant)";
+  } else if (fwd ? !corr_unrolled(d.K, d.S) : !phases_unrolled(d)) {
     c.variant = DwVariant::corr_generic;
     c.why = "kernel width or stride without an unrolled tile";
   } else if (fwd && isa == Isa::avx512 && d.K == 5 && d.S == 2 && d.OW == 4) {
@@ -133,7 +137,7 @@ bool band_2blocks_fits(const DwConvDesc& d, const IsaRegisters& r) {
   return (d.W == 8 && d.OW == 8 / d.S) || (d.S == 1 && d.W == 4 && d.OW == 4);
 }
 
-DwChoice weight_gradient(const DwConvDesc& d, Isa isa) {
+DwChoice weight_gradient(const DwConvDesc& d, Isa isa, const DwVariant* forced) {
   const IsaRegisters& r = registers(isa);
   DwChoice c{};
   c.prefetch_rows = prefetch_rows(d.W, d.C);
@@ -144,19 +148,28 @@ DwChoice weight_gradient(const DwConvDesc& d, Isa isa) {
   c.band_row_group = isa == Isa::avx512 && d.K == 3 && d.OW == c.band_tile_px && !c.prefetch_rows
                          ? (c.band_tile_px == 4 ? 4 : 2)
                          : 1;
-  const bool image = image_kernel_fits(d, isa);
+  const bool force = forced && dw_variant_applies(d, DwDirection::backward_weights, isa, *forced);
+  const bool image = force ? *forced == DwVariant::wgrad_image : image_kernel_fits(d, isa);
   // Maps at most 8 wide: one band over all the thread's rows, a single constant-stride stream per
   // channel vector that the hardware prefetchers follow; wider maps: bands sized for L2.
   c.band_whole_range = d.W <= 8 || image;
   c.image_prefetch = d.S == 2 || d.W == 8;  // not on 4x4 maps, where it was ~10 % slower
   const bool unrolled = (d.K == 3 || d.K == 5) && (d.S == 1 || d.S == 2);
-  if (!unrolled) {
+  if (force) {
+    c.variant = *forced;
+    c.why = "forced (force_dw_variant)";
+  } else if (!unrolled) {
     c.variant = DwVariant::wgrad_generic;
     c.why = "kernel size or stride without an unrolled kernel";
   } else if (d.K == 3 && image) {
     c.variant = DwVariant::wgrad_image;
     c.why = isa == Isa::avx2 ? "3x3 on a small map: image by image in pairs of vectors (the band reads half lines)"
                              : "3x3 on an 8x8 map or a 16-wide input at stride 2: image by image";
+  } else if (d.K == 3 && isa == Isa::avx2 && d.W >= 16) {
+    // Raced in one process with bench_conv --dw-variants, 1 and 2 threads, on the Zen 3
+    // (bench/RESULTS.md, "Depthwise weight gradient on AVX2: the tile on wide maps").
+    c.variant = DwVariant::wgrad_tile;
+    c.why = "AVX2 3x3 on maps 16 wide or more: the tile, partial sums in L1, beat the band (8-channel half lines)";
   } else if (d.K == 3 && (d.W <= 8 || (d.S == 1 && d.W >= 16) || d.C <= 32)) {
     if (isa == Isa::avx512 && band_2blocks_fits(d, r)) {
       c.variant = DwVariant::wgrad_band_2blocks;
@@ -179,7 +192,44 @@ DwChoice weight_gradient(const DwConvDesc& d, Isa isa) {
   return c;
 }
 
+bool g_forced_set[3] = {false, false, false};
+DwVariant g_forced[3];
+
 }  // namespace
+
+bool dw_variant_applies(const DwConvDesc& d, DwDirection dir, Isa isa, DwVariant v) {
+  // The SIMD entry points fall back to the reference only in backward-data (strides above 4).
+  if (v == DwVariant::reference) return isa == Isa::ref || dir == DwDirection::backward_data;
+  if (isa == Isa::ref) return false;
+  const bool avx512 = isa == Isa::avx512, fwd = dir == DwDirection::forward;
+  if (dir == DwDirection::backward_weights) {
+    const bool unrolled = (d.K == 3 || d.K == 5) && (d.S == 1 || d.S == 2);
+    switch (v) {
+      case DwVariant::wgrad_generic: return true;
+      case DwVariant::wgrad_tile: return unrolled;
+      case DwVariant::wgrad_band: return unrolled && (d.K == 3 || avx512);  // 25 accumulators need 32 registers
+      case DwVariant::wgrad_band_2blocks: return avx512 && unrolled && band_2blocks_fits(d, registers(isa));
+      case DwVariant::wgrad_image: return unrolled && image_kernel_fits(d, isa);
+      default: return false;
+    }
+  }
+  if (dir == DwDirection::backward_data && d.S > 4) return false;  // only the reference
+  const bool unrolled = fwd ? corr_unrolled(d.K, d.S) : phases_unrolled(d);
+  switch (v) {
+    case DwVariant::corr_generic: return true;
+    case DwVariant::corr_tile8: return unrolled;
+    case DwVariant::corr_tile4x2: return unrolled && isa == Isa::avx2;
+    case DwVariant::corr_channel_groups: return unrolled && fwd && avx512 && d.K == 5 && d.S == 2 && d.OW == 4;
+    default: return false;
+  }
+}
+
+void force_dw_variant(DwDirection dir, DwVariant v) {
+  g_forced_set[int(dir)] = true;
+  g_forced[int(dir)] = v;
+}
+
+void clear_forced_dw_variants() { g_forced_set[0] = g_forced_set[1] = g_forced_set[2] = false; }
 
 DwChoice dw_variant(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumulate, bool output_aligned) {
   if (isa == Isa::ref) {
@@ -188,8 +238,9 @@ DwChoice dw_variant(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumula
     c.why = "the scalar reference table";
     return c;
   }
-  if (dir == DwDirection::backward_weights) return weight_gradient(d, isa);
-  return correlation(d, dir, isa, accumulate, output_aligned);
+  const DwVariant* forced = g_forced_set[int(dir)] ? &g_forced[int(dir)] : nullptr;
+  if (dir == DwDirection::backward_weights) return weight_gradient(d, isa, forced);
+  return correlation(d, dir, isa, accumulate, output_aligned, forced);
 }
 
 }  // namespace spnas

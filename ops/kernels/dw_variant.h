@@ -46,6 +46,10 @@ enum class DwVariant {
   wgrad_generic,        // any other kernel size or stride: one output at a time, sums in memory
 };
 const char* dw_variant_name(DwVariant v);  // "dw_corr_tile8", ..., "dw_wgrad_image", "dw_reference"
+constexpr DwVariant kDwVariants[] = {
+    DwVariant::reference,  DwVariant::corr_tile8, DwVariant::corr_tile4x2, DwVariant::corr_channel_groups,
+    DwVariant::corr_generic, DwVariant::wgrad_tile, DwVariant::wgrad_band, DwVariant::wgrad_band_2blocks,
+    DwVariant::wgrad_image, DwVariant::wgrad_generic};
 
 // What runs, with the knobs the same rules set. The correlation knobs are unused by the weight
 // gradient and the other way round.
@@ -70,5 +74,16 @@ struct DwChoice {
 // 64-byte aligned). Streaming also depends on this machine's L3 (stream_min_bytes, ops/kernels.h).
 DwChoice dw_variant(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumulate = false,
                     bool output_aligned = true);
+
+// Whether variant v can run d in direction dir on isa (the kernels dispatch on the shapes each was
+// compiled for; the reference always can).
+bool dw_variant_applies(const DwConvDesc& d, DwDirection dir, Isa isa, DwVariant v);
+
+// For benchmarks that race the variants of one shape in one process (bench_conv --dw-variants): while
+// set, dw_variant returns v for direction dir wherever v applies, with the rest of its choice (streaming,
+// prefetch, band sizes) made by the same rules as if the chooser had picked v; elsewhere it is ignored.
+// Not thread-safe: set it between kernel calls, from the thread that calls them.
+void force_dw_variant(DwDirection dir, DwVariant v);
+void clear_forced_dw_variants();
 
 }  // namespace spnas
