@@ -37,6 +37,18 @@ TUNE=("$B" tune --space tiny.json --lut lut.json --data $DATA --target-ms 13 --b
 [ ! -e tune/trial_000/trial.log ] || fail "trial 0 ran as a process"
 grep -q "^best: trial" tune2.log && [ -s tune/best/arch.json ] || fail "no best trial (the target is the supernet's R): $(cat tune2.log)"
 grep -q "^tune: 5 trials" tune2.log || fail "no summary line: $(cat tune2.log)"
+# By default lambda, the threshold rate and the margin are all tuned; giving a value fixes that one.
+grep -q '"tune_threshold_lr_mult": true' tune/tune.json && grep -q '"tune_threshold_margin": true' tune/tune.json ||
+  fail "tune did not tune the threshold rate and margin by default"
+"$B" tune --space tiny.json --lut lut.json --data $DATA --target-ms 13 --batch 16 --max-search-steps 3 --max-train-steps 2 \
+  --threads 2 --quiet --trials 1 --threshold-lr-mult 5 --threshold-margin 0.5 --out tune_fixed > tune3.log 2>&1 ||
+  fail "tune with fixed threshold settings: $(cat tune3.log)"
+grep -q '"tune_threshold_lr_mult": false' tune_fixed/tune.json && grep -q '"tune_threshold_margin": false' tune_fixed/tune.json ||
+  fail "--threshold-lr-mult / --threshold-margin did not fix them: $(cat tune_fixed/tune.json)"
+grep -q '"threshold_lr_mult": 5' tune_fixed/trial_000/trial.json || fail "the fixed multiplier is not the trial's"
+out=$("$B" tune --space tiny.json --lut lut.json --data $DATA --target-ms 13 --tune-threshold-lr-mult --threshold-lr-mult 5 \
+  --out tune_both 2>&1); code=$?
+[ $code -ne 0 ] && grep -q "excludes" <<<"$out" || fail "tuning and fixing the multiplier at once: exit $code: $out"
 
 # train -> export -> predict.
 echo '{"space": "tiny.json", "layers": ["3x3-3", "skip", "5x5-6", "3x3-6"]}' > arch.json

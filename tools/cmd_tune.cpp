@@ -57,7 +57,7 @@ Command add_tune(CLI::App& app) {
   TuneConfig& c = f->c;
   CLI::App* s = app.add_subcommand(
       "tune",
-      "Finds the search hyperparameters (lambda, optionally the thresholds' learning-rate multiplier and margin) whose "
+      "Finds the search hyperparameters (lambda, the thresholds' learning-rate multiplier and their starting margin) whose "
       "found network meets a latency target, by constraint-aware Bayesian optimisation (the journal version of "
       "Single-Path NAS, after HyperPower). Each trial is a short search; a trial whose network meets the target gets "
       "a short proxy training on held-out training images.\nWrites OUT/tune.json, OUT/tune.svg, OUT/best/arch.json "
@@ -89,16 +89,19 @@ Command add_tune(CLI::App& app) {
   add_threads(s, c.threads);
   add_range(s, "--lambda-range", c.lambda,
             "range of lambda, log scale (default by --runtime-loss: target 0.01 100, log 1e-5 1, linear 1e-3 100)", false);
-  s->add_flag("--tune-threshold-lr-mult", c.tune_threshold_lr_mult, "tune the thresholds' learning-rate multiplier too");
+  // The threshold rate and margin are tuned unless a value is given: they act from the first step, where
+  // lambda acts only after the warm-up (nas/tune/README.md, "Variables").
+  auto* tune_lr = s->add_flag("--tune-threshold-lr-mult", "tune the thresholds' learning-rate multiplier (the default)");
   add_range(s, "--threshold-lr-mult-range", c.threshold_lr_mult_range, "its range (log scale)");
-  s->add_option("--threshold-lr-mult", c.threshold_lr_mult, "its value when not tuned")
-      ->capture_default_str()
-      ->check(number_above(0, 1e9));
-  s->add_flag("--tune-threshold-margin", c.tune_threshold_margin, "tune the thresholds' starting margin too");
+  s->add_option("--threshold-lr-mult", c.threshold_lr_mult, "fix the multiplier at this value instead of tuning it")
+      ->check(number_above(0, 1e9))
+      ->excludes(tune_lr);
+  auto* tune_margin = s->add_flag("--tune-threshold-margin", "tune the thresholds' starting margin (the default)");
   add_range(s, "--threshold-margin-range", c.threshold_margin_range, "its range (linear)");
-  s->add_option("--threshold-margin", c.threshold_margin, "its value when not tuned (< 0: thresholds start at 0)")
-      ->capture_default_str()
-      ->check(number_in(-1e9, 1e9));
+  s->add_option("--threshold-margin", c.threshold_margin,
+                "fix the margin at this value instead of tuning it (< 0: thresholds start at 0)")
+      ->check(number_in(-1e9, 1e9))
+      ->excludes(tune_margin);
   s->add_option("--holdout", c.holdout, "fraction of the training images held out for the proxy training's accuracy")
       ->capture_default_str()
       ->check(number_above(0, 0.9));
@@ -152,6 +155,8 @@ Command add_tune(CLI::App& app) {
             c.runtime_mode = f->table.runtime_model;
             c.data = parse_data_spec(f->data);
             if (!s->count("--lambda-range")) c.lambda = default_lambda_range(c.runtime_loss);
+            c.tune_threshold_lr_mult = !s->count("--threshold-lr-mult");
+            c.tune_threshold_margin = !s->count("--threshold-margin");
             apply_table_settings(s, load_table(f->table), c.space, c.space_options);
             // Trials run as child processes when several run at once; one at a time they run here.
             if (c.jobs > 1) c.launch_trial = launch_trial_process;

@@ -53,14 +53,15 @@ struct TuneConfig {
   bool resume = false;
   uint64_t seed = 1;             // proposals, and every trial's search, split and training
 
-  // The tuned hyperparameters. lambda (the runtime term's weight, SearchConfig::lambda) always, on a
-  // log scale; the threshold learning-rate multiplier (log scale) and the threshold margin (linear)
-  // when asked, else their fixed values. Ranges: nas/tune/README.md, "Variables".
+  // The tuned hyperparameters. lambda (the runtime term's weight, SearchConfig::lambda) on a log scale;
+  // the threshold learning-rate multiplier (log scale) and the threshold margin (linear) too unless
+  // fixed (then at threshold_lr_mult / threshold_margin): lambda acts only after the warm-up, they from
+  // the first step. Ranges and the measurements behind the default: nas/tune/README.md, "Variables".
   TuneRange lambda{0.01, 100};  // default_lambda_range("target")
-  bool tune_threshold_lr_mult = false;
+  bool tune_threshold_lr_mult = true;
   TuneRange threshold_lr_mult_range{1, 1000};
   double threshold_lr_mult = 10;
-  bool tune_threshold_margin = false;
+  bool tune_threshold_margin = true;
   TuneRange threshold_margin_range{0, 3};
   double threshold_margin = 1;
 
