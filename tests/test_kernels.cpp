@@ -239,13 +239,18 @@ TEST_CASE("dw_variant: the kernel each training shape takes, per ISA") {
       // 5x5: the band needs AVX-512's 32 registers, and is no faster at stride 2 on 32-wide inputs
       {16, 240, 5, 1, bwd_w, Var::wgrad_tile, Var::wgrad_band},
       {32, 144, 5, 2, bwd_w, Var::wgrad_tile, Var::wgrad_tile},
-      // correlations: streamed outputs (input + output > 24 MiB, or a stride-2 forward with >= 1 MiB
-      // of output) take whole-line tiles on AVX2
+      // correlations on AVX2: whole-line tiles for 3x3 at stride 1 (streamed or not) and for streamed
+      // outputs (input + output > 24 MiB, or a stride-2 forward with >= 1 MiB of output), except
+      // 5-wide stride-1 correlations and stride-2 backward-data, which keep the one-vector tile
       {32, 144, 3, 1, fwd, Var::corr_tile4x2, Var::corr_tile8},
-      {8, 480, 3, 1, fwd, Var::corr_tile8, Var::corr_tile8},
+      {32, 32, 3, 1, fwd, Var::corr_tile4x2, Var::corr_tile8},
+      {8, 480, 3, 1, fwd, Var::corr_tile4x2, Var::corr_tile8},
+      {8, 480, 3, 1, bwd_d, Var::corr_tile4x2, Var::corr_tile8},
       {16, 240, 3, 2, fwd, Var::corr_tile4x2, Var::corr_tile8},
       {8, 576, 5, 2, fwd, Var::corr_tile4x2, Var::corr_channel_groups},
-      {32, 144, 5, 1, bwd_d, Var::corr_tile4x2, Var::corr_tile8},
+      {16, 240, 5, 1, fwd, Var::corr_tile8, Var::corr_tile8},
+      {32, 144, 5, 1, bwd_d, Var::corr_tile8, Var::corr_tile8},
+      {32, 144, 3, 2, bwd_d, Var::corr_tile8, Var::corr_tile8},
       {16, 240, 5, 2, bwd_d, Var::corr_tile8, Var::corr_tile8},
       // kernel sizes without unrolled kernels, and backward-data beyond stride 4
       {16, 64, 7, 1, fwd, Var::corr_generic, Var::corr_generic},
@@ -261,8 +266,11 @@ TEST_CASE("dw_variant: the kernel each training shape takes, per ISA") {
     CHECK(std::string(a2.why).size() > 10);  // every rule says why
   }
   // Accumulating into the output, or an unaligned output, never streams.
-  CHECK(dw_variant(dwconv_desc(64, 32, 32, 144, 3, 1), bwd_d, Isa::avx2, true).variant == Var::corr_tile8);
-  CHECK(dw_variant(dwconv_desc(64, 32, 32, 144, 3, 1), fwd, Isa::avx2, false, false).variant == Var::corr_tile8);
+  CHECK(dw_variant(dwconv_desc(64, 32, 32, 144, 3, 1), bwd_d, Isa::avx2).stream);
+  CHECK_FALSE(dw_variant(dwconv_desc(64, 32, 32, 144, 3, 1), bwd_d, Isa::avx2, true).stream);
+  CHECK_FALSE(dw_variant(dwconv_desc(64, 32, 32, 144, 3, 1), fwd, Isa::avx2, false, false).stream);
+  // ... and a shape whose tile follows the streaming (a 5x5 stride-2 forward) keeps the one-vector tile then.
+  CHECK(dw_variant(dwconv_desc(64, 32, 32, 144, 5, 2), fwd, Isa::avx2, false, false).variant == Var::corr_tile8);
   CHECK(variant_of(64, 8, 8, 576, 3, 1, bwd_w, Isa::ref) == Var::reference);
   set_stream_min_bytes(0);
 }

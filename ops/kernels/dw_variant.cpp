@@ -109,9 +109,15 @@ DwChoice correlation(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumul
   } else if (fwd && isa == Isa::avx512 && d.K == 5 && d.S == 2 && d.OW == 4) {
     c.variant = DwVariant::corr_channel_groups;
     c.why = "AVX-512 5x5 stride 2 on 8-wide inputs: channel groups keep their input lines in L1 across rows";
-  } else if (isa == Isa::avx2 && c.stream) {
+  } else if (isa == Isa::avx2 && ((!fwd && d.S > 1) || (d.K == 5 && d.S == 1))) {
+    // Raced in one process (bench/RESULTS.md, "Depthwise correlations on AVX2: which tile"): two
+    // vectors of 5 weights and 8 accumulators spill from the 16 registers, and backward-data's
+    // stride-2 phases are 1-3 wide.
+    c.variant = DwVariant::corr_tile8;
+    c.why = "AVX2 5-wide stride-1 correlations and stride-2 backward-data: the one-vector tile (fewer registers)";
+  } else if (isa == Isa::avx2 && (c.stream || (d.K == 3 && d.S == 1 && d.C >= 2 * r.lanes))) {
     c.variant = DwVariant::corr_tile4x2;
-    c.why = "AVX2 with streamed outputs: 16-channel tiles store whole lines (half-line streams run slow)";
+    c.why = "AVX2 3x3 at stride 1, and streamed outputs: 16-channel tiles use whole 64-byte lines";
   } else {
     c.variant = DwVariant::corr_tile8;
     c.why = "the default correlation tile";
