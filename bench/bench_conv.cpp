@@ -463,7 +463,9 @@ int main(int argc, char** argv) {
         const DwDirection dw_dir = dir == "fwd"     ? DwDirection::forward
                                    : dir == "bwd_d" ? DwDirection::backward_data
                                                     : DwDirection::backward_weights;
-        const std::string what = std::string(K.name) + " " + dw_variant_name(dw_variant(d, dw_dir, isa_named(K.name)).variant);
+        const Isa isa = isa_named(K.name);
+        const DwVariant chosen = dw_variant(d, dw_dir, isa).variant;
+        const std::string what = std::string(K.name) + " " + dw_variant_name(chosen);
         std::function<void()> ours;
         if (dir == "fwd") ours = [&] { K.dwconv_forward(d, x.data(), w.data(), res.data()); };
         else if (dir == "bwd_d") ours = [&] { K.dwconv_backward_data(d, dy.data(), w.data(), res.data(), false); };
@@ -471,8 +473,6 @@ int main(int argc, char** argv) {
         race("ours", ours, what);
         if (opt.dw_variants) {
           // Every other variant that can run this shape, forced while it is checked and timed.
-          const Isa isa = isa_named(K.name);
-          const DwVariant chosen = dw_variant(d, dw_dir, isa).variant;
           for (DwVariant v : kDwVariants) {
             if (v == chosen || v == DwVariant::reference || !dw_variant_applies(d, dw_dir, isa, v)) continue;
             auto enter = [dw_dir, v] { force_dw_variant(dw_dir, v); };

@@ -143,30 +143,30 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed, uns
 
   // forward
   if (dirs & 1) {
-  std::vector<float> y_ref(out);
-  AVec y(out, 7.0f);
-  dwconv_forward_ref(d, x.data(), w.data(), y_ref.data());
-  kt.dwconv_forward(d, x.data(), w.data(), y.data());
-  Diff f = compare(y, y_ref, taps);
-  INFO("forward worst ", f.worst, " at ", f.at);
-  CHECK(f.worst < 1e-6);
+    std::vector<float> y_ref(out);
+    AVec y(out, 7.0f);
+    dwconv_forward_ref(d, x.data(), w.data(), y_ref.data());
+    kt.dwconv_forward(d, x.data(), w.data(), y.data());
+    Diff f = compare(y, y_ref, taps);
+    INFO("forward worst ", f.worst, " at ", f.at);
+    CHECK(f.worst < 1e-6);
 
-  // fused forward, each activation, against the unfused reference pair
-  const auto scale = random_vec(d.C, seed + 3, 0.5f, 4.0f), shift = random_vec(d.C, seed + 4, -1.0f, 3.0f);
-  for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
-    std::vector<float> z_ref(out);
-    AVec z(out, 7.0f);
-    dwconv_bn_act_forward_ref(d, x.data(), w.data(), scale.data(), shift.data(), act, z_ref.data());
-    kt.dwconv_bn_act_forward(d, x.data(), w.data(), scale.data(), shift.data(), act, z.data());
-    Diff fz = compare(z, z_ref, 4 * taps);
-    INFO("fused forward act ", int(act), " worst ", fz.worst, " at ", fz.at);
-    CHECK(fz.worst < 1e-6);
-  }
+    // fused forward, each activation, against the unfused reference pair
+    const auto scale = random_vec(d.C, seed + 3, 0.5f, 4.0f), shift = random_vec(d.C, seed + 4, -1.0f, 3.0f);
+    for (Act act : {Act::None, Act::ReLU, Act::ReLU6}) {
+      std::vector<float> z_ref(out);
+      AVec z(out, 7.0f);
+      dwconv_bn_act_forward_ref(d, x.data(), w.data(), scale.data(), shift.data(), act, z_ref.data());
+      kt.dwconv_bn_act_forward(d, x.data(), w.data(), scale.data(), shift.data(), act, z.data());
+      Diff fz = compare(z, z_ref, 4 * taps);
+      INFO("fused forward act ", int(act), " worst ", fz.worst, " at ", fz.at);
+      CHECK(fz.worst < 1e-6);
+    }
   }
 
   // backward data, overwrite and accumulate
   for (bool acc : {false, true}) {
-    if (!(dirs & 2)) break;
+    if (!(dirs & 2)) continue;
     const auto init = random_vec(in, seed + 5);
     std::vector<float> dx_ref = init;
     AVec dx = acc ? aligned(init) : AVec(in, 7.0f);
@@ -179,7 +179,7 @@ void check_dw_all(const KernelTable& kt, const DwConvDesc& d, uint32_t seed, uns
 
   // backward weights, overwrite and accumulate
   for (bool acc : {false, true}) {
-    if (!(dirs & 4)) break;
+    if (!(dirs & 4)) continue;
     const auto init = random_vec(wn, seed + 6);
     std::vector<float> dw_ref = init;
     AVec dw = acc ? aligned(init) : AVec(wn, 7.0f);
@@ -364,15 +364,16 @@ TEST_CASE("dw_variant: what it chooses applies; a forced variant is returned whe
 void check_forced_variants(const std::string& isa) {
   const KernelTable* kt = kernels_for(isa);
   REQUIRE(kt != nullptr);
+  const Isa kt_isa = isa_named(isa);
   set_num_threads(2);
   uint32_t seed = 900;
   for (const DwCase& c : dw_cases()) {
     set_stream_min_bytes(c.stream_min_bytes);
     for (int di = 0; di < 3; ++di) {
       const DwDirection dir = kDirections[di];
-      const DwVariant chosen = dw_variant(c.d, dir, isa_named(isa)).variant;
+      const DwVariant chosen = dw_variant(c.d, dir, kt_isa).variant;
       for (DwVariant v : kDwVariants) {
-        if (v == chosen || !dw_variant_applies(c.d, dir, isa_named(isa), v)) continue;
+        if (v == chosen || !dw_variant_applies(c.d, dir, kt_isa, v)) continue;
         INFO("forced ", dw_variant_name(v));
         force_dw_variant(dir, v);
         check_dw_all(*kt, c.d, seed++, 1u << di);

@@ -2,6 +2,7 @@
 // place. The figures behind each rule are in bench/RESULTS.md (section named in the rule's comment).
 #include "ops/kernels/dw_variant.h"
 
+#include <optional>
 #include <stdexcept>
 
 namespace spnas {
@@ -84,6 +85,7 @@ bool corr_streams(const DwConvDesc& d, DwDirection dir, int lanes, bool accumula
 // pixels or few channels the hardware prefetchers follow and the instructions cost 5-20 %.
 bool prefetch_rows(int64_t row_width, int64_t C) { return row_width > 8 && C >= 64; }
 
+// forced: a variant set by force_dw_variant that applies to d (else nullptr).
 DwChoice correlation(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumulate, bool output_aligned,
                      const DwVariant* forced) {
   const IsaRegisters& r = registers(isa);
@@ -100,7 +102,7 @@ DwChoice correlation(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumul
   c.prefetch_rows = prefetch_rows(fwd ? d.W : d.OW, d.C);
   // At stride 2 pinning lost on 32-wide inputs (bench/RESULTS.md, "Depthwise tile and band kernels").
   c.pin_columns = !fwd || d.S == 1 || d.W <= 16;
-  if (forced && dw_variant_applies(d, dir, isa, *forced)) {
+  if (forced) {
     c.variant = *forced;
     c.why = "forced (force_dw_variant)";
   } else if (fwd ? !corr_unrolled(d.K, d.S) : !phases_unrolled(d)) {
@@ -143,6 +145,10 @@ bool band_2blocks_fits(const DwConvDesc& d, const IsaRegisters& r) {
   return (d.W == 8 && d.OW == 8 / d.S) || (d.S == 1 && d.W == 4 && d.OW == 4);
 }
 
+// The weight-gradient kernels compiled for a kernel size and stride (the rest run wgrad_generic).
+bool wgrad_unrolled(const DwConvDesc& d) { return (d.K == 3 || d.K == 5) && (d.S == 1 || d.S == 2); }
+
+// forced: as for correlation.
 DwChoice weight_gradient(const DwConvDesc& d, Isa isa, const DwVariant* forced) {
   const IsaRegisters& r = registers(isa);
   DwChoice c{};
@@ -154,14 +160,13 @@ DwChoice weight_gradient(const DwConvDesc& d, Isa isa, const DwVariant* forced) 
   c.band_row_group = isa == Isa::avx512 && d.K == 3 && d.OW == c.band_tile_px && !c.prefetch_rows
                          ? (c.band_tile_px == 4 ? 4 : 2)
                          : 1;
-  const bool force = forced && dw_variant_applies(d, DwDirection::backward_weights, isa, *forced);
-  const bool image = force ? *forced == DwVariant::wgrad_image : image_kernel_fits(d, isa);
+  const bool image = forced ? *forced == DwVariant::wgrad_image : image_kernel_fits(d, isa);
   // Maps at most 8 wide: one band over all the thread's rows, a single constant-stride stream per
   // channel vector that the hardware prefetchers follow; wider maps: bands sized for L2.
   c.band_whole_range = d.W <= 8 || image;
   c.image_prefetch = d.S == 2 || d.W == 8;  // not on 4x4 maps, where it was ~10 % slower
-  const bool unrolled = (d.K == 3 || d.K == 5) && (d.S == 1 || d.S == 2);
-  if (force) {
+  const bool unrolled = wgrad_unrolled(d);
+  if (forced) {
     c.variant = *forced;
     c.why = "forced (force_dw_variant)";
   } else if (!unrolled) {
@@ -198,8 +203,7 @@ DwChoice weight_gradient(const DwConvDesc& d, Isa isa, const DwVariant* forced) 
   return c;
 }
 
-bool g_forced_set[3] = {false, false, false};
-DwVariant g_forced[3];
+std::optional<DwVariant> g_forced[3];  // force_dw_variant, per DwDirection
 
 }  // namespace
 
@@ -209,7 +213,7 @@ bool dw_variant_applies(const DwConvDesc& d, DwDirection dir, Isa isa, DwVariant
   if (isa == Isa::ref) return false;
   const bool avx512 = isa == Isa::avx512, fwd = dir == DwDirection::forward;
   if (dir == DwDirection::backward_weights) {
-    const bool unrolled = (d.K == 3 || d.K == 5) && (d.S == 1 || d.S == 2);
+    const bool unrolled = wgrad_unrolled(d);
     switch (v) {
       case DwVariant::wgrad_generic: return true;
       case DwVariant::wgrad_tile: return unrolled;
@@ -230,12 +234,11 @@ bool dw_variant_applies(const DwConvDesc& d, DwDirection dir, Isa isa, DwVariant
   }
 }
 
-void force_dw_variant(DwDirection dir, DwVariant v) {
-  g_forced_set[int(dir)] = true;
-  g_forced[int(dir)] = v;
-}
+void force_dw_variant(DwDirection dir, DwVariant v) { g_forced[int(dir)] = v; }
 
-void clear_forced_dw_variants() { g_forced_set[0] = g_forced_set[1] = g_forced_set[2] = false; }
+void clear_forced_dw_variants() {
+  for (auto& f : g_forced) f.reset();
+}
 
 DwChoice dw_variant(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumulate, bool output_aligned) {
   if (isa == Isa::ref) {
@@ -244,7 +247,8 @@ DwChoice dw_variant(const DwConvDesc& d, DwDirection dir, Isa isa, bool accumula
     c.why = "the scalar reference table";
     return c;
   }
-  const DwVariant* forced = g_forced_set[int(dir)] ? &g_forced[int(dir)] : nullptr;
+  const std::optional<DwVariant>& f = g_forced[int(dir)];
+  const DwVariant* forced = f && dw_variant_applies(d, dir, isa, *f) ? &*f : nullptr;
   if (dir == DwDirection::backward_weights) return weight_gradient(d, isa, forced);
   return correlation(d, dir, isa, accumulate, output_aligned, forced);
 }
