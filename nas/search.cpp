@@ -121,6 +121,7 @@ nlohmann::json config_record(const SearchConfig& c, const LatencyTable& t) {
             {"threshold_margin", c.threshold_margin},
             {"bilevel", c.bilevel},
             {"table", "fixed " + fmt(t.fixed_ms, 6) + "; " + table}});
+  if (c.freeze_thresholds_in_warmup) r["warmup_thresholds"] = "freeze";  // absent: older records stay comparable
   return r;
 }
 
@@ -396,6 +397,8 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
     fo.training = true;
     fo.indicator_drop = in_warmup ? cfg.indicator_drop : 0.0f;
     fo.rng = &rng;
+    if (cfg.freeze_thresholds_in_warmup && !cfg.bilevel)
+      opt->set_group("thresholds", GroupConfig{cfg.threshold_lr_mult, 1.0f, !in_warmup});
 
     next_batch(loader, images, labels);
     op_profile_mark();  // loading the batch is not the first op's time

@@ -27,6 +27,10 @@ struct SearchConfig {
   float indicator_drop = 0.4f;
   LrConfig lr{"exponential", 0.0f /* 0: default_learning_rate (engine/optim.h) */, 0.97f, 2.4f, 0.0f};
   float threshold_lr_mult = 1.0f;
+  // true: the thresholds stay where they started until the warm-up ends, so every decision is taken
+  // with the runtime term in the loss (one-level; bi-level thresholds never train in the warm-up).
+  // false: they train on CE from the first step, as in the reference.
+  bool freeze_thresholds_in_warmup = false;
   std::string optimizer = "rmsprop";  // rmsprop (TF-1) | sgd | adam
   float weight_decay = 1e-5f;
   float label_smoothing = 0.1f;

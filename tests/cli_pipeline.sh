@@ -41,11 +41,14 @@ grep -q "^tune: 5 trials" tune2.log || fail "no summary line: $(cat tune2.log)"
 grep -q '"tune_threshold_lr_mult": true' tune/tune.json && grep -q '"tune_threshold_margin": true' tune/tune.json ||
   fail "tune did not tune the threshold rate and margin by default"
 "$B" tune --space tiny.json --lut lut.json --data $DATA --target-ms 13 --batch 16 --max-search-steps 3 --max-train-steps 2 \
-  --threads 2 --quiet --trials 1 --threshold-lr-mult 5 --threshold-margin 0.5 --out tune_fixed > tune3.log 2>&1 ||
+  --threads 2 --quiet --trials 1 --threshold-lr-mult 5 --threshold-margin 0.5 --warmup-thresholds freeze \
+  --out tune_fixed > tune3.log 2>&1 ||
   fail "tune with fixed threshold settings: $(cat tune3.log)"
 grep -q '"tune_threshold_lr_mult": false' tune_fixed/tune.json && grep -q '"tune_threshold_margin": false' tune_fixed/tune.json ||
   fail "--threshold-lr-mult / --threshold-margin did not fix them: $(cat tune_fixed/tune.json)"
 grep -q '"threshold_lr_mult": 5' tune_fixed/trial_000/trial.json || fail "the fixed multiplier is not the trial's"
+grep -q '"warmup_thresholds": "freeze"' tune_fixed/trial_000/trial.json || fail "--warmup-thresholds did not reach the trial"
+grep -q '"warmup_thresholds": "train"' tune/tune.json || fail "tune's default is not the reference's (thresholds trained)"
 out=$("$B" tune --space tiny.json --lut lut.json --data $DATA --target-ms 13 --tune-threshold-lr-mult --threshold-lr-mult 5 \
   --out tune_both 2>&1); code=$?
 [ $code -ne 0 ] && grep -q "excludes" <<<"$out" || fail "tuning and fixing the multiplier at once: exit $code: $out"

@@ -2,6 +2,7 @@
 // and an end-to-end search with resume.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -421,6 +422,38 @@ TEST_CASE("search end-to-end on the embedded data; resume equals an uninterrupte
   CHECK(c2.finished);
   CHECK(arch_to_json(c2.arch) == arch_to_json(a.arch));
   CHECK(read_all(a.csv_path) == read_all(c2.csv_path));
+}
+
+// Every threshold's value in a search checkpoint.
+static std::vector<float> thresholds_in(const std::string& checkpoint) {
+  std::vector<float> v;
+  for (const auto& [name, t] : read_checkpoint(checkpoint).params)
+    if (name.find("/t_") != std::string::npos) v.push_back(t.data()[0]);
+  return v;
+}
+
+TEST_CASE("freezing the thresholds in the warm-up: they keep their start until it ends, then train") {
+  SearchSpace s = load_space(tiny_space_file());
+  LatencyTable t = tiny_table(s);
+  auto nonzero = [](const std::vector<float>& v) { return std::count_if(v.begin(), v.end(), [](float x) { return x != 0; }); };
+  SearchConfig trained = tiny_search_config("nas_test_warm_trained");
+  trained.max_steps = 12;  // exactly the warm-up
+  run_search(trained, t);
+  const std::vector<float> a = thresholds_in(trained.out_dir + "/search.ckpt");
+  REQUIRE(a.size() >= 8);
+  CHECK(nonzero(a) > 0);  // the reference's way: CE moves them from the first step
+
+  SearchConfig frozen = tiny_search_config("nas_test_warm_frozen");
+  frozen.freeze_thresholds_in_warmup = true;
+  frozen.max_steps = 12;
+  run_search(frozen, t);
+  const std::vector<float> b = thresholds_in(frozen.out_dir + "/search.ckpt");
+  REQUIRE(b.size() == a.size());
+  CHECK(nonzero(b) == 0);
+  frozen.max_steps = -1;
+  frozen.resume = true;
+  run_search(frozen, t);
+  CHECK(nonzero(thresholds_in(frozen.out_dir + "/search.ckpt")) > 0);  // after the warm-up they train
 }
 
 TEST_CASE("search refuses a table that does not fit the space, naming it") {

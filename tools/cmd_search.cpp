@@ -12,7 +12,7 @@ Command add_search(CLI::App& app) {
   struct Flags {
     SearchConfig c;
     TableFlags table;
-    std::string data = "synthetic", runtime_loss = "log";
+    std::string data = "synthetic", runtime_loss = "log", warmup_thresholds = "train";
     int threads = 0;
     bool no_low_memory = false, check_data = false, verify = false;
   };
@@ -39,6 +39,11 @@ Command add_search(CLI::App& app) {
   s->add_option("--threshold-lr-mult", c.threshold_lr_mult, "learning-rate multiplier of the thresholds")
       ->capture_default_str()
       ->check(number_above(0, 1e9));
+  s->add_option("--warmup-thresholds", f->warmup_thresholds,
+                "train: the thresholds learn from the first step (the reference) | freeze: they wait for the end of "
+                "the warm-up, so every decision is taken with the runtime term in the loss")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"train", "freeze"}));
   s->add_option("--optimizer", c.optimizer, "rmsprop (TF-1 semantics, the reference's) | sgd (Nesterov) | adam")
       ->capture_default_str()
       ->check(CLI::IsMember({"rmsprop", "sgd", "adam"}));
@@ -104,6 +109,7 @@ Command add_search(CLI::App& app) {
             c.data = parse_data_spec(f->data);
             if (f->check_data && is_writer()) run_check_data(c.data);
             c.runtime_loss = parse_runtime_loss(f->runtime_loss);
+            c.freeze_thresholds_in_warmup = f->warmup_thresholds == "freeze";
             c.runtime_mode = parse_runtime_mode(f->table.runtime_model);
             LatencyTable table = load_table(f->table);
             apply_table_settings(s, table, c.space, c.space_options);

@@ -114,6 +114,11 @@ Command add_tune(CLI::App& app) {
   s->add_option("--search-warmup-epochs", c.search_warmup_epochs, "of which warm-up (epochs)")
       ->capture_default_str()
       ->check(number_in(0, 1e5));
+  s->add_option("--warmup-thresholds", c.warmup_thresholds,
+                "the searches' thresholds during the warm-up: train (the reference) | freeze (decisions start with the "
+                "runtime term)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"train", "freeze"}));
   s->add_option("--batch", c.batch, "batch size of searches and proxy trainings")
       ->capture_default_str()
       ->check(integer_in(2, 65536));

@@ -144,6 +144,7 @@ json tune_config_to_json(const TuneConfig& c) {
               {"threshold_margin", c.threshold_margin},
               {"search_epochs", c.search_epochs},
               {"search_warmup_epochs", c.search_warmup_epochs},
+              {"warmup_thresholds", c.warmup_thresholds},
               {"batch", c.batch},
               {"runtime_loss", c.runtime_loss},
               {"runtime_mode", c.runtime_mode},
@@ -204,6 +205,8 @@ TuneConfig tune_config_from_json(const json& j, const std::string& source) {
   read_field(j, "threshold_margin", c.threshold_margin, source);
   read_field(j, "search_epochs", c.search_epochs, source);
   read_field(j, "search_warmup_epochs", c.search_warmup_epochs, source);
+  c.warmup_thresholds = "train";  // records written before the field existed trained them
+  read_field(j, "warmup_thresholds", c.warmup_thresholds, source);
   read_field(j, "batch", c.batch, source);
   read_field(j, "runtime_loss", c.runtime_loss, source);
   read_field(j, "runtime_mode", c.runtime_mode, source);
@@ -327,6 +330,7 @@ static SearchConfig trial_search_config(const TuneConfig& c, const SearchHyper& 
   s.batch = c.batch;
   s.epochs = c.search_epochs;
   s.warmup_epochs = c.search_warmup_epochs;
+  s.freeze_thresholds_in_warmup = c.warmup_thresholds == "freeze";
   s.lambda = float(h.lambda);
   s.threshold_lr_mult = float(h.threshold_lr_mult);
   s.threshold_margin = float(h.threshold_margin);
@@ -456,6 +460,8 @@ void validate_options(const TuneConfig& c) {
   if (!(c.search_epochs > 0) || !(c.search_warmup_epochs >= 0) || !(c.train_epochs > 0))
     fail("search and training epochs must be positive (warm-up non-negative)");
   if (c.batch < 2) fail("the batch must be at least 2 (batch norm)");
+  if (c.warmup_thresholds != "train" && c.warmup_thresholds != "freeze")
+    fail("warmup_thresholds must be train or freeze, got '" + c.warmup_thresholds + "'");
   parse_runtime_loss(c.runtime_loss);
   parse_runtime_mode(c.runtime_mode);
   for (const TuneVariable& v : tune_variables(c)) {

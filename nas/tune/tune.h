@@ -68,6 +68,8 @@ struct TuneConfig {
   // Each trial's search (the proxy scale; the rest as SearchConfig's defaults).
   float search_epochs = 2;
   float search_warmup_epochs = 1;
+  // SearchConfig::freeze_thresholds_in_warmup: "train" | "freeze".
+  std::string warmup_thresholds = "train";
   int batch = 64;
   // SearchConfig::runtime_loss. The target form (T = the tune target) by default: it pulls R to T
   // itself, where R under the log form jumps with lambda (nas/tune/README.md, "Runs").
