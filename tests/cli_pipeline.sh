@@ -49,6 +49,9 @@ grep -q '"tune_threshold_lr_mult": false' tune_fixed/tune.json && grep -q '"tune
 grep -q '"threshold_lr_mult": 5' tune_fixed/trial_000/trial.json || fail "the fixed multiplier is not the trial's"
 grep -q '"warmup_thresholds": "freeze"' tune_fixed/trial_000/trial.json || fail "--warmup-thresholds did not reach the trial"
 grep -q '"warmup_thresholds": "train"' tune/tune.json || fail "tune's default is not the reference's (thresholds trained)"
+out=$("$B" search --space tiny.json --lut lut.json --data $DATA --warmup-thresholds frozen --out search_bad 2>&1); code=$?
+[ $code -ne 0 ] && grep -q -- "--warmup-thresholds" <<<"$out" && [ ! -e search_bad ] ||
+  fail "search --warmup-thresholds frozen: exit $code: $out"
 out=$("$B" tune --space tiny.json --lut lut.json --data $DATA --target-ms 13 --tune-threshold-lr-mult --threshold-lr-mult 5 \
   --out tune_both 2>&1); code=$?
 [ $code -ne 0 ] && grep -q "excludes" <<<"$out" || fail "tuning and fixing the multiplier at once: exit $code: $out"

@@ -197,6 +197,17 @@ TEST_CASE("the table's bounds respect skips; a target outside them is an error n
   c = fake_config("tune_bounds", 2, "bo");
   c.window = NAN;
   CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("window"), std::runtime_error);
+  c = fake_config("tune_bounds", 2, "bo");
+  c.warmup_thresholds = "frozen";
+  CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("warmup_thresholds must be train or freeze, got 'frozen'"),
+                       std::runtime_error);
+  // The field travels through the record; a record written before it existed means "train".
+  c = fake_config("tune_bounds", 2, "bo");
+  c.warmup_thresholds = "freeze";
+  nlohmann::ordered_json record = tune_config_to_json(c);
+  CHECK(tune_config_from_json(record, "record").warmup_thresholds == "freeze");
+  record.erase("warmup_thresholds");
+  CHECK(tune_config_from_json(record, "record").warmup_thresholds == "train");
 
   // An unreadable table or dataset fails before the first trial.
   FakeStages fake;
