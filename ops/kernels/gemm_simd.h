@@ -24,6 +24,8 @@
 //              Operands from DRAM: the next row block is requested into L2 during the current one.
 //              The optional ColumnMap on A as in gemm_nn.
 #pragma once
+#include <type_traits>
+
 #include "ops/kernels/simd_vector.h"
 
 namespace spnas {
@@ -76,9 +78,16 @@ struct NnEpilogue {
   Act act = Act::None;
 };
 
-template <int RB, int NV, bool TAIL>
-inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
-                    M m, bool acc, const NnEpilogue& ep, const float* pf, bool nt) {
+// How a tile stores C. The training products take plain (C = the sum) or streamed (non-temporal)
+// stores, which carry no run-time choices; general is any other mix (accumulation, the epilogue).
+// Tiles are inlined into their column loop: at K = 16..32 a tile is only 100-200 cycles of FMAs,
+// and a call with its stack arguments, the branches of the general store and the act switch cost
+// a third of that (bench/RESULTS.md, "Pointwise: small-K tiles").
+enum class NnStore { general, plain, stream };
+
+template <int RB, int NV, bool TAIL, NnStore ST>
+SPNAS_INLINE inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
+                                 int64_t ldc, M m, bool acc, const NnEpilogue& ep, const float* pf, bool nt) {
   R c[RB][NV];
   static_for<RB>([&](auto i) { static_for<NV>([&](auto j) { c[i][j] = V::zero(); }); });
   // The next tile's rows of A, every line, into L2 before this tile starts (see nn_column).
@@ -93,6 +102,17 @@ inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int6
       R a = V::set1(A[i * lda + k]);
       static_for<NV>([&](auto j) { c[i][j] = V::fma(a, bv[j], c[i][j]); });
     });
+  }
+  if constexpr (ST != NnStore::general) {  // (a streamed product has no tail: N is whole lines)
+    static_for<RB>([&](auto i) {
+      static_for<NV>([&](auto j) {
+        float* p = C + i * ldc + j * L;
+        if (TAIL && j == NV - 1) V::storem(p, c[i][j], m);
+        else if (ST == NnStore::stream) V::stream(p, c[i][j]);
+        else V::store(p, c[i][j]);
+      });
+    });
+    return;
   }
   static_for<RB>([&](auto i) {
     static_for<NV>([&](auto j) {
@@ -116,14 +136,14 @@ inline void nn_tile(int64_t K, const float* A, int64_t lda, const float* B, int6
 // pf_rows > 0 (the first N tile, which reads A from memory): each tile first asks L2 for the next
 // tile's rows of A, while they exist within pf_rows rows of A: the hardware prefetchers do not keep
 // up with RB rows walked in parallel (bench/RESULTS.md, "Pointwise: the next tile's A rows").
-template <int NV, bool TAIL>
+template <int NV, bool TAIL, NnStore ST>
 inline void nn_column(int64_t rows, int64_t K, const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                       int64_t ldc, M m, bool acc, const NnEpilogue& ep, int64_t pf_rows, bool nt) {
   constexpr int RB = kGemmRB[NV];
   int64_t r = 0;
   for (; r + RB <= rows; r += RB)
-    nn_tile<RB, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep,
-                          r + 2 * RB <= pf_rows ? A + (r + RB) * lda : nullptr, nt);
+    nn_tile<RB, NV, TAIL, ST>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep,
+                                 r + 2 * RB <= pf_rows ? A + (r + RB) * lda : nullptr, nt);
   // The leftover rows (fewer than RB) in tiles of 4, 2 and 1: each tile streams all of B once, so
   // taking them one by one read B up to RB - 1 more times (16 rows of a 4x4 map at batch 1: tiles of
   // 6, 6, 1, 1, 1, 1 -> 6, 6, 4).
@@ -131,20 +151,36 @@ inline void nn_column(int64_t rows, int64_t K, const float* A, int64_t lda, cons
     constexpr int RR = decltype(rb)::value;
     if constexpr (RR < RB) {
       for (; r + RR <= rows; r += RR)
-        nn_tile<RR, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep, nullptr, nt);
+        nn_tile<RR, NV, TAIL, ST>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep, nullptr, nt);
     }
   };
   rest(std::integral_constant<int, 4>{});
   rest(std::integral_constant<int, 2>{});
-  for (; r < rows; ++r) nn_tile<1, NV, TAIL>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep, nullptr, nt);
+  for (; r < rows; ++r)
+    nn_tile<1, NV, TAIL, ST>(K, A + r * lda, lda, B, ldb, C + r * ldc, ldc, m, acc, ep, nullptr, nt);
 }
 
 template <int NV>
 inline void nn_column_any(bool tail, int64_t rows, int64_t K, const float* A, int64_t lda, const float* B,
                           int64_t ldb, float* C, int64_t ldc, M m, bool acc, const NnEpilogue& ep, int64_t pf_rows,
                           bool nt) {
-  if (tail) nn_column<NV, true>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep, pf_rows, nt);
-  else nn_column<NV, false>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep, pf_rows, nt);
+  const NnStore st = acc || ep.scale ? NnStore::general : nt ? NnStore::stream : NnStore::plain;
+  auto column = [&](auto tail_c, auto st_c) SPNAS_INLINE {
+    nn_column<NV, decltype(tail_c)::value, decltype(st_c)::value>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep,
+                                                                   pf_rows, nt);
+  };
+  using G = std::integral_constant<NnStore, NnStore::general>;
+  using P = std::integral_constant<NnStore, NnStore::plain>;
+  using S = std::integral_constant<NnStore, NnStore::stream>;
+  if (tail) {
+    if (st == NnStore::plain) column(std::true_type{}, P{});
+    else if (st == NnStore::stream) column(std::true_type{}, S{});
+    else column(std::true_type{}, G{});
+  } else {
+    if (st == NnStore::plain) column(std::false_type{}, P{});
+    else if (st == NnStore::stream) column(std::false_type{}, S{});
+    else column(std::false_type{}, G{});
+  }
 }
 
 thread_local Scratch g_scratch_panels;
