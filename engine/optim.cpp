@@ -63,7 +63,7 @@ void Optimizer::step(float lr) {
     }
     float* slot_ptrs[4] = {};
     for (size_t k = 0; k < slots_[i].size(); ++k) slot_ptrs[k] = slots_[i][k].data();
-    update(v, g, slot_ptrs, n, lr * gc.lr_mult, updates_);
+    update(v, g, slot_ptrs, n, lr * gc.lr_mult, gc.momentum < 0 ? default_momentum() : gc.momentum, updates_);
   }
 }
 
@@ -147,9 +147,8 @@ void Optimizer::load_state(const OptimizerState& s) {
 SGD::SGD(ParamSet& params, float momentum, bool nesterov, float weight_decay)
     : Optimizer(params, "sgd", {"momentum"}, {0.0f}, weight_decay), momentum_(momentum), nesterov_(nesterov) {}
 
-void SGD::update(float* v, const float* g, float* const* slots, int64_t n, float lr, int64_t) {
+void SGD::update(float* v, const float* g, float* const* slots, int64_t n, float lr, float mu, int64_t) {
   float* acc = slots[0];
-  const float mu = momentum_;
   if (nesterov_) {
     for (int64_t j = 0; j < n; ++j) {
       acc[j] = mu * acc[j] + g[j];
@@ -171,10 +170,10 @@ RMSProp::RMSProp(ParamSet& params, float rho, float momentum, float eps, float w
       momentum_(momentum),
       eps_(eps) {}
 
-void RMSProp::update(float* v, const float* g, float* const* slots, int64_t n, float lr, int64_t) {
+void RMSProp::update(float* v, const float* g, float* const* slots, int64_t n, float lr, float mu, int64_t) {
   float* ms = slots[0];
   float* mom = slots[1];
-  const float rho = rho_, mu = momentum_, eps = eps_;  // locals: cannot alias the arrays
+  const float rho = rho_, eps = eps_;  // locals: cannot alias the arrays
   for (int64_t j = 0; j < n; ++j) {
     ms[j] = rho * ms[j] + (1.0f - rho) * g[j] * g[j];
     mom[j] = mu * mom[j] + lr * g[j] / std::sqrt(ms[j] + eps);
@@ -187,14 +186,14 @@ void RMSProp::update(float* v, const float* g, float* const* slots, int64_t n, f
 Adam::Adam(ParamSet& params, float beta1, float beta2, float eps, float weight_decay)
     : Optimizer(params, "adam", {"m", "v"}, {0.0f, 0.0f}, weight_decay), beta1_(beta1), beta2_(beta2), eps_(eps) {}
 
-void Adam::update(float* v, const float* g, float* const* slots, int64_t n, float lr, int64_t t) {
+void Adam::update(float* v, const float* g, float* const* slots, int64_t n, float lr, float b1, int64_t t) {
   float* m = slots[0];
   float* s = slots[1];
-  const float c1 = float(1.0 - std::pow(double(beta1_), double(t)));  // bias corrections
+  const float c1 = float(1.0 - std::pow(double(b1), double(t)));  // bias corrections
   const float c2 = float(1.0 - std::pow(double(beta2_), double(t)));
   const float step = lr / c1;
   const float inv_c2 = 1.0f / c2;
-  const float b1 = beta1_, b2 = beta2_, eps = eps_;  // locals: cannot alias the arrays
+  const float b2 = beta2_, eps = eps_;  // locals: cannot alias the arrays
   for (int64_t j = 0; j < n; ++j) {
     m[j] = b1 * m[j] + (1.0f - b1) * g[j];
     s[j] = b2 * s[j] + (1.0f - b2) * g[j] * g[j];

@@ -10,7 +10,7 @@
 //
 // A parameter with no gradient this step (grad_valid false) is still updated with g = wd*v, so its
 // momentum keeps moving it, as in TensorFlow. Groups (Param::group) can scale the learning rate, scale
-// the decay, or be frozen (skipped entirely).
+// the decay, have their own momentum, or be frozen (skipped entirely).
 //
 // Per-parameter state ("slots": momentum, mean square, ...) is exported and imported by name as
 // "<param name>/<slot name>" so checkpoints can store it (engine/checkpoint.h).
@@ -32,6 +32,7 @@ struct GroupConfig {
   float lr_mult = 1.0f;     // learning rate multiplier for the group
   float decay_mult = 1.0f;  // weight decay multiplier (applies only to params with Param::decay)
   bool trainable = true;    // false: the group's parameters and slots are left untouched
+  float momentum = -1.0f;   // < 0: the optimizer's own; else the group's (SGD/RMSProp momentum, Adam beta1)
 };
 
 // Everything an optimizer needs to resume: its kind, how many steps it took, and its slots.
@@ -72,8 +73,11 @@ class Optimizer {
   Optimizer(ParamSet& params, std::string kind, std::vector<std::string> slot_names,
             std::vector<float> slot_init, float weight_decay);
   // Updates n values of one parameter: v -= ...; g is the effective gradient (decay included);
-  // slots[k] points at the parameter's k-th slot. `t` is the 1-based update number.
-  virtual void update(float* v, const float* g, float* const* slots, int64_t n, float lr, int64_t t) = 0;
+  // slots[k] points at the parameter's k-th slot. `t` is the 1-based update number; `momentum` is the
+  // group's (GroupConfig::momentum) or, when that is negative, default_momentum().
+  virtual void update(float* v, const float* g, float* const* slots, int64_t n, float lr, float momentum,
+                      int64_t t) = 0;
+  virtual float default_momentum() const = 0;
 
  private:
   ParamSet* params_;
@@ -97,8 +101,9 @@ class SGD : public Optimizer {
 
  private:
   float momentum_;
+  float default_momentum() const override { return momentum_; }
   bool nesterov_;
-  void update(float* v, const float* g, float* const* slots, int64_t n, float lr, int64_t t) override;
+  void update(float* v, const float* g, float* const* slots, int64_t n, float lr, float momentum, int64_t t) override;
 };
 
 // RMSProp as tf.compat.v1.train.RMSPropOptimizer (mean square starts at 1, eps inside the root):
@@ -109,7 +114,8 @@ class RMSProp : public Optimizer {
 
  private:
   float rho_, momentum_, eps_;
-  void update(float* v, const float* g, float* const* slots, int64_t n, float lr, int64_t t) override;
+  float default_momentum() const override { return momentum_; }
+  void update(float* v, const float* g, float* const* slots, int64_t n, float lr, float momentum, int64_t t) override;
 };
 
 // Adam (Kingma & Ba) with bias correction:
@@ -120,7 +126,8 @@ class Adam : public Optimizer {
 
  private:
   float beta1_, beta2_, eps_;
-  void update(float* v, const float* g, float* const* slots, int64_t n, float lr, int64_t t) override;
+  float default_momentum() const override { return beta1_; }
+  void update(float* v, const float* g, float* const* slots, int64_t n, float lr, float momentum, int64_t t) override;
 };
 
 // By name, with the project's settings: "rmsprop" (TF-1: decay 0.9, momentum 0.9, eps 1e-3, as the

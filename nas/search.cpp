@@ -121,7 +121,9 @@ nlohmann::json config_record(const SearchConfig& c, const LatencyTable& t) {
             {"threshold_margin", c.threshold_margin},
             {"bilevel", c.bilevel},
             {"table", "fixed " + fmt(t.fixed_ms, 6) + "; " + table}});
-  if (c.freeze_thresholds_in_warmup) r["warmup_thresholds"] = "freeze";  // absent: older records stay comparable
+  // Absent when at the default: older records stay comparable.
+  if (c.freeze_thresholds_in_warmup) r["warmup_thresholds"] = "freeze";
+  if (c.threshold_momentum >= 0) r["threshold_momentum"] = c.threshold_momentum;
   return r;
 }
 
@@ -131,6 +133,8 @@ std::vector<std::string> check_search_config(const SearchConfig& cfg, const Late
   std::vector<std::string> w;
   if (cfg.runtime_loss == RuntimeLoss::Target && !(cfg.target_ms > 0))
     throw std::runtime_error("search: --runtime-loss target needs --target-ms");
+  if (!(cfg.threshold_momentum < 1))
+    throw std::runtime_error("search: --threshold-momentum must be below 1, got " + fmt(cfg.threshold_momentum, 3));
   if (cfg.bilevel && !(cfg.val_fraction > 0))
     throw std::runtime_error("search: --bilevel trains the thresholds on a held-out split: --val-fraction must be > 0");
   if (cfg.warmup_epochs >= cfg.epochs)
@@ -274,13 +278,14 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
 
   // One optimizer over weights and thresholds (one-level); bi-level: two, each blind to the other's group.
   std::unique_ptr<Optimizer> opt = make_optimizer(cfg.optimizer, net.params(), cfg.weight_decay);
-  opt->set_group("thresholds", GroupConfig{cfg.threshold_lr_mult, 1.0f, !cfg.bilevel});
+  const GroupConfig thresholds{cfg.threshold_lr_mult, 1.0f, !cfg.bilevel, cfg.threshold_momentum};
+  opt->set_group("thresholds", thresholds);
   std::unique_ptr<Optimizer> topt;
   if (cfg.bilevel) {
     topt = make_optimizer(cfg.optimizer, net.params(), cfg.weight_decay);
     topt->set_group("weights", GroupConfig{1.0f, 1.0f, false});
     topt->set_group("bn", GroupConfig{1.0f, 1.0f, false});
-    topt->set_group("thresholds", GroupConfig{cfg.threshold_lr_mult, 1.0f, true});
+    topt->set_group("thresholds", GroupConfig{cfg.threshold_lr_mult, 1.0f, true, cfg.threshold_momentum});
   }
   Rng rng(rank_seed(cfg.seed ^ 0x5eedULL));
   RankRng rank_rng("search", rng);
@@ -398,7 +403,7 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
     fo.indicator_drop = in_warmup ? cfg.indicator_drop : 0.0f;
     fo.rng = &rng;
     if (cfg.freeze_thresholds_in_warmup && !cfg.bilevel)
-      opt->set_group("thresholds", GroupConfig{cfg.threshold_lr_mult, 1.0f, !in_warmup});
+      opt->set_group("thresholds", GroupConfig{thresholds.lr_mult, 1.0f, !in_warmup, thresholds.momentum});
 
     next_batch(loader, images, labels);
     op_profile_mark();  // loading the batch is not the first op's time

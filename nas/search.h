@@ -31,6 +31,9 @@ struct SearchConfig {
   // with the runtime term in the loss (one-level; bi-level thresholds never train in the warm-up).
   // false: they train on CE from the first step, as in the reference.
   bool freeze_thresholds_in_warmup = false;
+  // The thresholds' momentum (RMSProp/SGD momentum, Adam beta1); < 0: the optimizer's (0.9, as the
+  // reference). Lower, a threshold stops sooner once the runtime term no longer pushes it.
+  float threshold_momentum = -1.0f;
   std::string optimizer = "rmsprop";  // rmsprop (TF-1) | sgd | adam
   float weight_decay = 1e-5f;
   float label_smoothing = 0.1f;

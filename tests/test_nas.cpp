@@ -456,6 +456,43 @@ TEST_CASE("freezing the thresholds in the warm-up: they keep their start until i
   CHECK(nonzero(thresholds_in(frozen.out_dir + "/search.ckpt")) > 0);  // after the warm-up they train
 }
 
+TEST_CASE("the thresholds' momentum reaches their group only: 0.9 given = the optimizer's, 0 moves them differently") {
+  SearchSpace s = load_space(tiny_space_file());
+  LatencyTable t = tiny_table(s);
+  auto run = [&](const std::string& out, float momentum) {
+    SearchConfig c = tiny_search_config(out);
+    c.threshold_momentum = momentum;
+    // Two warm-up steps: after the first the momentum is 0 either way; the second adds 0.9 of the first
+    // step to each threshold or not, while every weight's second step is still computed from the
+    // same thresholds.
+    c.max_steps = 2;
+    run_search(c, t);
+    return read_checkpoint(c.out_dir + "/search.ckpt").params;
+  };
+  const auto base = run("nas_test_tmom_default", -1.0f);
+  const auto same = run("nas_test_tmom_09", 0.9f);
+  const auto zero = run("nas_test_tmom_0", 0.0f);
+  REQUIRE(base.size() == zero.size());
+  int thresholds = 0, thresholds_changed = 0, weights_changed = 0;
+  for (size_t i = 0; i < base.size(); ++i) {
+    const Tensor& a = base[i].second;
+    const bool is_threshold = base[i].first.find("/t_") != std::string::npos;
+    bool differs = false;
+    for (int64_t j = 0; j < a.numel(); ++j) {
+      CHECK(same[i].second.data()[j] == a.data()[j]);  // exactly the optimizer's own momentum
+      differs |= zero[i].second.data()[j] != a.data()[j];
+    }
+    thresholds += is_threshold;
+    (is_threshold ? thresholds_changed : weights_changed) += differs;
+  }
+  CHECK(thresholds >= 8);
+  CHECK(thresholds_changed > 0);  // momentum 0: the second step no longer carries the first
+  CHECK(weights_changed == 0);    // the weights keep the optimizer's momentum
+  SearchConfig bad = tiny_search_config("nas_test_tmom_bad");
+  bad.threshold_momentum = 1.0f;
+  CHECK_THROWS_WITH_AS(run_search(bad, t), doctest::Contains("--threshold-momentum"), std::runtime_error);
+}
+
 TEST_CASE("search refuses a table that does not fit the space, naming it") {
   SearchSpace s = load_space(tiny_space_file());
   LatencyTable t = tiny_table(s);

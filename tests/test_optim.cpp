@@ -137,6 +137,48 @@ TEST_CASE("weight decay: a parameter without gradient is still decayed; frozen g
   CHECK(f->value.item() == 1.0f);
 }
 
+TEST_CASE("a group's momentum overrides the optimizer's (RMSProp, SGD, Adam's beta1)") {
+  ParamSet ps;
+  Var w = ps.add("w", Tensor::scalar(0.0f));
+  Var t = ps.add("t", Tensor::scalar(0.0f), true, "thresholds");
+  SUBCASE("RMSProp") {
+    RMSProp opt(ps, 0.9f, 0.9f, 1e-3f);
+    opt.set_group("thresholds", {1.0f, 1.0f, true, 0.0f});
+    for (int i = 0; i < 2; ++i) {
+      set_grad(w, 1.0f);
+      set_grad(t, 1.0f);
+      opt.step(0.064f);
+    }
+    // ms stays 1 for g = 1; step m1 = 0.064 / sqrt(1.001); w carries 0.9 of it, t none.
+    const double m1 = 0.064 / std::sqrt(1.001);
+    CHECK(w->value.item() == doctest::Approx(-(m1 + 1.9 * m1)).epsilon(1e-6));
+    CHECK(t->value.item() == doctest::Approx(-2 * m1).epsilon(1e-6));
+  }
+  SUBCASE("SGD (Nesterov)") {
+    SGD opt(ps, 0.9f, true);
+    opt.set_group("thresholds", {1.0f, 1.0f, true, 0.5f});
+    set_grad(w, 1.0f);
+    set_grad(t, 1.0f);
+    opt.step(0.1f);  // w: 1 - 0.1 * (1 + 0.9);  t: 0.1 * (1 + 0.5)
+    CHECK(w->value.item() == doctest::Approx(-0.19));
+    CHECK(t->value.item() == doctest::Approx(-0.15));
+  }
+  SUBCASE("Adam") {
+    Adam opt(ps);
+    opt.set_group("thresholds", {1.0f, 1.0f, true, 0.0f});
+    set_grad(w, 1.0f);
+    set_grad(t, 1.0f);
+    opt.step(0.01f);
+    set_grad(w, -1.0f);
+    set_grad(t, -1.0f);
+    opt.step(0.01f);
+    // beta1 0: the second step follows the new gradient alone (+lr / (sqrt(s_hat) + eps) with s_hat = 1);
+    // beta1 0.9: m_hat = (0.09 - 0.1) / 0.19 < 0, a small step back.
+    CHECK(t->value.item() == doctest::Approx(0.0).epsilon(1e-6));
+    CHECK(w->value.item() < -0.009);
+  }
+}
+
 TEST_CASE("l2_penalty: gradient is wd * v") {
   ParamSet ps;
   Var w = ps.add("w", Tensor::from({2}, {1.0f, -3.0f}));

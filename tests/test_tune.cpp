@@ -208,6 +208,14 @@ TEST_CASE("the table's bounds respect skips; a target outside them is an error n
   CHECK(tune_config_from_json(record, "record").warmup_thresholds == "freeze");
   record.erase("warmup_thresholds");
   CHECK(tune_config_from_json(record, "record").warmup_thresholds == "train");
+  c = fake_config("tune_bounds", 2, "bo");
+  c.threshold_momentum = 1.0;
+  CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("threshold_momentum must be below 1"), std::runtime_error);
+  c.threshold_momentum = 0.25;
+  record = tune_config_to_json(c);
+  CHECK(tune_config_from_json(record, "record").threshold_momentum == 0.25);
+  record.erase("threshold_momentum");
+  CHECK(tune_config_from_json(record, "record").threshold_momentum == -1);  // older records: the optimizer's
 
   // An unreadable table or dataset fails before the first trial.
   FakeStages fake;

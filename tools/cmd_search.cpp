@@ -44,6 +44,10 @@ Command add_search(CLI::App& app) {
                 "the warm-up, so every decision is taken with the runtime term in the loss")
       ->capture_default_str()
       ->check(CLI::IsMember({"train", "freeze"}));
+  s->add_option("--threshold-momentum", c.threshold_momentum,
+                "momentum of the thresholds, in [0, 1) (default: the optimizer's, 0.9 as the reference); lower, a "
+                "threshold stops sooner once the runtime term stops pushing it")
+      ->check(number_in(0, 0.999));
   s->add_option("--optimizer", c.optimizer, "rmsprop (TF-1 semantics, the reference's) | sgd (Nesterov) | adam")
       ->capture_default_str()
       ->check(CLI::IsMember({"rmsprop", "sgd", "adam"}));

@@ -145,6 +145,7 @@ json tune_config_to_json(const TuneConfig& c) {
               {"search_epochs", c.search_epochs},
               {"search_warmup_epochs", c.search_warmup_epochs},
               {"warmup_thresholds", c.warmup_thresholds},
+              {"threshold_momentum", c.threshold_momentum},
               {"batch", c.batch},
               {"runtime_loss", c.runtime_loss},
               {"runtime_mode", c.runtime_mode},
@@ -207,6 +208,8 @@ TuneConfig tune_config_from_json(const json& j, const std::string& source) {
   read_field(j, "search_warmup_epochs", c.search_warmup_epochs, source);
   c.warmup_thresholds = "train";  // records written before the field existed trained them
   read_field(j, "warmup_thresholds", c.warmup_thresholds, source);
+  c.threshold_momentum = -1;  // older records: the optimizer's
+  read_field(j, "threshold_momentum", c.threshold_momentum, source);
   read_field(j, "batch", c.batch, source);
   read_field(j, "runtime_loss", c.runtime_loss, source);
   read_field(j, "runtime_mode", c.runtime_mode, source);
@@ -331,6 +334,7 @@ static SearchConfig trial_search_config(const TuneConfig& c, const SearchHyper& 
   s.epochs = c.search_epochs;
   s.warmup_epochs = c.search_warmup_epochs;
   s.freeze_thresholds_in_warmup = c.warmup_thresholds == "freeze";
+  s.threshold_momentum = float(c.threshold_momentum);
   s.lambda = float(h.lambda);
   s.threshold_lr_mult = float(h.threshold_lr_mult);
   s.threshold_margin = float(h.threshold_margin);
@@ -462,6 +466,8 @@ void validate_options(const TuneConfig& c) {
   if (c.batch < 2) fail("the batch must be at least 2 (batch norm)");
   if (c.warmup_thresholds != "train" && c.warmup_thresholds != "freeze")
     fail("warmup_thresholds must be train or freeze, got '" + c.warmup_thresholds + "'");
+  if (!(c.threshold_momentum < 1))
+    fail("threshold_momentum must be below 1 (negative: the optimizer's), got " + fmt(c.threshold_momentum));
   parse_runtime_loss(c.runtime_loss);
   parse_runtime_mode(c.runtime_mode);
   for (const TuneVariable& v : tune_variables(c)) {

@@ -70,6 +70,8 @@ struct TuneConfig {
   float search_warmup_epochs = 1;
   // SearchConfig::freeze_thresholds_in_warmup: "train" | "freeze".
   std::string warmup_thresholds = "train";
+  // SearchConfig::threshold_momentum; < 0: the optimizer's (0.9).
+  double threshold_momentum = -1;
   int batch = 64;
   // SearchConfig::runtime_loss. The target form (T = the tune target) by default: it pulls R to T
   // itself, where R under the log form jumps with lambda (nas/tune/README.md, "Runs").
