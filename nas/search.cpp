@@ -285,7 +285,9 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
     topt = make_optimizer(cfg.optimizer, net.params(), cfg.weight_decay);
     topt->set_group("weights", GroupConfig{1.0f, 1.0f, false});
     topt->set_group("bn", GroupConfig{1.0f, 1.0f, false});
-    topt->set_group("thresholds", GroupConfig{cfg.threshold_lr_mult, 1.0f, true, cfg.threshold_momentum});
+    GroupConfig trained = thresholds;  // this optimizer trains only them
+    trained.trainable = true;
+    topt->set_group("thresholds", trained);
   }
   Rng rng(rank_seed(cfg.seed ^ 0x5eedULL));
   RankRng rank_rng("search", rng);
@@ -402,8 +404,11 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
     fo.training = true;
     fo.indicator_drop = in_warmup ? cfg.indicator_drop : 0.0f;
     fo.rng = &rng;
-    if (cfg.freeze_thresholds_in_warmup && !cfg.bilevel)
-      opt->set_group("thresholds", GroupConfig{thresholds.lr_mult, 1.0f, !in_warmup, thresholds.momentum});
+    if (cfg.freeze_thresholds_in_warmup && !cfg.bilevel) {
+      GroupConfig now = thresholds;
+      now.trainable = !in_warmup;
+      opt->set_group("thresholds", now);
+    }
 
     next_batch(loader, images, labels);
     op_profile_mark();  // loading the batch is not the first op's time

@@ -169,18 +169,13 @@ inline void nn_column_any(bool tail, int64_t rows, int64_t K, const float* A, in
     nn_column<NV, decltype(tail_c)::value, decltype(st_c)::value>(rows, K, A, lda, B, ldb, C, ldc, m, acc, ep,
                                                                    pf_rows, nt);
   };
-  using G = std::integral_constant<NnStore, NnStore::general>;
-  using P = std::integral_constant<NnStore, NnStore::plain>;
-  using S = std::integral_constant<NnStore, NnStore::stream>;
-  if (tail) {
-    if (st == NnStore::plain) column(std::true_type{}, P{});
-    else if (st == NnStore::stream) column(std::true_type{}, S{});
-    else column(std::true_type{}, G{});
-  } else {
-    if (st == NnStore::plain) column(std::false_type{}, P{});
-    else if (st == NnStore::stream) column(std::false_type{}, S{});
-    else column(std::false_type{}, G{});
-  }
+  auto by_store = [&](auto tail_c) SPNAS_INLINE {
+    if (st == NnStore::plain) column(tail_c, std::integral_constant<NnStore, NnStore::plain>{});
+    else if (st == NnStore::stream) column(tail_c, std::integral_constant<NnStore, NnStore::stream>{});
+    else column(tail_c, std::integral_constant<NnStore, NnStore::general>{});
+  };
+  if (tail) by_store(std::true_type{});
+  else by_store(std::false_type{});
 }
 
 thread_local Scratch g_scratch_panels;
