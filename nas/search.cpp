@@ -95,6 +95,31 @@ Choice logged_choice(const SearchLogRow& r, size_t l) {
   return decode_choice(r.d_k5[l] > 0.5f, r.d_e6[l] > 0.5f, !skip);
 }
 
+Arch logged_arch(const SearchLogRow& r, const std::string& space_source, float width) {
+  Arch a;
+  a.space = space_source;
+  a.width = width;
+  bool any_se = false;
+  for (size_t l = 0; l < r.d_k5.size(); ++l) {
+    a.layers.push_back(logged_choice(r, l));
+    const bool has_se = !std::isnan(r.d_se[l]);
+    a.se.push_back(has_se && r.d_se[l] > 0.5f && a.layers.back() != Choice::Skip);
+    any_se |= has_se;
+  }
+  if (!any_se) a.se.clear();
+  return a;
+}
+
+int64_t last_row_in_band(const std::vector<SearchLogRow>& rows, int64_t first_row, const LatencyTable& table,
+                         const std::string& space_source, float width, double lo_ms, double hi_ms) {
+  for (int64_t i = int64_t(rows.size()) - 1; i >= std::max<int64_t>(first_row, 0); --i) {
+    // From the decisions, not the logged R_decoded: the log's text is rounded.
+    const double R = predict_runtime(table, logged_arch(rows[size_t(i)], space_source, width));
+    if (R >= lo_ms && R <= hi_ms) return i;
+  }
+  return -1;
+}
+
 // ---- checks before the work ------------------------------------------------------------------------
 
 namespace {
@@ -135,6 +160,10 @@ std::vector<std::string> check_search_config(const SearchConfig& cfg, const Late
     throw std::runtime_error("search: --runtime-loss target needs --target-ms");
   if (!(cfg.threshold_momentum < 1))
     throw std::runtime_error("search: --threshold-momentum must be below 1, got " + fmt(cfg.threshold_momentum, 3));
+  if (cfg.decode == DecodeRule::LastInBand && !(cfg.target_ms > 0))
+    throw std::runtime_error("search: --decode band keeps the last architecture within --decode-band of the target: it needs --target-ms");
+  if (!(cfg.decode_band > 0 && cfg.decode_band < 1))
+    throw std::runtime_error("search: --decode-band must be in (0, 1), got " + fmt(cfg.decode_band, 3));
   if (cfg.bilevel && !(cfg.val_fraction > 0))
     throw std::runtime_error("search: --bilevel trains the thresholds on a held-out split: --val-fraction must be > 0");
   if (cfg.warmup_epochs >= cfg.epochs)
@@ -162,10 +191,13 @@ std::vector<std::string> check_search_config(const SearchConfig& cfg, const Late
 // ---- verdict -------------------------------------------------------------------------------------
 
 SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warmup_steps, const Arch& arch,
-                             const LatencyTable& table, const SearchConfig& cfg) {
+                             const LatencyTable& table, const SearchConfig& cfg, int64_t decoded_at_step,
+                             const Arch* final_arch) {
   SearchVerdict v;
   v.layers = int(arch.layers.size());
   v.predicted_ms = predict_runtime(table, arch);
+  v.decoded_at_step = decoded_at_step;
+  v.final_ms = final_arch ? predict_runtime(table, *final_arch) : v.predicted_ms;
   v.supernet_ms = runtime_all_on(table, RuntimeMode::Table, cfg.search_se);
   v.is_supernet = std::all_of(arch.layers.begin(), arch.layers.end(), [](Choice c) { return c == Choice::K5E6; }) &&
                   (arch.se.empty() || std::all_of(arch.se.begin(), arch.se.end(), [](bool b) { return b; }));
@@ -197,6 +229,18 @@ SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warm
                     (v.is_supernet ? " - the supernet itself" : ""));
   v.lines.push_back("runtime: " + fmt(v.predicted_ms, 3) + " ms predicted by the table, the supernet " +
                     fmt(v.supernet_ms, 3) + " ms (" + fmt(100 * (v.predicted_ms / v.supernet_ms - 1), 1) + " %)");
+  if (cfg.decode == DecodeRule::LastInBand) {
+    const std::string band = "[" + fmt((1 - cfg.decode_band) * cfg.target_ms, 3) + ", " + fmt(cfg.target_ms, 3) + "] ms";
+    if (decoded_at_step >= 0 && decoded_at_step < int64_t(rows.size()))
+      v.lines.push_back("decoded (--decode band): the decisions held at step " + std::to_string(decoded_at_step) +
+                        " (epoch " + fmt(rows[size_t(decoded_at_step)].epoch, 2) + "), the last in the band " + band +
+                        "; the final ones predict " + fmt(v.final_ms, 3) + " ms");
+    else if (v.predicted_ms >= (1 - cfg.decode_band) * cfg.target_ms && v.predicted_ms <= cfg.target_ms)
+      v.lines.push_back("decoded (--decode band): the final decisions, in the band " + band);
+    else
+      v.lines.push_back("decoded (--decode band): no step after the warm-up was in the band " + band +
+                        ": the final decisions");
+  }
   if (v.has_target)
     v.lines.push_back("target " + fmt(cfg.target_ms, 3) + " ms: " +
                       (v.target_met ? "met (R/T = " + fmt(v.predicted_ms / cfg.target_ms, 3) + ")"
@@ -429,7 +473,6 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
     row.R = R->value.item();
     // The log and the decided architecture read the indicators without dropping: during the warm-up
     // the forward pass's own are dropped at random, which is regularisation, not a decision.
-    Arch decided;
     for (const LayerIndicators& d : net.current_indicators()) {
       row.d_k5.push_back(d.m_k5 >= 0), row.d_e6.push_back(d.m_e6 >= 0);
       row.d_skip.push_back(d.has_skip ? float(d.m_skip >= 0) : NAN);
@@ -437,10 +480,8 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
       row.m_k5.push_back(d.m_k5), row.m_e6.push_back(d.m_e6);
       row.m_skip.push_back(d.has_skip ? d.m_skip : NAN);
       row.m_se.push_back(d.has_se ? d.m_se : NAN);
-      decided.layers.push_back(decode_choice(d.m_k5 >= 0, d.m_e6 >= 0, !d.has_skip || d.m_skip >= 0));
-      if (cfg.search_se) decided.se.push_back(d.has_se && d.m_se >= 0 && decided.layers.back() != Choice::Skip);
     }
-    row.R_decoded = predict_runtime(table, decided);
+    row.R_decoded = predict_runtime(table, logged_arch(row, cfg.space, space.width));
     net.params().zero_grad();
     dp.backward(loss);
     opt->step(lr);
@@ -488,7 +529,18 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
   csv.flush();
   save(step);
   throw_if_interrupted("search", step, files.checkpoint, " (no architecture was written)");
-  Arch arch = net.decode(cfg.space);
+  const Arch final_arch = net.decode(cfg.space);
+  Arch arch = final_arch;
+  int64_t decoded_at = -1;
+  if (cfg.decode == DecodeRule::LastInBand) {
+    const double lo = (1 - cfg.decode_band) * double(cfg.target_ms), hi = cfg.target_ms;
+    const double R_final = predict_runtime(table, final_arch);
+    // The final decisions come after every logged row: they win when they are in the band themselves.
+    if (!(R_final >= lo && R_final <= hi)) {
+      decoded_at = last_row_in_band(rows, warmup, table, cfg.space, space.width, lo, hi);
+      if (decoded_at >= 0) arch = logged_arch(rows[size_t(decoded_at)], cfg.space, space.width);
+    }
+  }
   // The architecture file is self-contained: it records the input size, classes and channels searched for.
   arch.input_size = space.input_size;
   arch.num_classes = space.num_classes;
@@ -502,8 +554,9 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
   plot.target_ms = cfg.target_ms;
   plot.supernet_ms = runtime_all_on(table, RuntimeMode::Table, cfg.search_se);
   plot.steps_per_epoch = spe;
+  plot.decoded_step = decoded_at >= 0 ? rows[size_t(decoded_at)].step : -1;
   if (is_writer()) write_search_svg(files.svg, rows, plot);
-  SearchVerdict verdict = search_verdict(rows, warmup, arch, table, cfg);
+  SearchVerdict verdict = search_verdict(rows, warmup, arch, table, cfg, decoded_at, &final_arch);
 
   SearchResult res;
   res.warnings = std::move(warnings);
@@ -694,6 +747,13 @@ void write_search_svg(const std::string& path, const std::vector<SearchLogRow>& 
     svg << "<line x1='" << xw << "' x2='" << xw << "' y1='" << y_r << "' y2='" << y_dec + L * cell
         << "' stroke='#555' stroke-dasharray='3,3'/><text x='" << xw + 4 << "' y='" << y_r + 12
         << "' font-size='11' fill='#555'>end of warm-up</text>\n";
+  }
+  // --decode band: the step whose decisions arch.json holds.
+  if (info.decoded_step >= 0 && info.decoded_step < steps) {
+    const double xd = cr.X(double(info.decoded_step));
+    svg << "<line x1='" << xd << "' x2='" << xd << "' y1='" << y_r << "' y2='" << y_dec + L * cell
+        << "' stroke='#1e8449' stroke-width='1.4'/><text x='" << xd + 4 << "' y='" << y_r + 26
+        << "' font-size='11' fill='#1e8449'>decoded here (last in the band)</text>\n";
   }
   const double ly = y_dec + L * cell + 22;
   for (int k = 0; k < 5; ++k)

@@ -16,6 +16,12 @@
 
 namespace spnas {
 
+// Which architecture the search returns.
+enum class DecodeRule {
+  Final,       // the thresholds' decisions after the last step (the reference)
+  LastInBand,  // the last decisions after the warm-up whose R lay in [(1 - band) T, T], else Final
+};
+
 struct SearchConfig {
   std::string space = "cifar10";
   SpaceOptions space_options;
@@ -40,6 +46,10 @@ struct SearchConfig {
   float lambda = 0.02f;            // in the reference's units: the log form adds lambda * 1e3 * ln R
   RuntimeLoss runtime_loss = RuntimeLoss::Log;
   float target_ms = 0;             // the target form's T; with any form, the verdict compares R with it
+  // LastInBand keeps an architecture a search passed through on its way past the target (needs
+  // target_ms); the weights are not kept, as the decoded network is trained from scratch anyway.
+  DecodeRule decode = DecodeRule::Final;
+  float decode_band = 0.03f;       // LastInBand's band: [(1 - decode_band) T, T]
   RuntimeMode runtime_mode = RuntimeMode::Formula;
   bool search_se = false;
   bool squared_norm = false;
@@ -73,11 +83,13 @@ struct SearchVerdict {
   double predicted_ms = 0, supernet_ms = 0, target_ms = 0;
   bool has_target = false, target_met = false;
   double smallest_margin = 0;     // |norm - threshold| closest to 0 at the end, over every indicator
+  int64_t decoded_at_step = -1;   // LastInBand: the logged step whose decisions were returned (-1: the final ones)
+  double final_ms = 0;            // R of the final decisions (= predicted_ms unless decoded_at_step >= 0)
   std::vector<std::string> lines;  // the verdict as printed: what happened and, if needed, what to change
 };
 
 struct SearchResult {
-  Arch arch;
+  Arch arch;                   // arch.json: as cfg.decode chose
   double predicted_ms = 0;     // the table's (additive) prediction of the decoded architecture
   double supernet_ms = 0;      // R with every indicator 1
   int64_t steps = 0;
@@ -111,6 +123,12 @@ struct SearchLogRow {
 std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to_step, size_t layers);
 // The decoded choice of searchable layer l at a logged step.
 Choice logged_choice(const SearchLogRow& r, size_t l);
+// The architecture decided at a logged step (the layers' choices and, where searched, SE).
+Arch logged_arch(const SearchLogRow& r, const std::string& space_source, float width);
+// DecodeRule::LastInBand's choice: the last row at or after `first_row` whose architecture the table
+// predicts within [lo_ms, hi_ms]; -1 when none.
+int64_t last_row_in_band(const std::vector<SearchLogRow>& rows, int64_t first_row, const LatencyTable& table,
+                         const std::string& space_source, float width, double lo_ms, double hi_ms);
 
 struct SearchPlotInfo {
   std::string title, subtitle;
@@ -118,10 +136,14 @@ struct SearchPlotInfo {
   double target_ms = 0;       // 0: no target line
   double supernet_ms = 0;
   int64_t steps_per_epoch = 1;
+  int64_t decoded_step = -1;  // --decode band: the step whose decisions were returned (-1: the final ones)
 };
 void write_search_svg(const std::string& path, const std::vector<SearchLogRow>& rows, const SearchPlotInfo& info);
 
+// `arch` is what the search returns; `decoded_at_step` >= 0 when it is a logged step's (LastInBand),
+// then `final_arch` is the final decisions' (else the same as arch).
 SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warmup_steps, const Arch& arch,
-                             const LatencyTable& table, const SearchConfig& cfg);
+                             const LatencyTable& table, const SearchConfig& cfg, int64_t decoded_at_step = -1,
+                             const Arch* final_arch = nullptr);
 
 }  // namespace spnas

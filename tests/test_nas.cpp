@@ -493,6 +493,56 @@ TEST_CASE("the thresholds' momentum reaches their group only: 0.9 given = the op
   CHECK_THROWS_WITH_AS(run_search(bad, t), doctest::Contains("--threshold-momentum"), std::runtime_error);
 }
 
+TEST_CASE("decode band: the same search returns the last decisions it held in the band, the final ones otherwise") {
+  SearchSpace s = load_space(tiny_space_file());
+  LatencyTable t = tiny_table(s);
+  // The log form: the target is only reported against, so both runs take the same steps.
+  SearchConfig fin = tiny_search_config("nas_test_decode_final");
+  fin.lambda = 5e-3f;
+  fin.threshold_margin = 0.1f;  // thresholds near the norms: decisions change within the 12 steps
+  const SearchResult a = run_search(fin, t);
+  const auto rows = read_search_csv(a.csv_path, 1 << 30, 4);
+  REQUIRE(rows.size() == 24);
+  const double R_final = predict_runtime(t, a.arch);
+  // The latest step after the warm-up (12 steps) whose decisions predict more than the final ones.
+  int64_t passed = -1;
+  for (int64_t i = 12; i < 24; ++i)
+    if (predict_runtime(t, logged_arch(rows[size_t(i)], fin.space, 1.0f)) > R_final + 0.5) passed = i;
+  REQUIRE_MESSAGE(passed >= 0, "the tiny search did not lower R after its warm-up; R_final " << R_final);
+  const double T = predict_runtime(t, logged_arch(rows[size_t(passed)], fin.space, 1.0f));
+
+  SearchConfig band = tiny_search_config("nas_test_decode_band");
+  band.lambda = fin.lambda;
+  band.threshold_margin = fin.threshold_margin;
+  band.decode = DecodeRule::LastInBand;
+  band.target_ms = float(T);
+  band.decode_band = 0.01f;  // the final decisions, at least 0.5 ms below T, are outside
+  const SearchResult b = run_search(band, t);
+  CHECK(read_all(a.csv_path) == read_all(b.csv_path));  // the rule changes what is returned, not the search
+  CHECK(b.verdict.decoded_at_step >= passed);
+  const int64_t at = b.verdict.decoded_at_step;
+  REQUIRE(at >= 12);
+  REQUIRE(at < 24);
+  for (size_t l = 0; l < 4; ++l) CHECK(b.arch.layers[l] == logged_choice(rows[size_t(at)], l));
+  CHECK(b.predicted_ms <= T);
+  CHECK(b.predicted_ms >= 0.99 * T);
+  CHECK(b.verdict.final_ms == doctest::Approx(R_final));
+  // arch.json holds the held decisions.
+  CHECK(load_arch(b.arch_path).layers == b.arch.layers);
+  CHECK(read_all(b.svg_path).find("decoded here") != std::string::npos);
+
+  // A band nothing reached after the warm-up: the final decisions.
+  SearchConfig none = tiny_search_config("nas_test_decode_none");
+  none.lambda = fin.lambda;
+  none.threshold_margin = fin.threshold_margin;
+  none.decode = DecodeRule::LastInBand;
+  none.target_ms = 0.5f;  // below every architecture
+  none.decode_band = 0.01f;
+  const SearchResult c = run_search(none, t);
+  CHECK(c.verdict.decoded_at_step == -1);
+  CHECK(c.arch.layers == a.arch.layers);
+}
+
 TEST_CASE("search refuses a table that does not fit the space, naming it") {
   SearchSpace s = load_space(tiny_space_file());
   LatencyTable t = tiny_table(s);

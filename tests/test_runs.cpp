@@ -198,6 +198,71 @@ TEST_CASE("search verdict: says what was decided, compares with the target, and 
   CHECK(v.lines.back().find("never acted") != std::string::npos);
 }
 
+TEST_CASE("decode band: the last logged decisions after the warm-up within the band, else none") {
+  SearchSpace s = load_space(tiny_space_file());
+  LatencyTable t = tiny_table(s);
+  auto row = [](int64_t step, std::vector<float> k5, std::vector<float> skip) {
+    SearchLogRow r;
+    r.step = step;
+    r.epoch = 0.5 * double(step);
+    r.d_k5 = k5;
+    r.d_e6 = {1, 1, 1, 1};
+    r.d_skip = skip;
+    r.d_se = {NAN, NAN, NAN, NAN};
+    r.m_k5 = r.m_e6 = {1, 1, 1, 1};
+    r.m_skip = {NAN, 1, NAN, 1};
+    r.m_se = {NAN, NAN, NAN, NAN};
+    return r;
+  };
+  const std::vector<float> keep = {NAN, 1, NAN, 1};
+  // Fixed 2 ms; layer i costs 3 + i at 5x5-6, 2 + i at 3x3-6, 0 skipped. R per row:
+  // 20 (warm-up), 19, 18, 20, 19, 16 (layer 1 skipped).
+  const std::vector<SearchLogRow> rows = {row(0, {1, 1, 1, 1}, keep), row(1, {0, 1, 1, 1}, keep),
+                                          row(2, {0, 0, 1, 1}, keep), row(3, {1, 1, 1, 1}, keep),
+                                          row(4, {0, 1, 1, 1}, keep), row(5, {1, 1, 1, 1}, {NAN, 0, NAN, 1})};
+  const Arch skipped = logged_arch(rows[5], "tiny", 1.0f);
+  CHECK(skipped.layers[1] == Choice::Skip);
+  CHECK(skipped.se.empty());  // no layer searched SE
+  CHECK(predict_runtime(t, skipped) == doctest::Approx(16));
+  CHECK(last_row_in_band(rows, 1, t, "tiny", 1.0f, 18.5, 19) == 4);
+  CHECK(last_row_in_band(rows, 1, t, "tiny", 1.0f, 17.9, 18.1) == 2);
+  CHECK(last_row_in_band(rows, 1, t, "tiny", 1.0f, 19.9, 20) == 3);
+  CHECK(last_row_in_band(rows, 4, t, "tiny", 1.0f, 19.9, 20) == -1);  // row 3 precedes the first allowed
+  CHECK(last_row_in_band(rows, 1, t, "tiny", 1.0f, 16.5, 17.5) == -1);
+  // A searched SE layer: on where logged 1, never on a skipped layer.
+  SearchLogRow se = rows[5];
+  se.d_se = {1, 1, 0, NAN};
+  const Arch with_se = logged_arch(se, "tiny", 1.0f);
+  REQUIRE(with_se.se.size() == 4);
+  CHECK((with_se.se[0] && !with_se.se[1] && !with_se.se[2] && !with_se.se[3]));
+
+  // The verdict names the step and the final decisions' R.
+  SearchConfig c = tiny_search("unused");
+  c.decode = DecodeRule::LastInBand;
+  c.target_ms = 19;
+  c.decode_band = 0.03f;
+  const Arch held = logged_arch(rows[4], "tiny", 1.0f);
+  SearchVerdict v = search_verdict(rows, 1, held, t, c, 4, &skipped);
+  CHECK(v.decoded_at_step == 4);
+  CHECK(v.predicted_ms == doctest::Approx(19));
+  CHECK(v.final_ms == doctest::Approx(16));
+  CHECK(v.target_met);
+  std::string all;
+  for (const std::string& l : v.lines) all += l + "\n";
+  CHECK(all.find("held at step 4 (epoch 2.00), the last in the band [18.430, 19.000] ms; the final ones predict 16.000 ms") !=
+        std::string::npos);
+  v = search_verdict(rows, 1, skipped, t, c, -1, &skipped);
+  all.clear();
+  for (const std::string& l : v.lines) all += l + "\n";
+  CHECK(all.find("no step after the warm-up was in the band") != std::string::npos);
+  // The rule needs a target and a band in (0, 1).
+  c.target_ms = 0;
+  CHECK_THROWS_WITH_AS(check_search_config(c, t), doctest::Contains("--decode band"), std::runtime_error);
+  c.target_ms = 19;
+  c.decode_band = 1;
+  CHECK_THROWS_WITH_AS(check_search_config(c, t), doctest::Contains("--decode-band"), std::runtime_error);
+}
+
 TEST_CASE("search warnings: a target the loss does not use, a target above the supernet, a warm-up as long as the run") {
   SearchSpace s = load_space(tiny_space_file());
   LatencyTable t = tiny_table(s);

@@ -12,7 +12,7 @@ Command add_search(CLI::App& app) {
   struct Flags {
     SearchConfig c;
     TableFlags table;
-    std::string data = "synthetic", runtime_loss = "log", warmup_thresholds = "train";
+    std::string data = "synthetic", runtime_loss = "log", warmup_thresholds = "train", decode = "final";
     int threads = 0;
     bool no_low_memory = false, check_data = false, verify = false;
   };
@@ -69,6 +69,14 @@ Command add_search(CLI::App& app) {
   s->add_option("--target-ms", c.target_ms, "latency target T (ms): the target form's T; reported against in the verdict")
       ->capture_default_str()
       ->check(number_in(0, 1e6));
+  s->add_option("--decode", f->decode,
+                "final: the decisions after the last step (the reference) | band: the last decisions after the warm-up "
+                "whose predicted R was within --decode-band below --target-ms (else the final ones)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"final", "band"}));
+  s->add_option("--decode-band", c.decode_band, "--decode band's band: [(1 - this) T, T]")
+      ->capture_default_str()
+      ->check(number_above(0, 0.999));
   s->add_flag("--se", c.search_se, "search squeeze-and-excitation too (the journal version)");
   s->add_flag("--squared-norm", c.squared_norm, "squared L2 norms in the indicators");
   s->add_option("--threshold-margin", c.threshold_margin,
@@ -114,6 +122,7 @@ Command add_search(CLI::App& app) {
             if (f->check_data && is_writer()) run_check_data(c.data);
             c.runtime_loss = parse_runtime_loss(f->runtime_loss);
             c.freeze_thresholds_in_warmup = f->warmup_thresholds == "freeze";
+            c.decode = f->decode == "band" ? DecodeRule::LastInBand : DecodeRule::Final;
             c.runtime_mode = parse_runtime_mode(f->table.runtime_model);
             LatencyTable table = load_table(f->table);
             apply_table_settings(s, table, c.space, c.space_options);

@@ -122,6 +122,11 @@ Command add_tune(CLI::App& app) {
   s->add_option("--threshold-momentum", c.threshold_momentum,
                 "the searches' threshold momentum, in [0, 1) (default: the optimizer's, 0.9)")
       ->check(number_in(0, 0.999));
+  s->add_option("--decode", c.decode,
+                "the architecture each search returns: final (its last decisions) | band (the last ones after the "
+                "warm-up inside the goal band, else the final ones)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"final", "band"}));
   s->add_option("--batch", c.batch, "batch size of searches and proxy trainings")
       ->capture_default_str()
       ->check(integer_in(2, 65536));

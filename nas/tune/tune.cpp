@@ -146,6 +146,7 @@ json tune_config_to_json(const TuneConfig& c) {
               {"search_warmup_epochs", c.search_warmup_epochs},
               {"warmup_thresholds", c.warmup_thresholds},
               {"threshold_momentum", c.threshold_momentum},
+              {"decode", c.decode},
               {"batch", c.batch},
               {"runtime_loss", c.runtime_loss},
               {"runtime_mode", c.runtime_mode},
@@ -210,6 +211,8 @@ TuneConfig tune_config_from_json(const json& j, const std::string& source) {
   read_field(j, "warmup_thresholds", c.warmup_thresholds, source);
   c.threshold_momentum = -1;  // older records: the optimizer's
   read_field(j, "threshold_momentum", c.threshold_momentum, source);
+  c.decode = "final";  // older records: the final decisions
+  read_field(j, "decode", c.decode, source);
   read_field(j, "batch", c.batch, source);
   read_field(j, "runtime_loss", c.runtime_loss, source);
   read_field(j, "runtime_mode", c.runtime_mode, source);
@@ -335,6 +338,7 @@ static SearchConfig trial_search_config(const TuneConfig& c, const SearchHyper& 
   s.warmup_epochs = c.search_warmup_epochs;
   s.freeze_thresholds_in_warmup = c.warmup_thresholds == "freeze";
   s.threshold_momentum = float(c.threshold_momentum);
+  if (c.decode == "band") s.decode = DecodeRule::LastInBand, s.decode_band = float(c.window);
   s.lambda = float(h.lambda);
   s.threshold_lr_mult = float(h.threshold_lr_mult);
   s.threshold_margin = float(h.threshold_margin);
@@ -468,6 +472,10 @@ void validate_options(const TuneConfig& c) {
     fail("warmup_thresholds must be train or freeze, got '" + c.warmup_thresholds + "'");
   if (!(c.threshold_momentum < 1))
     fail("threshold_momentum must be below 1 (negative: the optimizer's), got " + fmt(c.threshold_momentum));
+  if (c.decode != "final" && c.decode != "band") fail("decode must be final or band, got '" + c.decode + "'");
+  if (c.decode == "band" && !(c.window > 0 && c.window < 1))
+    fail("decode band keeps the searches' last architecture in the goal band: the window must be in (0, 1), got " +
+         fmt(c.window));
   parse_runtime_loss(c.runtime_loss);
   parse_runtime_mode(c.runtime_mode);
   for (const TuneVariable& v : tune_variables(c)) {
