@@ -162,8 +162,8 @@ std::vector<std::string> check_search_config(const SearchConfig& cfg, const Late
     throw std::runtime_error("search: --threshold-momentum must be below 1, got " + fmt(cfg.threshold_momentum, 3));
   if (cfg.decode == DecodeRule::LastInBand && !(cfg.target_ms > 0))
     throw std::runtime_error("search: --decode band keeps the last architecture within --decode-band of the target: it needs --target-ms");
-  if (!(cfg.decode_band > 0 && cfg.decode_band < 1))
-    throw std::runtime_error("search: --decode-band must be in (0, 1), got " + fmt(cfg.decode_band, 3));
+  if (!(cfg.decode_band > 0 && cfg.decode_band <= 1))
+    throw std::runtime_error("search: --decode-band must be in (0, 1], got " + fmt(cfg.decode_band, 3));
   if (cfg.bilevel && !(cfg.val_fraction > 0))
     throw std::runtime_error("search: --bilevel trains the thresholds on a held-out split: --val-fraction must be > 0");
   if (cfg.warmup_epochs >= cfg.epochs)

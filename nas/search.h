@@ -49,7 +49,7 @@ struct SearchConfig {
   // LastInBand keeps an architecture a search passed through on its way past the target (needs
   // target_ms); the weights are not kept, as the decoded network is trained from scratch anyway.
   DecodeRule decode = DecodeRule::Final;
-  float decode_band = 0.03f;       // LastInBand's band: [(1 - decode_band) T, T]
+  float decode_band = 0.03f;       // LastInBand's band: [(1 - decode_band) T, T], in (0, 1] (1: any R <= T)
   RuntimeMode runtime_mode = RuntimeMode::Formula;
   bool search_se = false;
   bool squared_norm = false;

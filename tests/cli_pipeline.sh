@@ -42,7 +42,7 @@ grep -q '"tune_threshold_lr_mult": true' tune/tune.json && grep -q '"tune_thresh
   fail "tune did not tune the threshold rate and margin by default"
 "$B" tune --space tiny.json --lut lut.json --data $DATA --target-ms 13 --batch 16 --max-search-steps 3 --max-train-steps 2 \
   --threads 2 --quiet --trials 1 --threshold-lr-mult 5 --threshold-margin 0.5 --warmup-thresholds freeze \
-  --threshold-momentum 0.5 --decode band --out tune_fixed > tune3.log 2>&1 ||
+  --threshold-momentum 0.5 --decode final --out tune_fixed > tune3.log 2>&1 ||
   fail "tune with fixed threshold settings: $(cat tune3.log)"
 grep -q '"tune_threshold_lr_mult": false' tune_fixed/tune.json && grep -q '"tune_threshold_margin": false' tune_fixed/tune.json ||
   fail "--threshold-lr-mult / --threshold-margin did not fix them: $(cat tune_fixed/tune.json)"
@@ -51,7 +51,8 @@ grep -q '"warmup_thresholds": "freeze"' tune_fixed/trial_000/trial.json || fail 
 grep -q '"warmup_thresholds": "train"' tune/tune.json || fail "tune's default is not the reference's (thresholds trained)"
 grep -q '"threshold_momentum": 0.5' tune_fixed/trial_000/trial.json || fail "--threshold-momentum did not reach the trial"
 grep -q '"threshold_momentum": -1' tune/tune.json || fail "tune's default threshold momentum is not the optimizer's"
-grep -q '"decode": "band"' tune_fixed/trial_000/trial.json || fail "--decode did not reach the trial"
+grep -q '"decode": "final"' tune_fixed/trial_000/trial.json || fail "--decode did not reach the trial"
+grep -q '"decode": "band"' tune/tune.json || fail "tune's searches do not return their last decisions in the band by default"
 out=$("$B" search --space tiny.json --lut lut.json --data $DATA --decode band --out search_bad 2>&1); code=$?
 [ $code -ne 0 ] && grep -q -- "--decode band" <<<"$out" && grep -q -- "--target-ms" <<<"$out" && [ ! -e search_bad ] ||
   fail "search --decode band without a target: exit $code: $out"

@@ -259,8 +259,11 @@ TEST_CASE("decode band: the last logged decisions after the warm-up within the b
   c.target_ms = 0;
   CHECK_THROWS_WITH_AS(check_search_config(c, t), doctest::Contains("--decode band"), std::runtime_error);
   c.target_ms = 19;
-  c.decode_band = 1;
-  CHECK_THROWS_WITH_AS(check_search_config(c, t), doctest::Contains("--decode-band"), std::runtime_error);
+  c.decode_band = 1.5f;
+  CHECK_THROWS_WITH_AS(check_search_config(c, t), doctest::Contains("--decode-band must be in (0, 1]"), std::runtime_error);
+  c.decode_band = 1;  // [0, T]: the last decisions with R <= T
+  CHECK_NOTHROW(check_search_config(c, t));
+  CHECK(last_row_in_band(rows, 1, t, "tiny", 1.0f, 0, 18.5) == 5);
 }
 
 TEST_CASE("search warnings: a target the loss does not use, a target above the supernet, a warm-up as long as the run") {

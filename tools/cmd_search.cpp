@@ -74,9 +74,9 @@ Command add_search(CLI::App& app) {
                 "whose predicted R was within --decode-band below --target-ms (else the final ones)")
       ->capture_default_str()
       ->check(CLI::IsMember({"final", "band"}));
-  s->add_option("--decode-band", c.decode_band, "--decode band's band: [(1 - this) T, T]")
+  s->add_option("--decode-band", c.decode_band, "--decode band's band: [(1 - this) T, T] (1: any R <= T)")
       ->capture_default_str()
-      ->check(number_above(0, 0.999));
+      ->check(number_above(0, 1));
   s->add_flag("--se", c.search_se, "search squeeze-and-excitation too (the journal version)");
   s->add_flag("--squared-norm", c.squared_norm, "squared L2 norms in the indicators");
   s->add_option("--threshold-margin", c.threshold_margin,

@@ -123,8 +123,8 @@ Command add_tune(CLI::App& app) {
                 "the searches' threshold momentum, in [0, 1) (default: the optimizer's, 0.9)")
       ->check(number_in(0, 0.999));
   s->add_option("--decode", c.decode,
-                "the architecture each search returns: final (its last decisions) | band (the last ones after the "
-                "warm-up inside the goal band, else the final ones)")
+                "the architecture each search returns: band (its last decisions after the warm-up inside the goal "
+                "band, else its final ones) | final (always its final decisions, as the reference)")
       ->capture_default_str()
       ->check(CLI::IsMember({"final", "band"}));
   s->add_option("--batch", c.batch, "batch size of searches and proxy trainings")

@@ -338,7 +338,7 @@ static SearchConfig trial_search_config(const TuneConfig& c, const SearchHyper& 
   s.warmup_epochs = c.search_warmup_epochs;
   s.freeze_thresholds_in_warmup = c.warmup_thresholds == "freeze";
   s.threshold_momentum = float(c.threshold_momentum);
-  if (c.decode == "band") s.decode = DecodeRule::LastInBand, s.decode_band = float(c.window);
+  if (c.decode == "band") s.decode = DecodeRule::LastInBand, s.decode_band = c.window > 0 ? float(c.window) : 1.0f;
   s.lambda = float(h.lambda);
   s.threshold_lr_mult = float(h.threshold_lr_mult);
   s.threshold_margin = float(h.threshold_margin);
@@ -473,9 +473,6 @@ void validate_options(const TuneConfig& c) {
   if (!(c.threshold_momentum < 1))
     fail("threshold_momentum must be below 1 (negative: the optimizer's), got " + fmt(c.threshold_momentum));
   if (c.decode != "final" && c.decode != "band") fail("decode must be final or band, got '" + c.decode + "'");
-  if (c.decode == "band" && !(c.window > 0 && c.window < 1))
-    fail("decode band keeps the searches' last architecture in the goal band: the window must be in (0, 1), got " +
-         fmt(c.window));
   parse_runtime_loss(c.runtime_loss);
   parse_runtime_mode(c.runtime_mode);
   for (const TuneVariable& v : tune_variables(c)) {
@@ -707,10 +704,11 @@ TuneResult run_tune(const TuneConfig& cfg_in) {
          fmt(bounds.min_ms) + " ms (smallest network: " + arch_summary(bounds.smallest) + ") to " + fmt(bounds.max_ms) +
          " ms (largest: " + arch_summary(bounds.largest) + ")");
   {
-    // The search's own checks, once, at the middle of the ranges (the target is only reported
-    // against unless the search uses the target form).
+    // The search's own checks, once, at the middle of the ranges, without the warning that the target
+    // is only reported against unless the search uses the target form (the trials keep it: the
+    // verdict and --decode band use it).
     SearchConfig s = trial_search_config(c, hyper_from_unit(c, std::vector<double>(tune_variables(c).size(), 0.5)), "");
-    if (s.runtime_loss != RuntimeLoss::Target) s.target_ms = 0;
+    if (s.runtime_loss != RuntimeLoss::Target) s.target_ms = 0, s.decode = DecodeRule::Final;
     for (const std::string& w : check_search_config(s, table))
       if (!c.quiet && is_writer()) std::fprintf(stderr, "tune: every trial's search: warning: %s\n", w.c_str());
     const Splits data = open_dataset(data_view(c));

@@ -72,8 +72,9 @@ struct TuneConfig {
   std::string warmup_thresholds = "train";
   // SearchConfig::threshold_momentum; < 0: the optimizer's (0.9).
   double threshold_momentum = -1;
-  // SearchConfig::decode: "final" | "band" (the last decisions in the goal band; needs window > 0).
-  std::string decode = "final";
+  // SearchConfig::decode: "band" (each search returns its last decisions after the warm-up inside the
+  // goal band; with window 0 the last with R <= T), else its final ones; "final": always the final ones.
+  std::string decode = "band";
   int batch = 64;
   // SearchConfig::runtime_loss. The target form (T = the tune target) by default: it pulls R to T
   // itself, where R under the log form jumps with lambda (nas/tune/README.md, "Runs").
