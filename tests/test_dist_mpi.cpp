@@ -290,9 +290,11 @@ TEST_CASE("tune under 2 ranks: every trial data-parallel, the trials of one proc
   // strong runtime term shrinks the network below the target and a weak one leaves the supernet
   // (13 ms) above it: trained and infeasible trials both.
   // No warm-up: its indicator dropping draws per rank, so 2 ranks would drop other paths than one process.
+  // --decode final: a weak term's search that passes through the band on its way down would return
+  // the in-band decisions (tune's default), leaving no infeasible trial.
   const std::string cmd = " tune --space tiny.json --lut lut.json --target-ms 10 --trials 4 --search-epochs 1"
                           " --search-warmup-epochs 0 --max-search-steps 8 --train-epochs 1 --max-train-steps 6"
-                          " --threshold-lr-mult 100" + kData;
+                          " --threshold-lr-mult 100 --decode final" + kData;
   for (const char* d : {"tune_one", "tune_two", "tune_jobs"}) fs::remove_all(d);
   Ran one = run(kSpnas + cmd + " --out tune_one");
   REQUIRE_MESSAGE(one.code == 0, one.out);
