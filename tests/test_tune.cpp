@@ -75,6 +75,7 @@ struct FakeStages {
       o.arch.layers = {Choice::K5E6, Choice::K5E6, Choice::K5E6, Choice::K5E6};
       o.R_ms = problem.R(t.hyper);
       o.steps = 1;
+      o.decoded_at_step = t.index % 2 ? 10 + t.index : -1;  // odd trials: decisions held at a logged step
       return o;
     };
     st.proxy_train = [this](const TrialSpec& t, const Arch&) {
@@ -271,7 +272,13 @@ TEST_CASE("infeasible trials are recorded but never reach the proxy training") {
   for (const auto& t : j["trials"]) {
     if (t["status"] == "infeasible") CHECK(t["accuracy"] == "infeasible");
     else CHECK(t["accuracy"].is_number());
+    const int i = t["index"].get<int>();
+    CHECK(t["decoded_at_step"].get<int64_t>() == (i % 2 ? 10 + i : -1));  // the search's, recorded
   }
+  nlohmann::ordered_json older = trial_result_to_json(r.trials[1]);
+  CHECK(trial_result_from_json(older, "record").decoded_at_step == 11);
+  older.erase("decoded_at_step");
+  CHECK(trial_result_from_json(older, "record").decoded_at_step == -1);  // older records: the final decisions
   REQUIRE(r.best >= 0);
   CHECK(j["best"]["index"] == r.best);
   CHECK(r.best == (r.best_in_band >= 0 ? r.best_in_band : r.best_feasible));

@@ -267,6 +267,7 @@ json trial_result_to_json(const TrialResult& r) {
     j["arch"] = json::parse(arch_to_json(r.arch));
     j["arch_summary"] = arch_summary(r.arch);
     j["R_ms"] = r.R_ms;
+    j["decoded_at_step"] = r.decoded_at_step;
   }
   if (r.status == TrialStatus::Trained) j["accuracy"] = r.accuracy;
   else if (r.status == TrialStatus::Infeasible) j["accuracy"] = "infeasible";
@@ -296,6 +297,8 @@ TrialResult trial_result_from_json(const json& j, const std::string& source) {
       throw std::runtime_error("tune: '" + source + "': a " + status + " trial needs 'arch' and 'R_ms'");
     r.arch = parse_arch(j.at("arch").dump(), source);
     read_field(j, "R_ms", r.R_ms, source);
+    r.decoded_at_step = -1;  // older records: the final decisions
+    read_field(j, "decoded_at_step", r.decoded_at_step, source);
   }
   if (r.status == TrialStatus::Trained) read_field(j, "accuracy", r.accuracy, source);
   if (r.status == TrialStatus::Failed) read_field(j, "error", r.error, source);
@@ -366,7 +369,7 @@ TrialStages real_trial_stages() {
     const SearchResult r = run_search(s, table);  // a signal throws Interrupted: the trial is redone
     // A trial is redone, never resumed, so the supernet's checkpoint (the folder's largest file) goes.
     std::remove(r.checkpoint_path.c_str());
-    return TrialSearchOutcome{r.arch, r.predicted_ms, r.steps};
+    return TrialSearchOutcome{r.arch, r.predicted_ms, r.steps, r.verdict.decoded_at_step};
   };
   st.proxy_train = [](const TrialSpec& t, const Arch& arch) {
     const TuneConfig& c = t.config;
@@ -409,6 +412,7 @@ TrialResult run_trial(const TrialSpec& t, const TrialStages& stages) {
     r.arch = o.arch;
     r.R_ms = o.R_ms;
     r.search_steps = o.steps;
+    r.decoded_at_step = o.decoded_at_step;
     if (o.R_ms > t.config.target_ms) {
       r.status = TrialStatus::Infeasible;  // HyperPower: a network that misses the constraint is not trained
     } else {
@@ -639,6 +643,7 @@ class TuneReport {
       s << " -> failed: " << r.error;
     } else {
       s << " -> R " << fmt(r.R_ms) << " ms (T " << fmt(c_.target_ms) << ")";
+      if (r.decoded_at_step >= 0) s << " held at step " << r.decoded_at_step;
       if (r.status == TrialStatus::Infeasible) s << " infeasible, not trained";
       else s << (in_goal_band(r.R_ms, c_.target_ms, c_.window) ? " in band" : " feasible") << ", accuracy " << percent(r.accuracy);
     }

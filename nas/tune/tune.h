@@ -126,6 +126,8 @@ struct TrialResult {
   TrialStatus status = TrialStatus::Failed;
   Arch arch;
   double R_ms = 0;
+  // The search's logged step whose decisions it returned (decode "band"); -1: its final decisions.
+  int64_t decoded_at_step = -1;
   double accuracy = 0;             // proxy validation accuracy (Trained only)
   std::string error;               // Failed only
   int64_t search_steps = 0;
@@ -137,6 +139,7 @@ struct TrialSearchOutcome {
   Arch arch;
   double R_ms = 0;  // the table's additive prediction of arch
   int64_t steps = 0;
+  int64_t decoded_at_step = -1;  // SearchVerdict::decoded_at_step
 };
 struct TrialStages {
   std::function<TrialSearchOutcome(const TrialSpec&)> search;
