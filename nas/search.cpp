@@ -190,8 +190,15 @@ std::vector<std::string> check_search_config(const SearchConfig& cfg, const Late
 
 // ---- verdict -------------------------------------------------------------------------------------
 
-// --decode band's lower edge, computed one way for the rule and the verdict.
-static double decode_band_low(const SearchConfig& cfg) { return (1 - double(cfg.decode_band)) * double(cfg.target_ms); }
+// --decode band's band, one definition for the rule and the verdict.
+namespace {
+struct DecodeBand {
+  double lo, hi;
+  explicit DecodeBand(const SearchConfig& cfg)
+      : lo((1 - double(cfg.decode_band)) * double(cfg.target_ms)), hi(cfg.target_ms) {}
+  bool contains(double R) const { return R >= lo && R <= hi; }
+};
+}  // namespace
 
 SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warmup_steps, const Arch& arch,
                              const LatencyTable& table, const SearchConfig& cfg, int64_t decoded_at_step,
@@ -233,14 +240,14 @@ SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warm
   v.lines.push_back("runtime: " + fmt(v.predicted_ms, 3) + " ms predicted by the table, the supernet " +
                     fmt(v.supernet_ms, 3) + " ms (" + fmt(100 * (v.predicted_ms / v.supernet_ms - 1), 1) + " %)");
   if (cfg.decode == DecodeRule::LastInBand) {
-    const double lo = decode_band_low(cfg), hi = cfg.target_ms;
-    const std::string band = "[" + fmt(lo, 3) + ", " + fmt(hi, 3) + "] ms";
+    const DecodeBand b(cfg);
+    const std::string band = "[" + fmt(b.lo, 3) + ", " + fmt(b.hi, 3) + "] ms";
     if (decoded_at_step >= 0 && decoded_at_step < int64_t(rows.size()))
       v.lines.push_back("decoded (--decode band): the decisions held at step " +
                         std::to_string(rows[size_t(decoded_at_step)].step) + " (epoch " +
                         fmt(rows[size_t(decoded_at_step)].epoch, 2) + "), the last in the band " + band +
                         "; the final ones predict " + fmt(v.final_ms, 3) + " ms");
-    else if (v.predicted_ms >= lo && v.predicted_ms <= hi)
+    else if (b.contains(v.predicted_ms))
       v.lines.push_back("decoded (--decode band): the final decisions, in the band " + band);
     else
       v.lines.push_back("decoded (--decode band): no step after the warm-up was in the band " + band +
@@ -538,11 +545,10 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
   Arch arch = final_arch;
   int64_t decoded_at = -1;
   if (cfg.decode == DecodeRule::LastInBand) {
-    const double lo = decode_band_low(cfg), hi = cfg.target_ms;
-    const double R_final = predict_runtime(table, final_arch);
+    const DecodeBand b(cfg);
     // The final decisions come after every logged row: they win when they are in the band themselves.
-    if (!(R_final >= lo && R_final <= hi)) {
-      decoded_at = last_row_in_band(rows, warmup, table, cfg.space, space.width, lo, hi);
+    if (!b.contains(predict_runtime(table, final_arch))) {
+      decoded_at = last_row_in_band(rows, warmup, table, cfg.space, space.width, b.lo, b.hi);
       if (decoded_at >= 0) arch = logged_arch(rows[size_t(decoded_at)], cfg.space, space.width);
     }
   }
