@@ -493,8 +493,9 @@ int main(int argc, char** argv) {
         }
       } else {
         const int m = int(M), k = int(Cin), n = int(Cout);
-        const std::string how = pointwise_uses_own_gemm() ? std::string("register-blocked GEMM, ") + kernels().name
-                                                          : "row-split OpenBLAS sgemm";
+        const std::string how = pointwise_uses_own_gemm()
+                                    ? std::string("register-blocked GEMM, ") + pointwise_gemm_table(dir == "bwd_d" ? Cin : Cout).name
+                                    : "row-split OpenBLAS sgemm";
         if (dir == "fwd") race("ours", [&] { pointwise_forward(M, Cin, Cout, x.data(), w.data(), res.data()); }, how);
         else if (dir == "bwd_d")
           race("ours", [&] { pointwise_backward_data(M, Cin, Cout, dy.data(), w.data(), res.data(), false); }, how);

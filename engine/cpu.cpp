@@ -50,8 +50,10 @@ CpuInfo read_cpu_info() {
   }
   c.online_cpus = std::max(1, int(sysconf(_SC_NPROCESSORS_ONLN)));
   const int f = c.family, m = c.model;
-  if (c.vendor == "AuthenticAMD" && f == 25 && ((m >= 0x10 && m <= 0x1f) || (m >= 0x60 && m <= 0x7f) || (m >= 0xa0 && m <= 0xaf)))
+  if (c.vendor == "AuthenticAMD" && f == 25 && ((m >= 0x10 && m <= 0x1f) || (m >= 0x60 && m <= 0x7f) || (m >= 0xa0 && m <= 0xaf))) {
     c.microarch_note = "AMD Zen 4, 512-bit FMAs as two 256-bit halves (1 per cycle per core)";
+    c.fma512_halves = true;
+  }
   else if (c.vendor == "AuthenticAMD" && f == 25)
     c.microarch_note = "AMD Zen 3, AVX2 only (two 256-bit FMA pipes per core)";
   else if (c.vendor == "AuthenticAMD" && f == 26)

@@ -16,6 +16,9 @@ struct CpuInfo {
   // A note on the microarchitecture where it changes what a figure means (e.g. Zen 4 runs 512-bit
   // FMAs as two 256-bit halves, so its AVX-512 peak per cycle is that of AVX2 on Zen 3); "" otherwise.
   std::string microarch_note;
+  // The CPU runs a 512-bit FMA as two 256-bit halves (Zen 4): a vector of 16 floats with only 8 in use
+  // costs as much as a full one, where two 8-float vectors would cost half.
+  bool fma512_halves = false;
 };
 
 const CpuInfo& cpu_info();

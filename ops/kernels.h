@@ -180,5 +180,16 @@ void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float*
                               const ColumnMap* x_map = nullptr);
 bool pointwise_uses_own_gemm();
 void set_pointwise_impl(const std::string& impl);  // "auto", "blas", "own"; throws otherwise
+// Whose gemm_nn / gemm_tn run a product whose vectors span N columns (output channels forward and in
+// the weight gradient, input channels in backward-data). "auto": the active table, except on a CPU
+// that splits 512-bit FMAs (CpuInfo::fma512_halves) where the AVX-512 table gives way to the AVX2 one
+// for N whose last 16-float vector would be at most half used (pointwise_prefers_256). An ISA name
+// ("avx2", "avx512") forces that table (it must be available); SPNAS_PW_GEMM sets the same.
+const KernelTable& pointwise_gemm_table(int64_t N);
+// "auto", "avx2", "avx512" (throws otherwise); returns the setting it replaces.
+std::string set_pointwise_gemm_isa(const std::string& isa);
+// The rule itself: N % 16 in [1, 8] on such a CPU (bench/RESULTS.md, "Pointwise on the Zen 4: 8-float
+// vectors for 24 and 40 columns").
+bool pointwise_prefers_256(int64_t N, bool fma512_halves);
 
 }  // namespace spnas

@@ -16,10 +16,12 @@
 #include <cstring>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "engine/aligned_vector.h"
+#include "engine/cpu.h"
 #include "engine/threads.h"
 #include "ops/kernels.h"
 #include "ops/kernels/dw_variant.h"
@@ -514,11 +516,16 @@ TEST_CASE("pointwise GEMMs against a double-precision loop") {
   // Every ISA table this CPU has, each with OpenBLAS and with our register-blocked GEMMs (the shapes
   // cover row and channel tails of every tile size: N of 1..5 vectors, leftover rows and k's; and
   // both ways of splitting the work across threads, by rows and by output columns).
+  // Our GEMMs run once with the ISA's own table for every N and once with the rule that may hand
+  // some N to another table (pointwise_gemm_table).
   for (const std::string& isa : all_isas())
   for (const char* impl : {"blas", "own"})
+  for (const std::string gemm : {std::string("auto"), isa})
   for (int threads : {2, 1, 3}) {
+    if (gemm != "auto" && (isa == "ref" || std::string(impl) == "blas")) continue;
     set_isa(isa);
     set_pointwise_impl(impl);
+    set_pointwise_gemm_isa(gemm);
     set_num_threads(threads);
     for (PwShape s : {PwShape{1, 3, 5}, PwShape{63, 17, 9}, PwShape{64, 16, 96}, PwShape{1000, 40, 240},
                       PwShape{129, 33, 7}, PwShape{389, 24, 144}, PwShape{397, 144, 24}, PwShape{211, 70, 50},
@@ -529,14 +536,40 @@ TEST_CASE("pointwise GEMMs against a double-precision loop") {
                       // (gemm_tn), B packed into panels; K = 700 takes row blocks of fewer than 192 rows
                       PwShape{250, 48, 56}, PwShape{100, 29, 24}, PwShape{70, 13, 40}, PwShape{90, 11, 16},
                       PwShape{300, 700, 40}}) {
-      INFO("isa ", isa, " impl ", std::string(impl), " threads ", threads, " M", s.M, " Cin", s.Cin, " Cout", s.Cout);
+      INFO("isa ", isa, " impl ", std::string(impl), " gemm ", gemm, " threads ", threads, " M", s.M, " Cin", s.Cin,
+           " Cout", s.Cout);
       check_pointwise(s, seed);
       seed += 3;
     }
   }
+  set_pointwise_gemm_isa("auto");
   set_pointwise_impl("auto");
   set_isa("auto");
   set_num_threads(2);
+}
+
+TEST_CASE("pointwise: where 512-bit FMAs run as two halves, N with a half-empty last vector takes the AVX2 table") {
+  // The rule: the last 16-float vector at most half used, and only on such a CPU.
+  for (int64_t n : {8, 24, 40, 20, 1, 1000}) CHECK(pointwise_prefers_256(n, true));
+  for (int64_t n : {16, 32, 28, 15, 1280}) CHECK_FALSE(pointwise_prefers_256(n, true));
+  for (int64_t n : {8, 24, 40}) CHECK_FALSE(pointwise_prefers_256(n, false));
+  // The tables on this machine.
+  for (const std::string& isa : all_isas()) {
+    if (isa == "ref") continue;
+    INFO("isa ", isa);
+    set_isa(isa);
+    const bool halves = isa == "avx512" && cpu_info().fma512_halves;
+    CHECK(std::string(pointwise_gemm_table(24).name) == (halves ? "avx2" : isa));
+    CHECK(std::string(pointwise_gemm_table(40).name) == (halves ? "avx2" : isa));
+    CHECK(std::string(pointwise_gemm_table(32).name) == isa);
+    CHECK(set_pointwise_gemm_isa(isa) == "auto");  // forced: the table asked for, whatever N
+    CHECK(std::string(pointwise_gemm_table(24).name) == isa);
+    CHECK(set_pointwise_gemm_isa("auto") == isa);
+  }
+  set_isa("auto");
+  CHECK_THROWS_WITH_AS(set_pointwise_gemm_isa("sse4"), doctest::Contains("got 'sse4'"), std::invalid_argument);
+  if (cpu_isa() != "avx512")
+    CHECK_THROWS_WITH_AS(set_pointwise_gemm_isa("avx512"), doctest::Contains("an ISA this CPU runs"), std::invalid_argument);
 }
 
 TEST_CASE("pointwise weight gradient through a column map equals the materialized input's, bit for bit") {

@@ -11,6 +11,7 @@
 #include <stdexcept>
 #include <vector>
 
+#include "engine/cpu.h"
 #include "engine/tensor.h"
 #include "engine/threads.h"
 #include "ops/kernels.h"
@@ -54,6 +55,38 @@ bool pointwise_uses_own_gemm() {
   }
   const KernelTable& k = kernels();
   return k.gemm_nn && k.gemm_tn && g_pw_impl != 1;
+}
+
+// ---- which table's GEMM -------------------------------------------------------------------------
+static std::string g_pw_gemm_isa;  // "" until first asked: SPNAS_PW_GEMM, else "auto"
+
+static void check_gemm_isa(const std::string& isa, const char* from) {
+  if (isa != "auto" && !kernels_for(isa))
+    throw std::invalid_argument(std::string(from) + ": the pointwise GEMM table must be auto or an ISA this CPU runs " +
+                                "(avx2, avx512), got '" + isa + "'");
+}
+
+std::string set_pointwise_gemm_isa(const std::string& isa) {
+  check_gemm_isa(isa, "set_pointwise_gemm_isa");
+  pointwise_gemm_table(0);  // the environment's setting first, to be returned
+  std::string was = g_pw_gemm_isa;
+  g_pw_gemm_isa = isa;
+  return was;
+}
+
+bool pointwise_prefers_256(int64_t N, bool fma512_halves) { return fma512_halves && N % 16 != 0 && N % 16 <= 8; }
+
+const KernelTable& pointwise_gemm_table(int64_t N) {
+  if (g_pw_gemm_isa.empty()) {
+    const char* e = std::getenv("SPNAS_PW_GEMM");
+    g_pw_gemm_isa = e && *e ? e : "auto";
+    check_gemm_isa(g_pw_gemm_isa, "SPNAS_PW_GEMM");
+  }
+  const KernelTable& k = kernels();
+  if (g_pw_gemm_isa != "auto") return *kernels_for(g_pw_gemm_isa);
+  if (std::string(k.name) == "avx512" && pointwise_prefers_256(N, cpu_info().fma512_halves))
+    if (const KernelTable* t = kernels_for("avx2")) return *t;
+  return k;
 }
 
 // ---- splitting the work -------------------------------------------------------------------------
@@ -187,7 +220,7 @@ void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float*
     g.C = y, g.ldc = Cout;
     g.scale = scale, g.shift = shift, g.act = act;
     g.stream = stream_product(M, Cin, Cout, false);
-    gemm_nn_on_pool(k, g);
+    gemm_nn_on_pool(pointwise_gemm_table(Cout), g);
     return;
   }
   for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
@@ -201,7 +234,6 @@ void pointwise_forward_bn_act(int64_t M, int64_t Cin, int64_t Cout, const float*
 void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* dy, const float* w, float* dx,
                              bool accumulate) {
   if (pointwise_uses_own_gemm()) {
-    const KernelTable& k = kernels();
     if (M * (Cin + Cout) * 4 < Cin * Cout) {
       // So few rows that packing the weights would cost more than the product: dX^T = W * dY^T,
       // the weights read once in place (rows of W split across the threads), only dY and dX moved.
@@ -213,8 +245,9 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
       g.A = w, g.lda = Cout;
       g.B = dyt, g.ldb = M;
       g.C = dxt, g.ldc = M;
+      const KernelTable& t = pointwise_gemm_table(M);
       for_row_blocks(Cin, row_blocks(Cin), [&](int, int64_t b, int64_t e) {
-        if (e > b) k.gemm_nn(rows_of(g, b, e));
+        if (e > b) t.gemm_nn(rows_of(g, b, e));
       });
       for (int64_t r = 0; r < M; ++r)
         for (int64_t i = 0; i < Cin; ++i) dx[r * Cin + i] = (accumulate ? dx[r * Cin + i] : 0.0f) + dxt[i * M + r];
@@ -227,7 +260,7 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
     g.C = dx, g.ldc = Cin;
     g.accumulate = accumulate;
     g.stream = stream_product(M, Cout, Cin, accumulate);
-    gemm_nn_on_pool(k, g);
+    gemm_nn_on_pool(pointwise_gemm_table(Cin), g);
     return;
   }
   for_row_blocks(M, row_blocks(M), [&](int, int64_t b, int64_t e) {
@@ -241,7 +274,7 @@ void pointwise_backward_weights(int64_t M, int64_t Cin, int64_t Cout, const floa
                                 bool accumulate, const ColumnMap* x_map) {
   const int nb = row_blocks(M);
   const bool own = pointwise_uses_own_gemm();
-  const KernelTable& k = kernels();
+  const KernelTable& k = own ? pointwise_gemm_table(Cout) : kernels();
   if (x_map && !own) {
     x = materialize_map(M, Cin, x, *x_map);
     x_map = nullptr;
