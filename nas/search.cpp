@@ -90,6 +90,18 @@ std::vector<SearchLogRow> read_search_csv(const std::string& path, int64_t up_to
   return rows;
 }
 
+// A row's decisions and margins from the supernet's indicators (no dropping).
+static void record_decisions(SearchLogRow& row, const std::vector<LayerIndicators>& indicators) {
+  for (const LayerIndicators& d : indicators) {
+    row.d_k5.push_back(d.m_k5 >= 0), row.d_e6.push_back(d.m_e6 >= 0);
+    row.d_skip.push_back(d.has_skip ? float(d.m_skip >= 0) : NAN);
+    row.d_se.push_back(d.has_se ? float(d.m_se >= 0) : NAN);
+    row.m_k5.push_back(d.m_k5), row.m_e6.push_back(d.m_e6);
+    row.m_skip.push_back(d.has_skip ? d.m_skip : NAN);
+    row.m_se.push_back(d.has_se ? d.m_se : NAN);
+  }
+}
+
 Choice logged_choice(const SearchLogRow& r, size_t l) {
   const bool skip = !std::isnan(r.d_skip[l]) && r.d_skip[l] < 0.5f;
   return decode_choice(r.d_k5[l] > 0.5f, r.d_e6[l] > 0.5f, !skip);
@@ -118,6 +130,105 @@ int64_t last_row_in_band(const std::vector<SearchLogRow>& rows, int64_t first_ro
     if (R >= lo_ms && R <= hi_ms) return i;
   }
   return -1;
+}
+
+Rounding round_into_band(const SearchLogRow& from, const LatencyTable& table, const std::string& space_source,
+                         float width, double lo_ms, double hi_ms) {
+  const size_t L = from.d_k5.size();
+  check(L == table.layers.size(), "round_into_band",
+        "the decisions have " + std::to_string(L) + " layers but the table has " + std::to_string(table.layers.size()));
+  // A layer's options: each choice it allows (with SE on or off where searched), what it costs in
+  // flipped margins from the current decisions and what the table says it takes.
+  struct Option {
+    Choice c;
+    bool se;
+    double ms, cost;
+  };
+  std::vector<std::vector<Option>> options(L);
+  double most = table.fixed_ms;
+  for (size_t l = 0; l < L; ++l) {
+    const bool k5 = from.d_k5[l] > 0.5f, e6 = from.d_e6[l] > 0.5f;
+    const bool has_skip = !std::isnan(from.d_skip[l]), kept = !has_skip || from.d_skip[l] > 0.5f;
+    const bool has_se = !std::isnan(from.d_se[l]), se = has_se && from.d_se[l] > 0.5f;
+    const auto m = [](float x) { return double(std::fabs(x)); };
+    if (has_skip) options[l].push_back({Choice::Skip, false, 0.0, kept ? m(from.m_skip[l]) : 0.0});
+    for (Choice c : {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6})
+      for (bool s : {false, true}) {
+        if (s && !has_se) continue;
+        const double cost = (kept ? 0 : m(from.m_skip[l])) + ((choice_kernel(c) == 5) != k5 ? m(from.m_k5[l]) : 0) +
+                            ((choice_expansion(c) == 6) != e6 ? m(from.m_e6[l]) : 0) + (s != se ? m(from.m_se[l]) : 0);
+        const double ms = choice_runtime(table.layers[l], c, RuntimeMode::Table) + (s ? table.layers[l].se : 0);
+        check(ms >= 0, "round_into_band", "the table's layer " + std::to_string(l) + " has a negative time");
+        options[l].push_back({c, s, ms, cost});
+      }
+    double top = 0;
+    for (const Option& o : options[l]) top = std::max(top, o.ms);
+    most += top;
+  }
+  Rounding out;
+  if (!(hi_ms >= lo_ms) || hi_ms < table.fixed_ms) return out;
+  // States: R (without the fixed part) in bins; per bin the cheapest way there and its exact R. Times
+  // are >= 0, so a partial sum above hi never comes back into the band.
+  const double span = std::min(hi_ms, most) - table.fixed_ms;
+  const double h = std::max({(hi_ms - lo_ms) / (8.0 * double(std::max<size_t>(L, 1))), span / 2e5, 1e-12});
+  const size_t bins = size_t(std::ceil(span / h)) + 2 + L;  // + L: each layer's rounding may add half a bin
+  std::vector<double> cost(bins, INFINITY), R(bins, 0), next_cost(bins), next_R(bins);
+  std::vector<std::vector<int32_t>> from_bin(L, std::vector<int32_t>(bins, -1));
+  std::vector<std::vector<uint8_t>> via(L, std::vector<uint8_t>(bins, 0));
+  cost[0] = 0;
+  for (size_t l = 0; l < L; ++l) {
+    std::fill(next_cost.begin(), next_cost.end(), INFINITY);
+    for (size_t b = 0; b < bins; ++b) {
+      if (!std::isfinite(cost[b])) continue;
+      for (size_t o = 0; o < options[l].size(); ++o) {
+        const Option& op = options[l][o];
+        const double r = R[b] + op.ms;
+        if (table.fixed_ms + r > hi_ms) continue;
+        const size_t nb = b + size_t(std::llround(op.ms / h));
+        if (nb >= bins) continue;
+        const double c = cost[b] + op.cost;
+        if (c < next_cost[nb] || (c == next_cost[nb] && r > next_R[nb])) {
+          next_cost[nb] = c, next_R[nb] = r;
+          from_bin[l][nb] = int32_t(b), via[l][nb] = uint8_t(o);
+        }
+      }
+    }
+    cost.swap(next_cost), R.swap(next_R);
+  }
+  int64_t best = -1;
+  for (size_t b = 0; b < bins; ++b) {
+    if (!std::isfinite(cost[b]) || table.fixed_ms + R[b] < lo_ms) continue;
+    if (best < 0 || cost[b] < cost[size_t(best)] || (cost[b] == cost[size_t(best)] && R[b] > R[size_t(best)]))
+      best = int64_t(b);
+  }
+  if (best < 0) return out;
+  out.found = true;
+  out.cost = cost[size_t(best)];
+  out.arch.space = space_source;
+  out.arch.width = width;
+  out.arch.layers.assign(L, Choice::K5E6);
+  std::vector<bool> se(L, false);
+  bool any_se = false;
+  for (size_t l = L, b = size_t(best); l-- > 0;) {
+    const Option& op = options[l][via[l][b]];
+    out.arch.layers[l] = op.c, se[l] = op.se;
+    any_se |= !std::isnan(from.d_se[l]);
+    b = size_t(from_bin[l][b]);
+  }
+  if (any_se) out.arch.se = se;
+  out.R_ms = predict_runtime(table, out.arch);
+  // The flips, in the words of the indicators: what rounding changed of the search's decisions.
+  const Arch was = logged_arch(from, space_source, width);
+  for (size_t l = 0; l < L; ++l) {
+    const Choice a = was.layers[l], b = out.arch.layers[l];
+    const int li = int(l);
+    if ((a == Choice::Skip) != (b == Choice::Skip)) out.flips.push_back({li, "skip", std::fabs(from.m_skip[l])});
+    if (b == Choice::Skip) continue;
+    if (choice_kernel(b) != (from.d_k5[l] > 0.5f ? 5 : 3)) out.flips.push_back({li, "kernel", std::fabs(from.m_k5[l])});
+    if (choice_expansion(b) != (from.d_e6[l] > 0.5f ? 6 : 3)) out.flips.push_back({li, "expansion", std::fabs(from.m_e6[l])});
+    if (!std::isnan(from.d_se[l]) && se[l] != (from.d_se[l] > 0.5f)) out.flips.push_back({li, "se", std::fabs(from.m_se[l])});
+  }
+  return out;
 }
 
 // ---- checks before the work ------------------------------------------------------------------------
@@ -160,8 +271,9 @@ std::vector<std::string> check_search_config(const SearchConfig& cfg, const Late
     throw std::runtime_error("search: --runtime-loss target needs --target-ms");
   if (!(cfg.threshold_momentum < 1))
     throw std::runtime_error("search: --threshold-momentum must be below 1, got " + fmt(cfg.threshold_momentum, 3));
-  if (cfg.decode == DecodeRule::LastInBand && !(cfg.target_ms > 0))
-    throw std::runtime_error("search: --decode band keeps the last architecture within --decode-band of the target: it needs --target-ms");
+  if (cfg.decode != DecodeRule::Final && !(cfg.target_ms > 0))
+    throw std::runtime_error(std::string("search: --decode ") + (cfg.decode == DecodeRule::Round ? "round" : "band") +
+                             " returns an architecture within --decode-band of the target: it needs --target-ms");
   if (!(cfg.decode_band > 0 && cfg.decode_band <= 1))
     throw std::runtime_error("search: --decode-band must be in (0, 1], got " + fmt(cfg.decode_band, 3));
   if (cfg.bilevel && !(cfg.val_fraction > 0))
@@ -202,8 +314,9 @@ struct DecodeBand {
 
 SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warmup_steps, const Arch& arch,
                              const LatencyTable& table, const SearchConfig& cfg, int64_t decoded_at_step,
-                             const Arch* final_arch) {
+                             const Arch* final_arch, const Rounding* rounding) {
   SearchVerdict v;
+  if (rounding) v.rounded_flips = int(rounding->flips.size());
   v.layers = int(arch.layers.size());
   v.predicted_ms = predict_runtime(table, arch);
   v.decoded_at_step = decoded_at_step;
@@ -239,19 +352,28 @@ SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warm
                     (v.is_supernet ? " - the supernet itself" : ""));
   v.lines.push_back("runtime: " + fmt(v.predicted_ms, 3) + " ms predicted by the table, the supernet " +
                     fmt(v.supernet_ms, 3) + " ms (" + fmt(100 * (v.predicted_ms / v.supernet_ms - 1), 1) + " %)");
-  if (cfg.decode == DecodeRule::LastInBand) {
+  if (cfg.decode != DecodeRule::Final) {
     const DecodeBand b(cfg);
     const std::string band = "[" + fmt(b.lo, 3) + ", " + fmt(b.hi, 3) + "] ms";
-    if (decoded_at_step >= 0 && decoded_at_step < int64_t(rows.size()))
-      v.lines.push_back("decoded (--decode band): the decisions held at step " +
-                        std::to_string(rows[size_t(decoded_at_step)].step) + " (epoch " +
-                        fmt(rows[size_t(decoded_at_step)].epoch, 2) + "), the last in the band " + band +
+    const std::string rule = cfg.decode == DecodeRule::Round ? "decoded (--decode round): " : "decoded (--decode band): ";
+    if (decoded_at_step >= 0 && decoded_at_step < int64_t(rows.size())) {
+      v.lines.push_back(rule + "the decisions held at step " + std::to_string(rows[size_t(decoded_at_step)].step) +
+                        " (epoch " + fmt(rows[size_t(decoded_at_step)].epoch, 2) + "), the last in the band " + band +
                         "; the final ones predict " + fmt(v.final_ms, 3) + " ms");
-    else if (b.contains(v.predicted_ms))
-      v.lines.push_back("decoded (--decode band): the final decisions, in the band " + band);
-    else
-      v.lines.push_back("decoded (--decode band): no step after the warm-up was in the band " + band +
-                        ": the final decisions");
+    } else if (rounding) {
+      std::string flips;
+      for (const DecisionFlip& f : rounding->flips)
+        flips += (flips.empty() ? "" : ", ") + std::string("layer ") + std::to_string(f.layer) + " " + f.indicator +
+                 " (margin " + fmt(f.margin, 4) + ")";
+      v.lines.push_back(rule + "no step after the warm-up was in the band " + band + ": the final decisions (" +
+                        fmt(v.final_ms, 3) + " ms) rounded into it, " + std::to_string(rounding->flips.size()) +
+                        " flipped (summed margin " + fmt(rounding->cost, 4) + "): " + flips);
+    } else if (b.contains(v.predicted_ms)) {
+      v.lines.push_back(rule + "the final decisions, in the band " + band);
+    } else {
+      v.lines.push_back(rule + "no step after the warm-up was in the band " + band + ": the final decisions" +
+                        (cfg.decode == DecodeRule::Round ? " (rounding found no architecture in it)" : ""));
+    }
   }
   if (v.has_target)
     v.lines.push_back("target " + fmt(cfg.target_ms, 3) + " ms: " +
@@ -485,14 +607,7 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
     row.R = R->value.item();
     // The log and the decided architecture read the indicators without dropping: during the warm-up
     // the forward pass's own are dropped at random, which is regularisation, not a decision.
-    for (const LayerIndicators& d : net.current_indicators()) {
-      row.d_k5.push_back(d.m_k5 >= 0), row.d_e6.push_back(d.m_e6 >= 0);
-      row.d_skip.push_back(d.has_skip ? float(d.m_skip >= 0) : NAN);
-      row.d_se.push_back(d.has_se ? float(d.m_se >= 0) : NAN);
-      row.m_k5.push_back(d.m_k5), row.m_e6.push_back(d.m_e6);
-      row.m_skip.push_back(d.has_skip ? d.m_skip : NAN);
-      row.m_se.push_back(d.has_se ? d.m_se : NAN);
-    }
+    record_decisions(row, net.current_indicators());
     row.R_decoded = predict_runtime(table, logged_arch(row, cfg.space, space.width));
     net.params().zero_grad();
     dp.backward(loss);
@@ -544,12 +659,20 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
   const Arch final_arch = net.decode(cfg.space);
   Arch arch = final_arch;
   int64_t decoded_at = -1;
-  if (cfg.decode == DecodeRule::LastInBand) {
+  Rounding rounding;
+  if (cfg.decode != DecodeRule::Final) {
     const DecodeBand b(cfg);
     // The final decisions come after every logged row: they win when they are in the band themselves.
     if (!b.contains(predict_runtime(table, final_arch))) {
       decoded_at = last_row_in_band(rows, warmup, table, cfg.space, space.width, b.lo, b.hi);
-      if (decoded_at >= 0) arch = logged_arch(rows[size_t(decoded_at)], cfg.space, space.width);
+      if (decoded_at >= 0) {
+        arch = logged_arch(rows[size_t(decoded_at)], cfg.space, space.width);
+      } else if (cfg.decode == DecodeRule::Round) {
+        SearchLogRow last;  // the final decisions and their margins
+        record_decisions(last, net.current_indicators());
+        rounding = round_into_band(last, table, cfg.space, space.width, b.lo, b.hi);
+        if (rounding.found) arch = rounding.arch;
+      }
     }
   }
   // The architecture file is self-contained: it records the input size, classes and channels searched for.
@@ -560,14 +683,16 @@ SearchResult search_on_this_rank(const SearchConfig& cfg, const LatencyTable& ta
   SearchPlotInfo plot;
   plot.title = "Single-Path NAS search: " + space.name + " at width " + fmt(space.width, 2) + ", " +
                std::to_string(step) + " steps";
-  plot.subtitle = "found: " + arch_summary(arch);
+  plot.subtitle = "found: " + arch_summary(arch) +
+                  (rounding.found ? " (the final decisions, " + std::to_string(rounding.flips.size()) + " flipped into the band)" : "");
   plot.warmup_steps = warmup;
   plot.target_ms = cfg.target_ms;
   plot.supernet_ms = runtime_all_on(table, RuntimeMode::Table, cfg.search_se);
   plot.steps_per_epoch = spe;
   plot.decoded_step = decoded_at >= 0 ? rows[size_t(decoded_at)].step : -1;
   if (is_writer()) write_search_svg(files.svg, rows, plot);
-  SearchVerdict verdict = search_verdict(rows, warmup, arch, table, cfg, decoded_at, &final_arch);
+  SearchVerdict verdict =
+      search_verdict(rows, warmup, arch, table, cfg, decoded_at, &final_arch, rounding.found ? &rounding : nullptr);
 
   SearchResult res;
   res.warnings = std::move(warnings);

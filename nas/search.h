@@ -20,6 +20,9 @@ namespace spnas {
 enum class DecodeRule {
   Final,       // the thresholds' decisions after the last step (the reference)
   LastInBand,  // the last decisions after the warm-up whose R lay in [(1 - band) T, T], else Final
+  // LastInBand, and where no step was in the band the final decisions with their least confident ones
+  // flipped (round_into_band) so that R lands in it; Final when no architecture of the space is in it.
+  Round,
 };
 
 struct SearchConfig {
@@ -84,6 +87,7 @@ struct SearchVerdict {
   bool has_target = false, target_met = false;
   double smallest_margin = 0;     // |norm - threshold| closest to 0 at the end, over every indicator
   int64_t decoded_at_step = -1;   // LastInBand: the logged step whose decisions were returned (-1: the final ones)
+  int rounded_flips = -1;         // Round: how many final decisions were flipped into the band (-1: not rounded)
   double final_ms = 0;            // R of the final decisions (= predicted_ms unless decoded_at_step >= 0)
   std::vector<std::string> lines;  // the verdict as printed: what happened and, if needed, what to change
 };
@@ -130,6 +134,26 @@ Arch logged_arch(const SearchLogRow& r, const std::string& space_source, float w
 int64_t last_row_in_band(const std::vector<SearchLogRow>& rows, int64_t first_row, const LatencyTable& table,
                          const std::string& space_source, float width, double lo_ms, double hi_ms);
 
+// DecodeRule::Round: one decision of the final ones that rounding changed.
+struct DecisionFlip {
+  int layer = 0;           // searchable layer, from 0
+  std::string indicator;   // "kernel" | "expansion" | "skip" | "se"
+  double margin = 0;       // |norm - threshold| of that indicator: how far the search was from flipping it
+};
+struct Rounding {
+  bool found = false;      // false: no architecture of the space lies in the band
+  Arch arch;
+  double R_ms = 0;         // the table's prediction of arch
+  double cost = 0;         // the summed margins of the flips
+  std::vector<DecisionFlip> flips;
+};
+// The architecture nearest to `from`'s decisions, measured by the summed |margin| of the indicators it
+// flips, whose table R lies in [lo_ms, hi_ms] (equal cost: the larger R). Exact in R; the search over
+// the layers' choices is a dynamic programme on R in bins of 1/8 of the band per layer, so the cost is
+// minimal up to that binning.
+Rounding round_into_band(const SearchLogRow& from, const LatencyTable& table, const std::string& space_source,
+                         float width, double lo_ms, double hi_ms);
+
 struct SearchPlotInfo {
   std::string title, subtitle;
   int64_t warmup_steps = 0;
@@ -141,9 +165,10 @@ struct SearchPlotInfo {
 void write_search_svg(const std::string& path, const std::vector<SearchLogRow>& rows, const SearchPlotInfo& info);
 
 // `arch` is what the search returns; `decoded_at_step` >= 0 when it is a logged step's (LastInBand),
-// then `final_arch` is the final decisions' (else the same as arch).
+// `rounding` set when it is the final decisions rounded into the band (Round); `final_arch` is the final
+// decisions' (else the same as arch).
 SearchVerdict search_verdict(const std::vector<SearchLogRow>& rows, int64_t warmup_steps, const Arch& arch,
                              const LatencyTable& table, const SearchConfig& cfg, int64_t decoded_at_step = -1,
-                             const Arch* final_arch = nullptr);
+                             const Arch* final_arch = nullptr, const Rounding* rounding = nullptr);
 
 }  // namespace spnas

@@ -56,6 +56,9 @@ grep -q '"decode": "band"' tune/tune.json || fail "tune's searches do not return
 out=$("$B" search --space tiny.json --lut lut.json --data $DATA --decode band --out search_bad 2>&1); code=$?
 [ $code -ne 0 ] && grep -q -- "--decode band" <<<"$out" && grep -q -- "--target-ms" <<<"$out" && [ ! -e search_bad ] ||
   fail "search --decode band without a target: exit $code: $out"
+out=$("$B" search --space tiny.json --lut lut.json --data $DATA --decode round --out search_bad 2>&1); code=$?
+[ $code -ne 0 ] && grep -q -- "--decode round" <<<"$out" && grep -q -- "--target-ms" <<<"$out" && [ ! -e search_bad ] ||
+  fail "search --decode round without a target: exit $code: $out"
 out=$("$B" search --space tiny.json --lut lut.json --data $DATA --threshold-momentum 1 --out search_bad 2>&1); code=$?
 [ $code -ne 0 ] && grep -q -- "--threshold-momentum" <<<"$out" && [ ! -e search_bad ] ||
   fail "search --threshold-momentum 1: exit $code: $out"

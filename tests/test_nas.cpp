@@ -543,6 +543,64 @@ TEST_CASE("decode band: the same search returns the last decisions it held in th
   CHECK(c.arch.layers == a.arch.layers);
 }
 
+TEST_CASE("decode round: a band no step reached gets the final decisions rounded into it") {
+  SearchSpace s = load_space(tiny_space_file());
+  LatencyTable t = tiny_table(s);
+  SearchConfig fin = tiny_search_config("nas_test_round_final");
+  fin.lambda = 5e-3f;
+  fin.threshold_margin = 0.1f;
+  const SearchResult a = run_search(fin, t);
+  const auto rows = read_search_csv(a.csv_path, 1 << 30, 4);
+  REQUIRE(rows.size() == 24);
+  const double R_final = predict_runtime(t, a.arch);
+  // A target 1 to 4 ms below the final decisions, else 1 to 8 ms above, whose 1 % band no step after
+  // the warm-up reached (the tiny table's networks, 6 to 20 ms, are 0.5 ms apart: one lies at T).
+  double T = 0;
+  for (double d : {-1.0, -1.5, -2.0, -3.0, -4.0, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0}) {
+    const double cand = R_final + d;
+    if (T > 0 || cand < 6.5 || cand > 19.5) continue;
+    bool reached = false;
+    for (size_t i = 12; i < rows.size(); ++i) {
+      const double R = predict_runtime(t, logged_arch(rows[i], fin.space, 1.0f));
+      reached |= R >= 0.99 * cand && R <= cand;
+    }
+    if (!reached) T = cand;
+  }
+  REQUIRE_MESSAGE(T > 0, "every candidate target's band was reached by a step; R_final " << R_final);
+
+  SearchConfig round = tiny_search_config("nas_test_round");
+  round.lambda = fin.lambda;
+  round.threshold_margin = fin.threshold_margin;
+  round.decode = DecodeRule::Round;
+  round.target_ms = float(T);
+  round.decode_band = 0.01f;
+  const SearchResult b = run_search(round, t);
+  CHECK(read_all(a.csv_path) == read_all(b.csv_path));  // the rule changes what is returned, not the search
+  CHECK(b.verdict.decoded_at_step == -1);
+  REQUIRE(b.verdict.rounded_flips >= 1);
+  CHECK(b.predicted_ms <= float(T));
+  CHECK(b.predicted_ms >= 0.99 * float(T));
+  CHECK(b.verdict.final_ms == doctest::Approx(R_final));
+  CHECK(b.verdict.target_met);
+  bool said = false;
+  for (const std::string& l : b.verdict.lines) said |= l.find("rounded into it") != std::string::npos;
+  CHECK(said);
+  // Only the flipped layers differ from the final decisions.
+  int differ = 0;
+  for (size_t l = 0; l < 4; ++l) differ += b.arch.layers[l] != a.arch.layers[l];
+  CHECK(differ >= 1);
+  CHECK(differ <= b.verdict.rounded_flips);
+  CHECK(load_arch(b.arch_path).layers == b.arch.layers);
+  CHECK(read_all(b.svg_path).find("flipped into the band") != std::string::npos);
+  // With --decode band the same search returns its final decisions.
+  SearchConfig band = round;
+  band.out_dir = "nas_test_round_band";
+  band.decode = DecodeRule::LastInBand;
+  const SearchResult c = run_search(band, t);
+  CHECK(c.arch.layers == a.arch.layers);
+  CHECK(c.verdict.rounded_flips == -1);
+}
+
 TEST_CASE("search refuses a table that does not fit the space, naming it") {
   SearchSpace s = load_space(tiny_space_file());
   LatencyTable t = tiny_table(s);

@@ -266,6 +266,94 @@ TEST_CASE("decode band: the last logged decisions after the warm-up within the b
   CHECK(last_row_in_band(rows, 1, t, "tiny", 1.0f, 0, 18.5) == 5);
 }
 
+TEST_CASE("decode round: the final decisions with the fewest margins' worth flipped into the band") {
+  SearchSpace s = load_space(tiny_space_file());
+  LatencyTable t = tiny_table(s);
+  // Fixed 2 ms; layer i: 3x3-3 1 + i, 3x3-6 2 + i, 5x5-3 1.5 + i, 5x5-6 3 + i, SE 0.25; skip allowed on 1
+  // and 3. Every layer 5x5-6: R = 20.
+  SearchLogRow r;
+  r.d_k5 = r.d_e6 = {1, 1, 1, 1};
+  r.d_skip = {NAN, 1, NAN, 1};
+  r.d_se = {NAN, NAN, NAN, NAN};
+  r.m_k5 = {0.5f, 0.1f, 0.9f, 0.8f};
+  r.m_e6 = {0.4f, 0.7f, 0.2f, 0.6f};
+  r.m_skip = {NAN, 0.3f, NAN, 0.05f};
+  r.m_se = {NAN, NAN, NAN, NAN};
+  auto names = [](const Rounding& x) {
+    std::string n;
+    for (const DecisionFlip& f : x.flips) n += std::to_string(f.layer) + " " + f.indicator + ";";
+    return n;
+  };
+  // [18.5, 19]: layer 1's kernel (margin 0.1, -1 ms) beats layer 2's expansion (0.2, -1.5) and layer 0's kernel (0.5).
+  Rounding x = round_into_band(r, t, "tiny", 1.0f, 18.5, 19);
+  REQUIRE(x.found);
+  CHECK(names(x) == "1 kernel;");
+  CHECK(x.R_ms == doctest::Approx(19));
+  CHECK(x.cost == doctest::Approx(0.1));
+  CHECK(x.arch.layers[1] == Choice::K3E6);
+  CHECK(predict_runtime(t, x.arch) == doctest::Approx(x.R_ms));
+  CHECK(x.arch.se.empty());
+  // [16.5, 17.5]: two flips (0.1 + 0.2, -2.5 ms); skipping layer 1 (0.3, -4 ms) lands below, both of its
+  // other flips cost 0.8.
+  x = round_into_band(r, t, "tiny", 1.0f, 16.5, 17.5);
+  REQUIRE(x.found);
+  CHECK(names(x) == "1 kernel;2 expansion;");
+  CHECK(x.R_ms == doctest::Approx(17.5));
+  CHECK(x.cost == doctest::Approx(0.3));
+  // [13.9, 14.2]: skipping layer 3 alone (margin 0.05, -6 ms).
+  x = round_into_band(r, t, "tiny", 1.0f, 13.9, 14.2);
+  REQUIRE(x.found);
+  CHECK(names(x) == "3 skip;");
+  CHECK(x.arch.layers[3] == Choice::Skip);
+  // Below the smallest network (2 + 1 + 0 + 3 + 0 = 6 ms): none.
+  CHECK_FALSE(round_into_band(r, t, "tiny", 1.0f, 1, 5).found);
+  CHECK(round_into_band(r, t, "tiny", 1.0f, 5.9, 6.1).R_ms == doctest::Approx(6));
+  // Decisions already in the band: nothing flipped.
+  x = round_into_band(r, t, "tiny", 1.0f, 19.5, 20);
+  CHECK(x.flips.empty());
+  CHECK(x.cost == 0);
+  // From a skipped layer: un-skipping it (its kernel and expansion as decided) is the cheap way up.
+  SearchLogRow skipped = r;
+  skipped.d_skip[3] = 0, skipped.m_skip[3] = -0.05f;
+  x = round_into_band(skipped, t, "tiny", 1.0f, 19.5, 20);
+  REQUIRE(x.found);
+  CHECK(names(x) == "3 skip;");
+  CHECK(x.arch.layers[3] == Choice::K5E6);
+  // Searched SE: turning it off on layer 0 (margin 0.01) takes 0.25 ms off 20.25.
+  SearchLogRow se = r;
+  se.d_se = {1, 0, NAN, NAN};
+  se.m_se = {0.01f, -0.02f, NAN, NAN};
+  CHECK(predict_runtime(t, logged_arch(se, "tiny", 1.0f)) == doctest::Approx(20.25));
+  x = round_into_band(se, t, "tiny", 1.0f, 19.9, 20.1);
+  REQUIRE(x.found);
+  CHECK(names(x) == "0 se;");
+  REQUIRE(x.arch.se.size() == 4);
+  CHECK_FALSE(x.arch.se[0]);
+  // The verdict lists the flips and the final decisions' R; a band rounding cannot reach says so.
+  SearchConfig c = tiny_search("unused");
+  c.decode = DecodeRule::Round;
+  c.target_ms = 19;
+  const std::vector<SearchLogRow> rows = {r, r};
+  x = round_into_band(r, t, "tiny", 1.0f, 0.97 * 19, 19);
+  const Arch fin = logged_arch(r, "tiny", 1.0f);
+  SearchVerdict v = search_verdict(rows, 1, x.arch, t, c, -1, &fin, &x);
+  CHECK(v.rounded_flips == 1);
+  CHECK(v.target_met);
+  std::string all;
+  for (const std::string& l : v.lines) all += l + "\n";
+  CHECK(all.find("decoded (--decode round): no step after the warm-up was in the band [18.430, 19.000] ms: the final "
+                 "decisions (20.000 ms) rounded into it, 1 flipped (summed margin 0.1000): layer 1 kernel (margin 0.1000)") !=
+        std::string::npos);
+  c.target_ms = 5;
+  v = search_verdict(rows, 1, fin, t, c, -1, &fin);
+  CHECK(v.rounded_flips == -1);
+  all.clear();
+  for (const std::string& l : v.lines) all += l + "\n";
+  CHECK(all.find("rounding found no architecture in it") != std::string::npos);
+  c.target_ms = 0;
+  CHECK_THROWS_WITH_AS(check_search_config(c, t), doctest::Contains("--decode round"), std::runtime_error);
+}
+
 TEST_CASE("search warnings: a target the loss does not use, a target above the supernet, a warm-up as long as the run") {
   SearchSpace s = load_space(tiny_space_file());
   LatencyTable t = tiny_table(s);

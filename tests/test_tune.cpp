@@ -76,6 +76,7 @@ struct FakeStages {
       o.R_ms = problem.R(t.hyper);
       o.steps = 1;
       o.decoded_at_step = t.index % 2 ? 10 + t.index : -1;  // odd trials: decisions held at a logged step
+      o.rounded_flips = t.index % 4 == 2 ? 3 : -1;           // every fourth: final decisions rounded
       return o;
     };
     st.proxy_train = [this](const TrialSpec& t, const Arch&) {
@@ -219,7 +220,11 @@ TEST_CASE("the table's bounds respect skips; a target outside them is an error n
   CHECK(tune_config_from_json(record, "record").threshold_momentum == -1);  // older records: the optimizer's
   c = fake_config("tune_bounds", 2, "bo");
   c.decode = "best";
-  CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("decode must be final or band, got 'best'"), std::runtime_error);
+  CHECK_THROWS_WITH_AS(run_tune(c), doctest::Contains("decode must be final, band or round, got 'best'"),
+                       std::runtime_error);
+  c.decode = "round";
+  record = tune_config_to_json(c);
+  CHECK(tune_config_from_json(record, "record").decode == "round");
   c.decode = "band";
   record = tune_config_to_json(c);
   CHECK(tune_config_from_json(record, "record").decode == "band");
@@ -274,7 +279,11 @@ TEST_CASE("infeasible trials are recorded but never reach the proxy training") {
     else CHECK(t["accuracy"].is_number());
     const int i = t["index"].get<int>();
     CHECK(t["decoded_at_step"].get<int64_t>() == (i % 2 ? 10 + i : -1));  // the search's, recorded
+    CHECK(t.contains("rounded_flips") == (i % 4 == 2));                     // only where rounded
+    if (i % 4 == 2) CHECK(t["rounded_flips"].get<int>() == 3);
   }
+  CHECK(trial_result_from_json(trial_result_to_json(r.trials[2]), "record").rounded_flips == 3);
+  CHECK(trial_result_from_json(trial_result_to_json(r.trials[1]), "record").rounded_flips == -1);
   nlohmann::ordered_json older = trial_result_to_json(r.trials[1]);
   CHECK(trial_result_from_json(older, "record").decoded_at_step == 11);
   older.erase("decoded_at_step");

@@ -71,10 +71,12 @@ Command add_search(CLI::App& app) {
       ->check(number_in(0, 1e6));
   s->add_option("--decode", f->decode,
                 "final: the decisions after the last step (the reference) | band: the last decisions after the warm-up "
-                "whose predicted R was within --decode-band below --target-ms (else the final ones)")
+                "whose predicted R was within --decode-band below --target-ms (else the final ones) | round: as band, "
+                "and where no step was in the band the final decisions with the fewest margins' worth of them flipped "
+                "so that R lands in it")
       ->capture_default_str()
-      ->check(CLI::IsMember({"final", "band"}));
-  s->add_option("--decode-band", c.decode_band, "--decode band's band: [(1 - this) T, T] (1: any R <= T)")
+      ->check(CLI::IsMember({"final", "band", "round"}));
+  s->add_option("--decode-band", c.decode_band, "--decode band/round's band: [(1 - this) T, T] (1: any R <= T)")
       ->capture_default_str()
       ->check(number_above(0, 1));
   s->add_flag("--se", c.search_se, "search squeeze-and-excitation too (the journal version)");
@@ -122,7 +124,9 @@ Command add_search(CLI::App& app) {
             if (f->check_data && is_writer()) run_check_data(c.data);
             c.runtime_loss = parse_runtime_loss(f->runtime_loss);
             c.freeze_thresholds_in_warmup = f->warmup_thresholds == "freeze";
-            c.decode = f->decode == "band" ? DecodeRule::LastInBand : DecodeRule::Final;
+            c.decode = f->decode == "band"    ? DecodeRule::LastInBand
+                       : f->decode == "round" ? DecodeRule::Round
+                                              : DecodeRule::Final;
             c.runtime_mode = parse_runtime_mode(f->table.runtime_model);
             LatencyTable table = load_table(f->table);
             apply_table_settings(s, table, c.space, c.space_options);

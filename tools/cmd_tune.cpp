@@ -124,9 +124,10 @@ Command add_tune(CLI::App& app) {
       ->check(number_in(0, 0.999));
   s->add_option("--decode", c.decode,
                 "the architecture each search returns: band (its last decisions after the warm-up inside the goal "
-                "band, else its final ones) | final (always its final decisions, as the reference)")
+                "band, else its final ones) | round (as band, and where no step was in the band its final decisions "
+                "with the fewest margins' worth flipped into it) | final (always its final decisions, as the reference)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"final", "band"}));
+      ->check(CLI::IsMember({"final", "band", "round"}));
   s->add_option("--batch", c.batch, "batch size of searches and proxy trainings")
       ->capture_default_str()
       ->check(integer_in(2, 65536));

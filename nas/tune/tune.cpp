@@ -268,6 +268,7 @@ json trial_result_to_json(const TrialResult& r) {
     j["arch_summary"] = arch_summary(r.arch);
     j["R_ms"] = r.R_ms;
     j["decoded_at_step"] = r.decoded_at_step;
+    if (r.rounded_flips >= 0) j["rounded_flips"] = r.rounded_flips;
   }
   if (r.status == TrialStatus::Trained) j["accuracy"] = r.accuracy;
   else if (r.status == TrialStatus::Infeasible) j["accuracy"] = "infeasible";
@@ -299,6 +300,8 @@ TrialResult trial_result_from_json(const json& j, const std::string& source) {
     read_field(j, "R_ms", r.R_ms, source);
     r.decoded_at_step = -1;  // older records: the final decisions
     read_field(j, "decoded_at_step", r.decoded_at_step, source);
+    r.rounded_flips = -1;  // absent: not rounded
+    read_field(j, "rounded_flips", r.rounded_flips, source);
   }
   if (r.status == TrialStatus::Trained) read_field(j, "accuracy", r.accuracy, source);
   if (r.status == TrialStatus::Failed) read_field(j, "error", r.error, source);
@@ -341,7 +344,10 @@ static SearchConfig trial_search_config(const TuneConfig& c, const SearchHyper& 
   s.warmup_epochs = c.search_warmup_epochs;
   s.freeze_thresholds_in_warmup = c.warmup_thresholds == "freeze";
   s.threshold_momentum = float(c.threshold_momentum);
-  if (c.decode == "band") s.decode = DecodeRule::LastInBand, s.decode_band = c.window > 0 ? float(c.window) : 1.0f;
+  if (c.decode != "final") {
+    s.decode = c.decode == "round" ? DecodeRule::Round : DecodeRule::LastInBand;
+    s.decode_band = c.window > 0 ? float(c.window) : 1.0f;
+  }
   s.lambda = float(h.lambda);
   s.threshold_lr_mult = float(h.threshold_lr_mult);
   s.threshold_margin = float(h.threshold_margin);
@@ -369,7 +375,7 @@ TrialStages real_trial_stages() {
     const SearchResult r = run_search(s, table);  // a signal throws Interrupted: the trial is redone
     // A trial is redone, never resumed, so the supernet's checkpoint (the folder's largest file) goes.
     std::remove(r.checkpoint_path.c_str());
-    return TrialSearchOutcome{r.arch, r.predicted_ms, r.steps, r.verdict.decoded_at_step};
+    return TrialSearchOutcome{r.arch, r.predicted_ms, r.steps, r.verdict.decoded_at_step, r.verdict.rounded_flips};
   };
   st.proxy_train = [](const TrialSpec& t, const Arch& arch) {
     const TuneConfig& c = t.config;
@@ -413,6 +419,7 @@ TrialResult run_trial(const TrialSpec& t, const TrialStages& stages) {
     r.R_ms = o.R_ms;
     r.search_steps = o.steps;
     r.decoded_at_step = o.decoded_at_step;
+    r.rounded_flips = o.rounded_flips;
     if (o.R_ms > t.config.target_ms) {
       r.status = TrialStatus::Infeasible;  // HyperPower: a network that misses the constraint is not trained
     } else {
@@ -476,7 +483,8 @@ void validate_options(const TuneConfig& c) {
     fail("warmup_thresholds must be train or freeze, got '" + c.warmup_thresholds + "'");
   if (!(c.threshold_momentum < 1))
     fail("threshold_momentum must be below 1 (negative: the optimizer's), got " + fmt(c.threshold_momentum));
-  if (c.decode != "final" && c.decode != "band") fail("decode must be final or band, got '" + c.decode + "'");
+  if (c.decode != "final" && c.decode != "band" && c.decode != "round")
+    fail("decode must be final, band or round, got '" + c.decode + "'");
   parse_runtime_loss(c.runtime_loss);
   parse_runtime_mode(c.runtime_mode);
   for (const TuneVariable& v : tune_variables(c)) {
@@ -644,6 +652,7 @@ class TuneReport {
     } else {
       s << " -> R " << fmt(r.R_ms) << " ms (T " << fmt(c_.target_ms) << ")";
       if (r.decoded_at_step >= 0) s << " held at step " << r.decoded_at_step;
+      if (r.rounded_flips >= 0) s << " rounded (" << r.rounded_flips << " flips)";
       if (r.status == TrialStatus::Infeasible) s << " infeasible, not trained";
       else s << (in_goal_band(r.R_ms, c_.target_ms, c_.window) ? " in band" : " feasible") << ", accuracy " << percent(r.accuracy);
     }

@@ -73,7 +73,8 @@ struct TuneConfig {
   // SearchConfig::threshold_momentum; < 0: the optimizer's (0.9).
   double threshold_momentum = -1;
   // SearchConfig::decode: "band" (each search returns its last decisions after the warm-up inside the
-  // goal band; with window 0 the last with R <= T), else its final ones; "final": always the final ones.
+  // goal band; with window 0 the last with R <= T), else its final ones; "round": as band, and where no
+  // step was in the band its final decisions rounded into it (round_into_band); "final": always the final ones.
   std::string decode = "band";
   int batch = 64;
   // SearchConfig::runtime_loss. The target form (T = the tune target) by default: it pulls R to T
@@ -126,8 +127,9 @@ struct TrialResult {
   TrialStatus status = TrialStatus::Failed;
   Arch arch;
   double R_ms = 0;
-  // The search's logged step whose decisions it returned (decode "band"); -1: its final decisions.
+  // The search's logged step whose decisions it returned (decode "band"/"round"); -1: its final decisions.
   int64_t decoded_at_step = -1;
+  int rounded_flips = -1;          // decode "round": final decisions flipped into the band (-1: not rounded)
   double accuracy = 0;             // proxy validation accuracy (Trained only)
   std::string error;               // Failed only
   int64_t search_steps = 0;
@@ -140,6 +142,7 @@ struct TrialSearchOutcome {
   double R_ms = 0;  // the table's additive prediction of arch
   int64_t steps = 0;
   int64_t decoded_at_step = -1;  // SearchVerdict::decoded_at_step
+  int rounded_flips = -1;        // SearchVerdict::rounded_flips
 };
 struct TrialStages {
   std::function<TrialSearchOutcome(const TrialSpec&)> search;
