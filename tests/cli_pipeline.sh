@@ -52,7 +52,7 @@ grep -q '"warmup_thresholds": "train"' tune/tune.json || fail "tune's default is
 grep -q '"threshold_momentum": 0.5' tune_fixed/trial_000/trial.json || fail "--threshold-momentum did not reach the trial"
 grep -q '"threshold_momentum": -1' tune/tune.json || fail "tune's default threshold momentum is not the optimizer's"
 grep -q '"decode": "final"' tune_fixed/trial_000/trial.json || fail "--decode did not reach the trial"
-grep -q '"decode": "band"' tune/tune.json || fail "tune's searches do not return their last decisions in the band by default"
+grep -q '"decode": "round"' tune/tune.json || fail "tune's searches do not return an architecture in the band by default (--decode round)"
 out=$("$B" search --space tiny.json --lut lut.json --data $DATA --decode band --out search_bad 2>&1); code=$?
 [ $code -ne 0 ] && grep -q -- "--decode band" <<<"$out" && grep -q -- "--target-ms" <<<"$out" && [ ! -e search_bad ] ||
   fail "search --decode band without a target: exit $code: $out"

@@ -123,9 +123,10 @@ Command add_tune(CLI::App& app) {
                 "the searches' threshold momentum, in [0, 1) (default: the optimizer's, 0.9)")
       ->check(number_in(0, 0.999));
   s->add_option("--decode", c.decode,
-                "the architecture each search returns: band (its last decisions after the warm-up inside the goal "
-                "band, else its final ones) | round (as band, and where no step was in the band its final decisions "
-                "with the fewest margins' worth flipped into it) | final (always its final decisions, as the reference)")
+                "the architecture each search returns: round (its last decisions after the warm-up inside the goal "
+                "band, else its final decisions with the fewest margins' worth flipped into it) | band (the same "
+                "without the flipping: its final decisions where no step was in the band) | final (always its final "
+                "decisions, as the reference)")
       ->capture_default_str()
       ->check(CLI::IsMember({"final", "band", "round"}));
   s->add_option("--batch", c.batch, "batch size of searches and proxy trainings")

@@ -72,10 +72,11 @@ struct TuneConfig {
   std::string warmup_thresholds = "train";
   // SearchConfig::threshold_momentum; < 0: the optimizer's (0.9).
   double threshold_momentum = -1;
-  // SearchConfig::decode: "band" (each search returns its last decisions after the warm-up inside the
-  // goal band; with window 0 the last with R <= T), else its final ones; "round": as band, and where no
-  // step was in the band its final decisions rounded into it (round_into_band); "final": always the final ones.
-  std::string decode = "band";
+  // SearchConfig::decode: "round" (each search returns its last decisions after the warm-up inside the
+  // goal band — with window 0 the last with R <= T —, else its final ones rounded into the band:
+  // round_into_band); "band": the same without the rounding (the final ones where no step was in the
+  // band); "final": always the final ones.
+  std::string decode = "round";
   int batch = 64;
   // SearchConfig::runtime_loss. The target form (T = the tune target) by default: it pulls R to T
   // itself, where R under the log form jumps with lambda (nas/tune/README.md, "Runs").
