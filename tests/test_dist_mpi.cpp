@@ -2,7 +2,7 @@
 // by CMake only where MPI and its launcher were found):
 //  - train and search with --sync-bn reach the parameters of one process with the same global batch;
 //    with per-rank batch norm, those of one process with --bn-groups 2 (each half-batch normalised
-//    alone). The tolerance is explained at kRelTol.
+//    alone). The tolerances are explained at kTrainRelTol.
 //  - a search checkpointed and resumed under 2 ranks ends bit for bit where an uninterrupted one does
 //    (each rank's indicator dropping draws from its own restored generator);
 //  - a rank killed mid-run, and a rank that hangs, stop the run with a message naming the rank and
@@ -108,10 +108,12 @@ double relative_difference(const std::string& a, const std::string& b) {
 // kernels, then the allreduce; batch statistics from two halves' sums). The first steps agree to
 // about 1e-8; then training itself amplifies rounding (an activation near a ReLU6 kink goes the
 // other way, RMSProp divides tiny gradients by their own size), exactly as it does between one
-// process on 1 and on 2 threads, whose kernels also sum in another order. kRelTol sits above that
+// process on 1 and on 2 threads, whose kernels also sum in another order. The tolerance sits above that
 // spread for these step counts (bench/RESULTS.md, "data-parallel equivalence"); a real mismatch
 // (per-rank statistics compared with the global batch's, measured as `would_fail`) lies above it.
-constexpr double kRelTol = 2.5e-4;
+// Per run: the 24 training steps amplify more (up to 2.5e-4 on a Zen 4, against a mismatch of 1.5e-3)
+// than the 16 search steps (below 1e-4, against 7e-4).
+constexpr double kTrainRelTol = 5e-4, kSearchRelTol = 2.5e-4;
 
 }  // namespace
 
@@ -137,9 +139,10 @@ TEST_CASE("2 ranks reach the parameters of one process: --sync-bn = the global b
     MESSAGE(std::string(train ? "train" : "search") << ": --sync-bn vs one process " << sync
                                                     << ", per-rank vs --bn-groups 2 " << per_rank
                                                     << ", per-rank vs one process (must differ) " << would_fail);
-    CHECK(sync < kRelTol);
-    CHECK(per_rank < kRelTol);
-    CHECK(would_fail > 2 * kRelTol);
+    const double tol = train ? kTrainRelTol : kSearchRelTol;
+    CHECK(sync < tol);
+    CHECK(per_rank < tol);
+    CHECK(would_fail > 2 * tol);
     // Rank 0 alone wrote the files; the split was reported.
     CHECK(fs::exists(train ? "two_sync/train_log.csv" : "two_sync/arch.json"));
   }
@@ -309,7 +312,7 @@ TEST_CASE("tune under 2 ranks: every trial data-parallel, the trials of one proc
     CAPTURE(i);
     CHECK(y["proposed_by"] == x["proposed_by"]);
     // The same point and the same decoded network: the searches agree up to rounding
-    // (kRelTol), far from flipping a decision in 8 steps.
+    // (kSearchRelTol), far from flipping a decision in 8 steps.
     CHECK(std::fabs(y["u"][0].get<double>() - x["u"][0].get<double>()) < 1e-6);
     CHECK(y["arch_summary"] == x["arch_summary"]);
     CHECK(y["status"] == x["status"]);
