@@ -77,6 +77,7 @@ struct FakeStages {
       o.steps = 1;
       o.decoded_at_step = t.index % 2 ? 10 + t.index : -1;  // odd trials: decisions held at a logged step
       o.rounded_flips = t.index % 4 == 2 ? 3 : -1;           // every fourth: final decisions rounded
+      o.verdict = {"decisions: trial " + std::to_string(t.index), "runtime: ..."};
       return o;
     };
     st.proxy_train = [this](const TrialSpec& t, const Arch&) {
@@ -283,6 +284,8 @@ TEST_CASE("infeasible trials are recorded but never reach the proxy training") {
     if (i % 4 == 2) CHECK(t["rounded_flips"].get<int>() == 3);
   }
   CHECK(trial_result_from_json(trial_result_to_json(r.trials[2]), "record").rounded_flips == 3);
+  CHECK(j["trials"][2]["verdict"][0] == "decisions: trial 2");  // the search's verdict, kept with the trial
+  CHECK(trial_result_from_json(trial_result_to_json(r.trials[2]), "record").verdict == r.trials[2].verdict);
   CHECK(trial_result_from_json(trial_result_to_json(r.trials[1]), "record").rounded_flips == -1);
   nlohmann::ordered_json older = trial_result_to_json(r.trials[1]);
   CHECK(trial_result_from_json(older, "record").decoded_at_step == 11);

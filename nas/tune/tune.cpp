@@ -269,6 +269,7 @@ json trial_result_to_json(const TrialResult& r) {
     j["R_ms"] = r.R_ms;
     j["decoded_at_step"] = r.decoded_at_step;
     if (r.rounded_flips >= 0) j["rounded_flips"] = r.rounded_flips;
+    if (!r.verdict.empty()) j["verdict"] = r.verdict;
   }
   if (r.status == TrialStatus::Trained) j["accuracy"] = r.accuracy;
   else if (r.status == TrialStatus::Infeasible) j["accuracy"] = "infeasible";
@@ -302,6 +303,7 @@ TrialResult trial_result_from_json(const json& j, const std::string& source) {
     read_field(j, "decoded_at_step", r.decoded_at_step, source);
     r.rounded_flips = -1;  // absent: not rounded
     read_field(j, "rounded_flips", r.rounded_flips, source);
+    read_field(j, "verdict", r.verdict, source);  // absent in older records
   }
   if (r.status == TrialStatus::Trained) read_field(j, "accuracy", r.accuracy, source);
   if (r.status == TrialStatus::Failed) read_field(j, "error", r.error, source);
@@ -375,7 +377,8 @@ TrialStages real_trial_stages() {
     const SearchResult r = run_search(s, table);  // a signal throws Interrupted: the trial is redone
     // A trial is redone, never resumed, so the supernet's checkpoint (the folder's largest file) goes.
     std::remove(r.checkpoint_path.c_str());
-    return TrialSearchOutcome{r.arch, r.predicted_ms, r.steps, r.verdict.decoded_at_step, r.verdict.rounded_flips};
+    return TrialSearchOutcome{r.arch, r.predicted_ms, r.steps, r.verdict.decoded_at_step, r.verdict.rounded_flips,
+                              r.verdict.lines};
   };
   st.proxy_train = [](const TrialSpec& t, const Arch& arch) {
     const TuneConfig& c = t.config;
@@ -420,6 +423,7 @@ TrialResult run_trial(const TrialSpec& t, const TrialStages& stages) {
     r.search_steps = o.steps;
     r.decoded_at_step = o.decoded_at_step;
     r.rounded_flips = o.rounded_flips;
+    r.verdict = o.verdict;
     if (o.R_ms > t.config.target_ms) {
       r.status = TrialStatus::Infeasible;  // HyperPower: a network that misses the constraint is not trained
     } else {

@@ -131,6 +131,7 @@ struct TrialResult {
   // The search's logged step whose decisions it returned (decode "band"/"round"); -1: its final decisions.
   int64_t decoded_at_step = -1;
   int rounded_flips = -1;          // decode "round": final decisions flipped into the band (-1: not rounded)
+  std::vector<std::string> verdict;  // the search's verdict, as `spnas search` prints it (flips, margins)
   double accuracy = 0;             // proxy validation accuracy (Trained only)
   std::string error;               // Failed only
   int64_t search_steps = 0;
@@ -144,6 +145,7 @@ struct TrialSearchOutcome {
   int64_t steps = 0;
   int64_t decoded_at_step = -1;  // SearchVerdict::decoded_at_step
   int rounded_flips = -1;        // SearchVerdict::rounded_flips
+  std::vector<std::string> verdict;  // SearchVerdict::lines
 };
 struct TrialStages {
   std::function<TrialSearchOutcome(const TrialSpec&)> search;
