@@ -132,6 +132,20 @@ int64_t last_row_in_band(const std::vector<SearchLogRow>& rows, int64_t first_ro
   return -1;
 }
 
+// The indicators of searchable layer l that must flip for `from`'s decisions to become choice c (with
+// SE on or off where searched): the cost of an option and, for the one chosen, what the verdict lists.
+static std::vector<DecisionFlip> flips_to(const SearchLogRow& from, size_t l, Choice c, bool se) {
+  std::vector<DecisionFlip> f;
+  const int li = int(l);
+  const bool kept = std::isnan(from.d_skip[l]) || from.d_skip[l] > 0.5f;
+  if (kept != (c != Choice::Skip)) f.push_back({li, "skip", std::fabs(from.m_skip[l])});
+  if (c == Choice::Skip) return f;
+  if ((choice_kernel(c) == 5) != (from.d_k5[l] > 0.5f)) f.push_back({li, "kernel", std::fabs(from.m_k5[l])});
+  if ((choice_expansion(c) == 6) != (from.d_e6[l] > 0.5f)) f.push_back({li, "expansion", std::fabs(from.m_e6[l])});
+  if (!std::isnan(from.d_se[l]) && se != (from.d_se[l] > 0.5f)) f.push_back({li, "se", std::fabs(from.m_se[l])});
+  return f;
+}
+
 Rounding round_into_band(const SearchLogRow& from, const LatencyTable& table, const std::string& space_source,
                          float width, double lo_ms, double hi_ms) {
   const size_t L = from.d_k5.size();
@@ -146,21 +160,22 @@ Rounding round_into_band(const SearchLogRow& from, const LatencyTable& table, co
   };
   std::vector<std::vector<Option>> options(L);
   double most = table.fixed_ms;
+  bool any_se = false;
   for (size_t l = 0; l < L; ++l) {
-    const bool k5 = from.d_k5[l] > 0.5f, e6 = from.d_e6[l] > 0.5f;
-    const bool has_skip = !std::isnan(from.d_skip[l]), kept = !has_skip || from.d_skip[l] > 0.5f;
-    const bool has_se = !std::isnan(from.d_se[l]), se = has_se && from.d_se[l] > 0.5f;
-    const auto m = [](float x) { return double(std::fabs(x)); };
-    if (has_skip) options[l].push_back({Choice::Skip, false, 0.0, kept ? m(from.m_skip[l]) : 0.0});
-    for (Choice c : {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6})
-      for (bool s : {false, true}) {
-        if (s && !has_se) continue;
-        const double cost = (kept ? 0 : m(from.m_skip[l])) + ((choice_kernel(c) == 5) != k5 ? m(from.m_k5[l]) : 0) +
-                            ((choice_expansion(c) == 6) != e6 ? m(from.m_e6[l]) : 0) + (s != se ? m(from.m_se[l]) : 0);
-        const double ms = choice_runtime(table.layers[l], c, RuntimeMode::Table) + (s ? table.layers[l].se : 0);
-        check(ms >= 0, "round_into_band", "the table's layer " + std::to_string(l) + " has a negative time");
-        options[l].push_back({c, s, ms, cost});
-      }
+    const bool has_se = !std::isnan(from.d_se[l]);
+    any_se |= has_se;
+    auto add = [&](Choice c, bool se) {
+      double cost = 0;
+      for (const DecisionFlip& f : flips_to(from, l, c, se)) cost += f.margin;
+      const double ms = choice_runtime(table.layers[l], c, RuntimeMode::Table) + (se ? table.layers[l].se : 0);
+      check(ms >= 0, "round_into_band", "the table's layer " + std::to_string(l) + " has a negative time");
+      options[l].push_back({c, se, ms, cost});
+    };
+    if (!std::isnan(from.d_skip[l])) add(Choice::Skip, false);
+    for (Choice c : {Choice::K3E3, Choice::K3E6, Choice::K5E3, Choice::K5E6}) {
+      add(c, false);
+      if (has_se) add(c, true);
+    }
     double top = 0;
     for (const Option& o : options[l]) top = std::max(top, o.ms);
     most += top;
@@ -208,26 +223,15 @@ Rounding round_into_band(const SearchLogRow& from, const LatencyTable& table, co
   out.arch.width = width;
   out.arch.layers.assign(L, Choice::K5E6);
   std::vector<bool> se(L, false);
-  bool any_se = false;
   for (size_t l = L, b = size_t(best); l-- > 0;) {
     const Option& op = options[l][via[l][b]];
     out.arch.layers[l] = op.c, se[l] = op.se;
-    any_se |= !std::isnan(from.d_se[l]);
     b = size_t(from_bin[l][b]);
   }
   if (any_se) out.arch.se = se;
   out.R_ms = predict_runtime(table, out.arch);
-  // The flips, in the words of the indicators: what rounding changed of the search's decisions.
-  const Arch was = logged_arch(from, space_source, width);
-  for (size_t l = 0; l < L; ++l) {
-    const Choice a = was.layers[l], b = out.arch.layers[l];
-    const int li = int(l);
-    if ((a == Choice::Skip) != (b == Choice::Skip)) out.flips.push_back({li, "skip", std::fabs(from.m_skip[l])});
-    if (b == Choice::Skip) continue;
-    if (choice_kernel(b) != (from.d_k5[l] > 0.5f ? 5 : 3)) out.flips.push_back({li, "kernel", std::fabs(from.m_k5[l])});
-    if (choice_expansion(b) != (from.d_e6[l] > 0.5f ? 6 : 3)) out.flips.push_back({li, "expansion", std::fabs(from.m_e6[l])});
-    if (!std::isnan(from.d_se[l]) && se[l] != (from.d_se[l] > 0.5f)) out.flips.push_back({li, "se", std::fabs(from.m_se[l])});
-  }
+  for (size_t l = 0; l < L; ++l)
+    for (const DecisionFlip& f : flips_to(from, l, out.arch.layers[l], se[l])) out.flips.push_back(f);
   return out;
 }
 
