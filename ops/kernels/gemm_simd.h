@@ -90,11 +90,12 @@ SPNAS_INLINE inline void nn_tile(int64_t K, const float* A, int64_t lda, const f
                                  int64_t ldc, M m, bool acc, const NnEpilogue& ep, const float* pf, bool nt) {
   R c[RB][NV];
   static_for<RB>([&](auto i) { static_for<NV>([&](auto j) { c[i][j] = V::zero(); }); });
-  // The next tile's rows of A, every line, into L2 before this tile starts (see nn_column).
-  if (pf)
-    for (int64_t i = 0; i < RB; ++i)
-      for (int64_t k = 0; k < K; k += 16) _mm_prefetch(reinterpret_cast<const char*>(pf + i * lda + k), _MM_HINT_T1);
   for (int64_t k = 0; k < K; ++k) {
+    // The next tile's rows of A into L2 (see nn_column), a line of each row per 16 columns, as this
+    // tile reaches the same columns: all of them at the tile's start was slower (bench/RESULTS.md,
+    // "Pointwise: the next tile's A rows, spread over the tile").
+    if (pf && k % 16 == 0)
+      for (int64_t i = 0; i < RB; ++i) _mm_prefetch(reinterpret_cast<const char*>(pf + i * lda + k), _MM_HINT_T1);
     const float* b = B + k * ldb;
     R bv[NV];
     static_for<NV>([&](auto j) { bv[j] = (TAIL && j == NV - 1) ? V::loadm(b + j * L, m) : V::load(b + j * L); });
