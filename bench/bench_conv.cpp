@@ -469,10 +469,10 @@ int main(int argc, char** argv) {
         const Isa isa = isa_named(K.name);
         const DwVariant chosen = dw_variant(d, dw_dir, isa).variant;
         const std::string what = std::string(K.name) + " " + dw_variant_name(chosen);
-        std::function<void()> ours;
-        if (dir == "fwd") ours = [&] { K.dwconv_forward(d, x.data(), w.data(), res.data()); };
-        else if (dir == "bwd_d") ours = [&] { K.dwconv_backward_data(d, dy.data(), w.data(), res.data(), false); };
-        else ours = [&] { K.dwconv_backward_weights(d, x.data(), dy.data(), res.data(), false); };
+        std::function<void()> ours;  // (K by reference to the table: the entrants outlive this block)
+        if (dir == "fwd") ours = [&, &K = K] { K.dwconv_forward(d, x.data(), w.data(), res.data()); };
+        else if (dir == "bwd_d") ours = [&, &K = K] { K.dwconv_backward_data(d, dy.data(), w.data(), res.data(), false); };
+        else ours = [&, &K = K] { K.dwconv_backward_weights(d, x.data(), dy.data(), res.data(), false); };
         race("ours", ours, what);
         if (opt.dw_variants) {
           // Every other variant that can run this shape, forced while it is checked and timed.
@@ -488,13 +488,14 @@ int main(int argc, char** argv) {
           }
         }
         for (const BenchVariant& v : bench_variants()) {
-          if (dir == "fwd" && v.dw_forward) race(v.name, [&] { v.dw_forward(d, x.data(), w.data(), res.data()); }, "variant");
+          if (dir == "fwd" && v.dw_forward) race(v.name, [&, &v = v] { v.dw_forward(d, x.data(), w.data(), res.data()); }, "variant");
           if (dir == "bwd_d" && v.dw_backward_data)
-            race(v.name, [&] { v.dw_backward_data(d, dy.data(), w.data(), res.data(), false); }, "variant");
+            race(v.name, [&, &v = v] { v.dw_backward_data(d, dy.data(), w.data(), res.data(), false); }, "variant");
           if (dir == "bwd_w" && v.dw_backward_weights)
-            race(v.name, [&] { v.dw_backward_weights(d, x.data(), dy.data(), res.data(), false); }, "variant");
+            race(v.name, [&, &v = v] { v.dw_backward_weights(d, x.data(), dy.data(), res.data(), false); }, "variant");
         }
       } else {
+        // (captured by value: the entrants run after this block has ended)
         const int m = int(M), k = int(Cin), n = int(Cout);
         const std::string how = pointwise_uses_own_gemm()
                                     ? std::string("register-blocked GEMM, ") + pointwise_gemm_table(dir == "bwd_d" ? Cin : Cout).name
@@ -506,20 +507,20 @@ int main(int argc, char** argv) {
         // The bare OpenBLAS sgemm of the same product, OpenBLAS using the threads itself.
         openblas_set_num_threads(opt.threads);
         if (dir == "fwd")
-          race("sgemm", [&] { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, x.data(), k, w.data(), n, 0.0f, res.data(), n); }, "cblas_sgemm NN");
+          race("sgemm", [&, m, n, k] { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, n, k, 1.0f, x.data(), k, w.data(), n, 0.0f, res.data(), n); }, "cblas_sgemm NN");
         else if (dir == "bwd_d")
-          race("sgemm", [&] { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, dy.data(), n, w.data(), n, 0.0f, res.data(), k); }, "cblas_sgemm NT");
+          race("sgemm", [&, m, n, k] { cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, k, n, 1.0f, dy.data(), n, w.data(), n, 0.0f, res.data(), k); }, "cblas_sgemm NT");
         else
-          race("sgemm", [&] { cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, x.data(), k, dy.data(), n, 0.0f, res.data(), n); }, "cblas_sgemm TN");
+          race("sgemm", [&, m, n, k] { cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, k, n, m, 1.0f, x.data(), k, dy.data(), n, 0.0f, res.data(), n); }, "cblas_sgemm TN");
         openblas_set_num_threads(1);
         entrants.back().enter = [&] { openblas_set_num_threads(opt.threads); };  // for its timed blocks too
         entrants.back().leave = [] { openblas_set_num_threads(1); };
         for (const BenchVariant& v : bench_variants()) {
-          if (dir == "fwd" && v.pw_forward) race(v.name, [&] { v.pw_forward(M, Cin, Cout, x.data(), w.data(), res.data()); }, "variant");
+          if (dir == "fwd" && v.pw_forward) race(v.name, [&, &v = v] { v.pw_forward(M, Cin, Cout, x.data(), w.data(), res.data()); }, "variant");
           if (dir == "bwd_d" && v.pw_backward_data)
-            race(v.name, [&] { v.pw_backward_data(M, Cin, Cout, dy.data(), w.data(), res.data(), false); }, "variant");
+            race(v.name, [&, &v = v] { v.pw_backward_data(M, Cin, Cout, dy.data(), w.data(), res.data(), false); }, "variant");
           if (dir == "bwd_w" && v.pw_backward_weights)
-            race(v.name, [&] { v.pw_backward_weights(M, Cin, Cout, x.data(), dy.data(), res.data(), false); }, "variant");
+            race(v.name, [&, &v = v] { v.pw_backward_weights(M, Cin, Cout, x.data(), dy.data(), res.data(), false); }, "variant");
         }
       }
 #ifdef SPNAS_HAVE_DNNL

@@ -262,10 +262,12 @@ void gemm_nn_simd(const GemmNN& g) {
   if (nt) _mm_sfence();  // the streamed lines are visible before this thread reports its share done
 }
 
-// C[KB, NV vectors] += sum over rows of A[r, k0 + i] * Bm[r, :]; C has row stride ldc.
+// C[KB, NV vectors] += sum over rows of A[r, k0 + i] * Bm[r, :]; C has row stride ldc. With `set`
+// (the first chain of a product that does not accumulate) C = the sum: C is written once, not
+// zeroed and then read back.
 template <int KB, int NV, bool TAIL>
 inline void tn_tile(int64_t rows, const float* A, int64_t lda, const float* Bm, int64_t ldb, float* C, int64_t ldc,
-                    M m) {
+                    M m, bool set) {
   R c[KB][NV];
   static_for<KB>([&](auto i) { static_for<NV>([&](auto j) { c[i][j] = V::zero(); }); });
   for (int64_t r = 0; r < rows; ++r) {
@@ -282,7 +284,7 @@ inline void tn_tile(int64_t rows, const float* A, int64_t lda, const float* Bm, 
     static_for<NV>([&](auto j) {
       float* p = C + i * ldc + j * L;
       const bool mk = TAIL && j == NV - 1;
-      R v = V::add(c[i][j], mk ? V::loadm(p, m) : V::load(p));
+      R v = set ? c[i][j] : V::add(c[i][j], mk ? V::loadm(p, m) : V::load(p));
       if (mk) V::storem(p, v, m);
       else V::store(p, v);
     });
@@ -331,9 +333,9 @@ inline void for_k_tiles(int64_t K, const F& f) {
 // after each tile.
 template <int NV, bool TAIL>
 inline void tn_chain(int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bm, int64_t ldb, float* C,
-                     int64_t ldc, M m, TnPrefetch* pf) {
+                     int64_t ldc, M m, TnPrefetch* pf, bool set) {
   for_k_tiles<kGemmRB[NV]>(K, [&](auto kb, int64_t k) SPNAS_INLINE {
-    tn_tile<decltype(kb)::value, NV, TAIL>(rows, A + k, lda, Bm, ldb, C + k * ldc, ldc, m);
+    tn_tile<decltype(kb)::value, NV, TAIL>(rows, A + k, lda, Bm, ldb, C + k * ldc, ldc, m, set);
     if (pf) pf->step();
   });
 }
@@ -360,9 +362,9 @@ inline int64_t tn_chains(int64_t rows, int64_t K, int64_t nvec) {
 
 template <int NV>
 inline void tn_chain_any(bool tail, int64_t rows, int64_t K, const float* A, int64_t lda, const float* Bm,
-                         int64_t ldb, float* C, int64_t ldc, M m, TnPrefetch* pf) {
-  if (tail) tn_chain<NV, true>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
-  else tn_chain<NV, false>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf);
+                         int64_t ldb, float* C, int64_t ldc, M m, TnPrefetch* pf, bool set) {
+  if (tail) tn_chain<NV, true>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf, set);
+  else tn_chain<NV, false>(rows, K, A, lda, Bm, ldb, C, ldc, m, pf, set);
 }
 
 void gemm_tn_simd(const GemmTN& g) {
@@ -371,7 +373,7 @@ void gemm_tn_simd(const GemmTN& g) {
   const float* Bm = g.B;
   float* C = g.C;
   const ColumnMap* a_map = g.a_map;
-  if (!g.accumulate)
+  if (!g.accumulate && rows == 0)  // (with rows, the first chain sets every element of C)
     for (int64_t k = 0; k < K; ++k)
       for (int64_t n = 0; n < N; ++n) C[k * ldc + n] = 0.0f;
   const int64_t nvec = (N + L - 1) / L;
@@ -408,16 +410,17 @@ void gemm_tn_simd(const GemmTN& g) {
       const int64_t cr = rb - r < kTnRowBlock ? rb - r : kTnRowBlock;
       const float* Ac = Ap + r * ldp;
       const float* Bc = Bb + r * ldb;
+      const bool set = !g.accumulate && r0 == 0 && r == 0;
       for (int64_t v0 = 0; v0 < nvec;) {
         const int nv = gemm_tile_vectors(nvec - v0, false);
         const bool tail = v0 + nv == nvec && N % L != 0;
         const M m = tail ? tail_mask : V::mask(L);
         switch (nv) {
-          case 1: tn_chain_any<1>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
-          case 2: tn_chain_any<2>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
-          case 3: tn_chain_any<3>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+          case 1: tn_chain_any<1>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf, set); break;
+          case 2: tn_chain_any<2>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf, set); break;
+          case 3: tn_chain_any<3>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf, set); break;
 #if defined(SPNAS_SIMD_AVX512)
-          case 4: tn_chain_any<4>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf); break;
+          case 4: tn_chain_any<4>(tail, cr, K, Ac, ldp, Bc + v0 * L, ldb, C + v0 * L, ldc, m, pf, set); break;
 #endif
           default: break;
         }

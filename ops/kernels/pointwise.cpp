@@ -246,11 +246,19 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
       g.B = dyt, g.ldb = M;
       g.C = dxt, g.ldc = M;
       const KernelTable& t = pointwise_gemm_table(M);
+      // Each thread also moves its own channels of dX^T back into dX (a serial loop took a fifth of
+      // the call at 2 threads).
       for_row_blocks(Cin, row_blocks(Cin), [&](int, int64_t b, int64_t e) {
-        if (e > b) t.gemm_nn(rows_of(g, b, e));
+        if (e <= b) return;
+        t.gemm_nn(rows_of(g, b, e));
+        for (int64_t r = 0; r < M; ++r) {
+          float* d = dx + r * Cin;
+          if (accumulate)
+            for (int64_t i = b; i < e; ++i) d[i] += dxt[i * M + r];
+          else
+            for (int64_t i = b; i < e; ++i) d[i] = dxt[i * M + r];
+        }
       });
-      for (int64_t r = 0; r < M; ++r)
-        for (int64_t i = 0; i < Cin; ++i) dx[r * Cin + i] = (accumulate ? dx[r * Cin + i] : 0.0f) + dxt[i * M + r];
       return;
     }
     GemmNN g;  // dX = dY W^T, W^T read from W as it is (gemm_nn packs it into its panels)
