@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <random>
 #include <set>
@@ -546,6 +547,35 @@ TEST_CASE("pointwise GEMMs against a double-precision loop") {
   set_pointwise_impl("auto");
   set_isa("auto");
   set_num_threads(2);
+}
+
+TEST_CASE("gemm_tn without accumulate: what C held before does not matter, and no rows give zeros") {
+  // The first chain of rows sets C rather than adding to it (gemm_simd.h): C starts as NaN here, which
+  // any read of the old C would carry into the result. 150 rows are three chains; 5 x 20 takes tails.
+  for (const std::string& isa : all_isas()) {
+    set_isa(isa);
+    if (!kernels().gemm_tn) continue;  // (the reference table has none: pointwise uses OpenBLAS there)
+    for (int64_t rows : {int64_t(0), int64_t(1), int64_t(64), int64_t(150)}) {
+      const int64_t K = 5, N = 20;
+      const auto a = random_vec(size_t(rows * K + 1), 41), b = random_vec(size_t(rows * N + 1), 42);
+      AVec c(size_t(K * N), std::numeric_limits<float>::quiet_NaN());
+      GemmTN g;
+      g.rows = rows, g.K = K, g.N = N;
+      g.A = a.data(), g.lda = K, g.B = b.data(), g.ldb = N, g.C = c.data(), g.ldc = N;
+      kernels().gemm_tn(g);
+      double worst = 0;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t n = 0; n < N; ++n) {
+          double want = 0;
+          for (int64_t r = 0; r < rows; ++r) want += double(a[r * K + k]) * b[r * N + n];
+          const double err = std::fabs(c[k * N + n] - want);
+          worst = std::isnan(err) ? 1e30 : std::max(worst, err);
+        }
+      INFO("isa ", isa, " rows ", rows);
+      CHECK(worst < 1e-4);
+    }
+  }
+  set_isa("auto");
 }
 
 TEST_CASE("pointwise: where 512-bit FMAs run as two halves, N with a half-empty last vector takes the AVX2 table") {

@@ -246,8 +246,8 @@ void pointwise_backward_data(int64_t M, int64_t Cin, int64_t Cout, const float* 
       g.B = dyt, g.ldb = M;
       g.C = dxt, g.ldc = M;
       const KernelTable& t = pointwise_gemm_table(M);
-      // Each thread also moves its own channels of dX^T back into dX (a serial loop took a fifth of
-      // the call at 2 threads).
+      // Each thread also moves its own channels of dX^T back into dX (serially, that loop left the
+      // second thread idle: bench/RESULTS.md, "Pointwise weight gradient: the first chain sets C").
       for_row_blocks(Cin, row_blocks(Cin), [&](int, int64_t b, int64_t e) {
         if (e <= b) return;
         t.gemm_nn(rows_of(g, b, e));
