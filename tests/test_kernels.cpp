@@ -521,7 +521,7 @@ TEST_CASE("pointwise GEMMs against a double-precision loop") {
   // some N to another table (pointwise_gemm_table).
   for (const std::string& isa : all_isas())
   for (const char* impl : {"blas", "own"})
-  for (const std::string gemm : {std::string("auto"), isa})
+  for (const std::string& gemm : {std::string("auto"), isa})
   for (int threads : {2, 1, 3}) {
     if (gemm != "auto" && (isa == "ref" || std::string(impl) == "blas")) continue;
     set_isa(isa);
